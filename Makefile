@@ -1,0 +1,26 @@
+# Everything starts from a bare python3.11: `make run` and `make test` build .venv first when needed.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV_VERSION := 0.13.9
+
+.PHONY: venv run test bench clean
+
+venv: $(VENV)/.installed
+
+# uv comes from PyPI into the venv itself: nothing outside .venv is touched.
+$(VENV)/.installed: requirements.txt overrides.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt --override overrides.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+run: venv
+	$(BIN)/fedmm run
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info
