@@ -1,0 +1,114 @@
+"""The custom aggregator of FedMM: it aggregates the global codebook and nothing else.
+
+Two rules, both producing `<codebook=f32[K,d], code_counts=f32[K]>@SERVER` so one finalizer serves
+both (codes whose count is zero keep their previous value):
+
+- `mean`: each market sends its locally trained global codebook `<codebook>`, weighted by its number of
+  examples; the server takes the weighted mean (`tff.aggregators.MeanFactory` by default).
+- `usage`: each market sends `<code_sums, code_counts>`, the per-code sums of the latents assigned to
+  each global code and how many there were; the server sums them (`tff.aggregators.SumFactory` by
+  default) and sets each code to the count-weighted mean. This is the federated mini-batch k-means step
+  of `tff.learning.algorithms.build_fed_kmeans` (its client statistics and sum aggregation), without its
+  cumulative weights: the encoders move between rounds, so old assignments should not pin the codes.
+
+The inner factories are parameters so that DP or secure summation can wrap exactly these values.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+RULES = ("mean", "usage")
+
+
+def client_payload_type(rule: str, k: int, d: int) -> tff.StructType:
+    """What one market sends under `rule`: the only CLIENTS→SERVER value of the codebook stage."""
+    codebook = tff.TensorType(np.float32, [k, d])
+    if rule == "mean":
+        return tff.StructType([("codebook", codebook)])
+    if rule == "usage":
+        return tff.StructType([("code_sums", codebook), ("code_counts", tff.TensorType(np.float32, [k]))])
+    raise ValueError(f"unknown codebook rule {rule!r}; expected one of {RULES}")
+
+
+class GlobalCodebookFactory(tff.aggregators.WeightedAggregationFactory):
+    """A `tff.aggregators` factory for the global codebook under the `mean` or `usage` rule."""
+
+    def __init__(
+        self,
+        rule: str = "usage",
+        mean_factory: tff.aggregators.WeightedAggregationFactory | None = None,
+        sum_factory: tff.aggregators.UnweightedAggregationFactory | None = None,
+    ):
+        if rule not in RULES:
+            raise ValueError(f"unknown codebook rule {rule!r}; expected one of {RULES}")
+        self.rule = rule
+        self._mean_factory = mean_factory or tff.aggregators.MeanFactory()
+        self._sum_factory = sum_factory or tff.aggregators.SumFactory()
+
+    def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
+        k, d = value_type[0].shape
+        if self.rule == "mean":
+            inner = self._mean_factory.create(value_type, weight_type)
+
+            @tff.tensorflow.computation(value_type)
+            def to_result(mean):
+                return collections.OrderedDict(codebook=mean.codebook, code_counts=tf.ones([k]))
+
+        else:
+            inner = self._sum_factory.create(value_type)
+
+            @tff.tensorflow.computation(value_type)
+            def to_result(sums):
+                means = tf.math.divide_no_nan(sums.code_sums, sums.code_counts[:, tf.newaxis])
+                return collections.OrderedDict(codebook=means, code_counts=sums.code_counts)
+
+        @tff.federated_computation(
+            inner.initialize.type_signature.result,
+            tff.FederatedType(value_type, tff.CLIENTS),
+            tff.FederatedType(weight_type, tff.CLIENTS),
+        )
+        def next_fn(state, value, weight):
+            if self.rule == "mean":
+                output = inner.next(state, value, weight)
+            else:
+                output = inner.next(state, value)
+            return tff.templates.MeasuredProcessOutput(
+                state=output.state,
+                result=tff.federated_map(to_result, output.result),
+                measurements=output.measurements,
+            )
+
+        return tff.templates.AggregationProcess(inner.initialize, next_fn)
+
+
+def build_codebook_finalizer(k: int, d: int) -> tff.learning.templates.FinalizerProcess:
+    """Writes the aggregated codes into the global codebook; a code no market used keeps its value."""
+    codebook_type = tff.TensorType(np.float32, [k, d])
+    result_type = tff.StructType([("codebook", codebook_type), ("code_counts", tff.TensorType(np.float32, [k]))])
+
+    @tff.tensorflow.computation(codebook_type, result_type)
+    def merge(current, aggregated):
+        used = aggregated.code_counts > 0
+        codebook = tf.where(used[:, tf.newaxis], aggregated.codebook, current)
+        return codebook, collections.OrderedDict(
+            global_codes_updated=tf.reduce_mean(tf.cast(used, tf.float32)))
+
+    @tff.federated_computation
+    def init_fn():
+        return tff.federated_value((), tff.SERVER)
+
+    @tff.federated_computation(
+        init_fn.type_signature.result,
+        tff.FederatedType(codebook_type, tff.SERVER),
+        tff.FederatedType(result_type, tff.SERVER),
+    )
+    def next_fn(state, current, aggregated):
+        codebook, measurements = tff.federated_map(merge, (current, aggregated))
+        return tff.templates.MeasuredProcessOutput(state=state, result=codebook, measurements=measurements)
+
+    return tff.learning.templates.FinalizerProcess(init_fn, next_fn)

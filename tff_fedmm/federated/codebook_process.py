@@ -1,0 +1,165 @@
+"""FedMM's codebook stage as a TFF process: one global codebook on the server, the rest in the markets.
+
+Server state: the global codebook (`LearningAlgorithmState.global_model_weights`) plus the states of
+the distributor, aggregator and finalizer. Client state, per market and CLIENTS-placed: encoder/decoder
+weights, the local codebook, the client optimizer's state and the idle counters of local codes. Every
+round each market receives the global codebook, trains its RQ-VAE for `local_epochs`, and sends only
+what the aggregation rule needs (see `codebook_aggregator`).
+
+`federate_encoder=True` is the documented option that also averages encoder/decoder weights; it is off
+by default because those weights are a function of the market's private CF space.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_fedmm.federated.codebook_aggregator import (
+    GlobalCodebookFactory, build_codebook_finalizer, client_payload_type,
+)
+from tff_fedmm.federated.composer import compose_stateful_process
+from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae
+from tff_fedmm.models import rqvae_training as rt
+
+
+@dataclass(frozen=True)
+class CodebookStageConfig:
+    rqvae: RQVAEConfig = RQVAEConfig()
+    rule: str = "usage"
+    local_epochs: int = 2
+    learning_rate: float = 3e-3
+    reseed_patience: int = 2
+
+
+def _optimizer(config: CodebookStageConfig):
+    return tff.learning.optimizers.build_adam(config.learning_rate)
+
+
+def data_type(config: CodebookStageConfig) -> tff.SequenceType:
+    return tff.SequenceType(collections.OrderedDict(x=tff.TensorType(np.float32, [None, config.rqvae.input_dim])))
+
+
+def _learns_global(config: CodebookStageConfig) -> bool:
+    return config.rule == "mean"
+
+
+def _client_state_structure(model: tf.keras.Model, config: CodebookStageConfig, optimizer) -> collections.OrderedDict:
+    variables = rt.trained_variables(model, _learns_global(config))
+    specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in variables)
+    return collections.OrderedDict(
+        client_index=tf.constant(0, tf.int32),
+        round_num=tf.constant(0, tf.int32),
+        private=tuple(tf.identity(v) for v in rt.private_variables(model)),
+        optimizer_state=optimizer.initialize(specs),
+        local_idle=tf.zeros([config.rqvae.k_local]),
+    )
+
+
+def _build_client_update(config: CodebookStageConfig, client_state_type: tff.Type) -> tff.Computation:
+    cfg = config.rqvae
+    codebook_type = tff.TensorType(np.float32, [cfg.k_global, cfg.latent_dim])
+
+    @tff.tensorflow.computation(codebook_type, client_state_type, data_type(config))
+    def client_update(codebook, state, dataset):
+        model = build_rqvae(cfg)
+        round_fn = rt.build_round_fn(
+            model, _optimizer(config), cfg, local_epochs=config.local_epochs,
+            learn_global_codebook=_learns_global(config), reseed_patience=config.reseed_patience)
+        seed = state["client_index"] * 100_003 + state["round_num"]
+        private, opt_state, idle, trained_codebook, stats = round_fn(
+            codebook, state["private"], state["optimizer_state"], state["local_idle"], dataset, seed)
+        new_state = collections.OrderedDict(
+            client_index=state["client_index"], round_num=state["round_num"] + 1, private=tuple(private),
+            optimizer_state=opt_state, local_idle=idle)
+        if config.rule == "mean":
+            payload = collections.OrderedDict(codebook=trained_codebook)
+        else:
+            payload = collections.OrderedDict(
+                code_sums=stats["global_code_sums"], code_counts=stats["global_code_counts"])
+        n = stats["num_examples"]
+        metrics = collections.OrderedDict(
+            loss=stats["loss"] * n,
+            reconstruction=stats["reconstruction"] * n,
+            local_codes_used=tf.reduce_mean(tf.cast(stats["local_code_counts"] > 0, tf.float32)),
+            markets=tf.constant(1.0),
+            num_examples=n,
+        )
+        return new_state, payload, n, metrics
+
+    return client_update
+
+
+def _build_finalize_metrics(metrics_type: tff.Type) -> tff.Computation:
+    @tff.tensorflow.computation(metrics_type)
+    def finalize(sums):
+        return collections.OrderedDict(
+            loss=tf.math.divide_no_nan(sums["loss"], sums["num_examples"]),
+            reconstruction=tf.math.divide_no_nan(sums["reconstruction"], sums["num_examples"]),
+            local_codes_used=tf.math.divide_no_nan(sums["local_codes_used"], sums["markets"]),
+            num_examples=sums["num_examples"],
+        )
+
+    return finalize
+
+
+def build_codebook_process(
+    config: CodebookStageConfig, aggregator: GlobalCodebookFactory | None = None
+) -> tff.templates.IterativeProcess:
+    """The public builder: composes the small typed pieces above, as `build_fed_kmeans` does."""
+    cfg = config.rqvae
+    aggregator = aggregator or GlobalCodebookFactory(config.rule)
+    if aggregator.rule != config.rule:
+        raise ValueError(f"aggregator rule {aggregator.rule!r} differs from config rule {config.rule!r}")
+
+    @tff.tensorflow.computation
+    def initial_codebook():
+        # One server-side seed: code k starts as the same vector in every market.
+        return tf.random.stateless_normal([cfg.k_global, cfg.latent_dim], seed=[cfg.seed, 1])
+
+    @tff.tensorflow.computation
+    def client_state_template():
+        return _client_state_structure(build_rqvae(cfg), config, _optimizer(config))
+
+    client_state_type = client_state_template.type_signature.result
+    codebook_type = initial_codebook.type_signature.result
+    client_update = _build_client_update(config, client_state_type)
+    metrics_type = client_update.type_signature.result[3]
+    return compose_stateful_process(
+        initial_shared_fn=initial_codebook,
+        initial_client_state_type=client_state_type,
+        data_type=data_type(config),
+        distributor=tff.learning.templates.build_broadcast_process(codebook_type),
+        client_update=client_update,
+        aggregator=aggregator.create(client_payload_type(config.rule, cfg.k_global, cfg.latent_dim),
+                                     tff.TensorType(np.float32)),
+        finalizer=build_codebook_finalizer(cfg.k_global, cfg.latent_dim),
+        finalize_metrics=_build_finalize_metrics(metrics_type),
+    )
+
+
+def initial_client_state(config: CodebookStageConfig, client_index: int, codebook: np.ndarray,
+                         x: np.ndarray) -> collections.OrderedDict:
+    """A market's starting state, computed in the market: shared-seed encoder, k-means local codebook.
+
+    Every market starts from the same encoder/decoder weights (same seed) so that level-1 codes are
+    comparable from round one; the local codebook is k-means on the market's first residuals.
+    """
+    from sklearn.cluster import KMeans
+
+    cfg = config.rqvae
+    model = build_rqvae(cfg)
+    rt.global_codebook(model).assign(codebook)
+    _, z, q_global, _, _, _ = model(x, training=False)
+    residual = (z - q_global).numpy()
+    k = min(cfg.k_local, len(residual))
+    centers = KMeans(n_clusters=k, n_init=1, random_state=cfg.seed).fit(residual).cluster_centers_
+    local = rt.local_codebook(model)
+    local.assign(np.concatenate([centers, local.numpy()[k:]]).astype(np.float32))
+    state = _client_state_structure(model, config, _optimizer(config))
+    state["client_index"] = tf.constant(client_index, tf.int32)
+    return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, state)

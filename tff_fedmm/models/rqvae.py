@@ -1,0 +1,138 @@
+"""The dual-codebook residual-quantized VAE: a global level-1 codebook and a market-private level 2.
+
+Layer names follow `tff_fedmm.naming`: the global codebook is `shared_global_codebook`, the only
+variable the federation may move; the local codebook, encoder and decoder are `private_*`. The model
+returns its pieces (latent, quantized vectors, code indices) rather than registering losses with
+`add_loss`, because TFF traces Keras models in a graph where `model.losses` goes stale; the losses are
+computed by `rqvae_losses` from these outputs, identically in local training and inside TFF.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+GLOBAL_CODEBOOK = "shared_global_codebook"
+LOCAL_CODEBOOK = "private_local_codebook"
+
+
+@dataclass(frozen=True)
+class RQVAEConfig:
+    input_dim: int = 66  # CF dim 64 + a one-hot entity type (user, item)
+    latent_dim: int = 32
+    hidden: int = 128
+    k_global: int = 64
+    k_local: int = 32
+    beta: float = 0.25
+    seed: int = 0
+
+
+class CodebookQuantizer(tf.keras.layers.Layer):
+    """Nearest-code lookup against one codebook; returns (code vectors, code indices).
+
+    The returned vectors are `codebook[idx]`, differentiable in the codebook only: the straight-through
+    path to the encoder is added once, after both levels, by `StraightThrough`.
+    """
+
+    def __init__(self, num_codes: int, dim: int, init_stddev: float = 1.0, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_codes = num_codes
+        self.dim = dim
+        self.init_stddev = init_stddev
+        self.seed = seed
+
+    def build(self, input_shape):
+        self.codebook = self.add_weight(
+            name="codebook",
+            shape=(self.num_codes, self.dim),
+            initializer=tf.keras.initializers.RandomNormal(stddev=self.init_stddev, seed=self.seed),
+            trainable=True,
+        )
+        super().build(input_shape)
+
+    def call(self, inputs):
+        idx = nearest_code(inputs, self.codebook)
+        return tf.gather(self.codebook, idx), idx
+
+    def get_config(self):
+        return {**super().get_config(), "num_codes": self.num_codes, "dim": self.dim,
+                "init_stddev": self.init_stddev, "seed": self.seed}
+
+
+class StopGradientSubtract(tf.keras.layers.Layer):
+    """Residual for the next level: z - sg(q), so level 2 never pushes level 1's codes."""
+
+    def call(self, inputs):
+        z, q = inputs
+        return z - tf.stop_gradient(q)
+
+
+class StraightThrough(tf.keras.layers.Layer):
+    """Forward value q, gradient of identity w.r.t. z (the VQ-VAE straight-through estimator)."""
+
+    def call(self, inputs):
+        z, q = inputs
+        return z + tf.stop_gradient(q - z)
+
+
+def nearest_code(points: tf.Tensor, codebook: tf.Tensor) -> tf.Tensor:
+    """Index of the nearest code by squared Euclidean distance, without materialising [n, K, d]."""
+    distances = (
+        tf.reduce_sum(points * points, axis=1, keepdims=True)
+        - 2.0 * tf.matmul(points, codebook, transpose_b=True)
+        + tf.reduce_sum(codebook * codebook, axis=1)[tf.newaxis, :]
+    )
+    return tf.argmin(distances, axis=1, output_type=tf.int32)
+
+
+def build_rqvae(config: RQVAEConfig) -> tf.keras.Model:
+    """Encoder → global level → residual → local level → straight-through → decoder.
+
+    The encoder ends in a LayerNormalization so latents live at unit scale everywhere: a global
+    codebook drawn on the server from N(0, 1) then lands among every market's latents from round one.
+    Outputs, in order: reconstruction, latent z, global code vectors, local code vectors, global code
+    indices, local code indices.
+    """
+    init = lambda k: tf.keras.initializers.GlorotUniform(seed=config.seed + k)  # noqa: E731
+    x = tf.keras.Input(shape=(config.input_dim,), name="x")
+    h = tf.keras.layers.Dense(config.hidden, activation="relu", kernel_initializer=init(1),
+                              name="private_encoder_hidden")(x)
+    z = tf.keras.layers.Dense(config.latent_dim, kernel_initializer=init(2), name="private_encoder_out")(h)
+    z = tf.keras.layers.LayerNormalization(name="private_encoder_norm")(z)
+    q_global, idx_global = CodebookQuantizer(config.k_global, config.latent_dim, seed=config.seed + 3,
+                                             name=GLOBAL_CODEBOOK)(z)
+    residual = StopGradientSubtract(name="residual")([z, q_global])
+    q_local, idx_local = CodebookQuantizer(config.k_local, config.latent_dim, init_stddev=0.1,
+                                           seed=config.seed + 4, name=LOCAL_CODEBOOK)(residual)
+    z_q = tf.keras.layers.Add(name="quantized")([q_global, q_local])
+    z_st = StraightThrough(name="straight_through")([z, z_q])
+    h = tf.keras.layers.Dense(config.hidden, activation="relu", kernel_initializer=init(5),
+                              name="private_decoder_hidden")(z_st)
+    x_hat = tf.keras.layers.Dense(config.input_dim, kernel_initializer=init(6), name="private_decoder_out")(h)
+    return tf.keras.Model(x, [x_hat, z, q_global, q_local, idx_global, idx_local], name="rqvae")
+
+
+def rqvae_losses(x: tf.Tensor, outputs, beta: float, learn_global_codebook: bool = True) -> dict:
+    """Reconstruction + codebook + commitment losses (RQ-VAE, Lee et al. 2022).
+
+    With `learn_global_codebook=False` the level-1 codebook gets no gradient: under the usage-weighted
+    federation rule it moves only by the server's per-code means of assigned latents (k-means/EMA form).
+    """
+    x_hat, z, q_global, q_local, _, _ = outputs
+    residual = z - tf.stop_gradient(q_global)
+    reconstruction = tf.reduce_mean(tf.reduce_sum(tf.square(x - x_hat), axis=1))
+    codebook = tf.reduce_mean(tf.reduce_sum(tf.square(tf.stop_gradient(residual) - q_local), axis=1))
+    if learn_global_codebook:
+        codebook += tf.reduce_mean(tf.reduce_sum(tf.square(tf.stop_gradient(z) - q_global), axis=1))
+    commitment = tf.reduce_mean(
+        tf.reduce_sum(tf.square(z - tf.stop_gradient(q_global)), axis=1)
+        + tf.reduce_sum(tf.square(z - tf.stop_gradient(q_global + q_local)), axis=1)
+    )
+    total = reconstruction + codebook + beta * commitment
+    return {"loss": total, "reconstruction": reconstruction, "codebook": codebook, "commitment": commitment}
+
+
+def codebook_variable(model: tf.keras.Model, name: str) -> tf.Variable:
+    """The codebook of layer `name` (GLOBAL_CODEBOOK or LOCAL_CODEBOOK): address by name, never position."""
+    return model.get_layer(name).codebook

@@ -1,0 +1,131 @@
+"""One market's RQ-VAE training round, written once for both local Keras use and TFF client work.
+
+The round is a pure function of tensors (global codebook, private weights, optimizer state, idle
+counters, dataset) so that TFF can run it inside a `tff.tensorflow.computation` on a freshly built
+model, and the local pipeline can run the very same code eagerly under `tf.function`. The optimizer is
+a `tff.learning.optimizers` optimizer: its state is a plain tensor structure that persists across
+rounds as client-private state.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from tff_fedmm.models.rqvae import GLOBAL_CODEBOOK, LOCAL_CODEBOOK, RQVAEConfig, rqvae_losses
+
+
+def private_variables(model: tf.keras.Model) -> list[tf.Variable]:
+    """Every trainable variable of the `private_*` layers, in layer order (stable across rebuilds)."""
+    return [w for layer in model.layers if layer.name.startswith("private_") for w in layer.trainable_weights]
+
+
+def global_codebook(model: tf.keras.Model) -> tf.Variable:
+    return model.get_layer(GLOBAL_CODEBOOK).codebook
+
+
+def local_codebook(model: tf.keras.Model) -> tf.Variable:
+    return model.get_layer(LOCAL_CODEBOOK).codebook
+
+
+def trained_variables(model: tf.keras.Model, learn_global_codebook: bool) -> list[tf.Variable]:
+    """What the client optimizer moves: private weights, plus the global codebook under the mean rule."""
+    variables = private_variables(model)
+    return variables + [global_codebook(model)] if learn_global_codebook else variables
+
+
+def build_round_fn(
+    model: tf.keras.Model,
+    optimizer,
+    config: RQVAEConfig,
+    *,
+    local_epochs: int,
+    learn_global_codebook: bool,
+    reseed_patience: int,
+) -> Callable:
+    """Returns `round_fn(global_cb, private, opt_state, local_idle, dataset, seed) -> (private, opt_state,
+    local_idle, global_cb, stats)`.
+
+    `stats` carries exactly what the federation rules need (per-global-code latent sums and counts),
+    plus scalar diagnostics. Local codes unused for `reseed_patience` consecutive rounds are re-seeded
+    from current residuals so the private level keeps its capacity.
+    """
+    variables = trained_variables(model, learn_global_codebook)
+    privates = private_variables(model)
+    g_var, l_var = global_codebook(model), local_codebook(model)
+    k_g, k_l, d = config.k_global, config.k_local, config.latent_dim
+
+    def train_step(opt_state, x):
+        with tf.GradientTape() as tape:
+            outputs = model(x, training=True)
+            losses = rqvae_losses(x, outputs, config.beta, learn_global_codebook)
+        grads = tape.gradient(losses["loss"], variables)
+        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
+        opt_state, updated = optimizer.next(opt_state, tuple(variables), tuple(grads))
+        for v, u in zip(variables, updated):
+            v.assign(u)
+        return opt_state, outputs, losses
+
+    def round_fn(global_cb, private, opt_state, local_idle, dataset, seed):
+        g_var.assign(global_cb)
+        for v, w in zip(privates, private):
+            v.assign(w)
+        zero = tf.constant(0.0)
+        state = (opt_state,)
+
+        def reduce_fn(state, batch):
+            opt_state, g_sums, g_counts, l_counts, loss_sum, rec_sum, n = state
+            x = batch["x"]
+            opt_state, outputs, losses = train_step(opt_state, x)
+            _, z, _, _, idx_g, idx_l = outputs
+            b = tf.cast(tf.shape(x)[0], tf.float32)
+            g_sums += tf.math.unsorted_segment_sum(z, idx_g, k_g)
+            g_counts += tf.math.unsorted_segment_sum(tf.ones_like(idx_g, tf.float32), idx_g, k_g)
+            l_counts += tf.math.unsorted_segment_sum(tf.ones_like(idx_l, tf.float32), idx_l, k_l)
+            return opt_state, g_sums, g_counts, l_counts, loss_sum + losses["loss"] * b, \
+                rec_sum + losses["reconstruction"] * b, n + b
+
+        for _ in range(local_epochs):
+            # Statistics describe the last epoch only: the codes the final weights actually use.
+            fresh_stats = (tf.zeros([k_g, d]), tf.zeros([k_g]), tf.zeros([k_l]), zero, zero, zero)
+            state = dataset.reduce(state[:1] + fresh_stats, reduce_fn)
+        opt_state, g_sums, g_counts, l_counts, loss_sum, rec_sum, n = state
+        local_idle = tf.where(l_counts > 0, tf.zeros_like(local_idle), local_idle + 1)
+        local_idle = _reseed_dead_codes(model, l_var, local_idle, reseed_patience, dataset, seed)
+        stats = collections.OrderedDict(
+            global_code_sums=g_sums,
+            global_code_counts=g_counts,
+            local_code_counts=l_counts,
+            loss=tf.math.divide_no_nan(loss_sum, n),
+            reconstruction=tf.math.divide_no_nan(rec_sum, n),
+            num_examples=n,
+        )
+        return [tf.identity(v) for v in privates], opt_state, local_idle, tf.identity(g_var), stats
+
+    return round_fn
+
+
+def _reseed_dead_codes(model, l_var, local_idle, patience, dataset, seed):
+    """Moves local codes idle for `patience` rounds onto residuals of a random first batch."""
+    dead = local_idle >= patience
+    batch = dataset.take(1).get_single_element()
+    _, z, q_global, _, _, _ = model(batch["x"], training=False)
+    residual = z - q_global
+    picks = tf.random.stateless_uniform(
+        [tf.shape(l_var)[0]], seed=tf.stack([tf.cast(seed, tf.int64), tf.constant(7, tf.int64)]),
+        maxval=tf.shape(residual)[0], dtype=tf.int32)
+    candidates = tf.gather(residual, picks)
+    l_var.assign(tf.where(dead[:, tf.newaxis], candidates, l_var))
+    return tf.where(dead, tf.zeros_like(local_idle), local_idle)
+
+
+def encode_codes(model: tf.keras.Model, x: tf.Tensor, batch_size: int = 4096) -> tuple[tf.Tensor, tf.Tensor]:
+    """(global code, local code) for every row of x, with the model's current codebooks."""
+    g, l = [], []
+    for start in range(0, int(x.shape[0]), batch_size):
+        outputs = model(x[start:start + batch_size], training=False)
+        g.append(outputs[4])
+        l.append(outputs[5])
+    return tf.concat(g, 0), tf.concat(l, 0)
