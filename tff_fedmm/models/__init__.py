@@ -1,0 +1,1 @@
+"""Keras models: CTR backbones and the code quantizers."""
