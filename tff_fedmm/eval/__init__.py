@@ -1,0 +1,1 @@
+"""Evaluation: ranking/CTR metrics, codebook statistics and cross-market code alignment (numpy only)."""
