@@ -1,0 +1,90 @@
+"""The `fedmm` command line.
+
+Each subcommand is a small handler `(args) -> exit code` registered in `build_parser`. Handlers
+import what they need inside their body: `fedmm --help` and data-only commands must not pay the
+seconds it takes to import TensorFlow Federated. Every user mistake (bad flag, bad data) ends as one
+line `fedmm: error: <message>` on stderr with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from tff_fedmm.errors import UsageError
+
+if TYPE_CHECKING:
+    from tff_fedmm.data.markets import MarketSet
+
+USAGE_ERROR_STATUS = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse would print the usage block and exit; raising keeps the one-line error contract."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fedmm", description="FedMM: federated multi-market CTR prediction on TensorFlow Federated.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_data_commands(commands)
+    return parser
+
+
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="inspect the markets before training")
+    data_commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    summary = data_commands.add_parser("summary", help="per-market interactions, users, items and split sizes")
+    add_data_arguments(summary)
+    summary.set_defaults(handler=_data_summary)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that choose markets; every command that loads data shares them."""
+    parser.add_argument(
+        "--data",
+        default="synthetic",
+        metavar="DIR|synthetic",
+        help="directory of <market>_5core.txt files, or 'synthetic' for generated markets (default)",
+    )
+    parser.add_argument(
+        "--markets", type=market_list, metavar="A,B,...", help="comma-separated markets to use (default: all)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator (default 0)")
+
+
+def market_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated market names such as de,fr, got {text!r}")
+    return names
+
+
+def load_market_set(args: argparse.Namespace) -> MarketSet:
+    from tff_fedmm.data.markets import load_markets
+    from tff_fedmm.data.synthetic import SyntheticConfig
+
+    return load_markets(args.data, args.markets, SyntheticConfig(seed=args.seed))
+
+
+def _data_summary(args: argparse.Namespace) -> int:
+    from tff_fedmm.data.summary import format_summary, summarize
+
+    print(format_summary(summarize(load_market_set(args))))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="fedmm: %(levelname)s: %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except UsageError as err:
+        message = " ".join(str(err).split())
+        print(f"fedmm: error: {message}", file=sys.stderr)
+        return USAGE_ERROR_STATUS
