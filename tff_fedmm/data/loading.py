@@ -84,11 +84,11 @@ def load_market_dir(path: str | Path, markets: Sequence[str] | None = None) -> d
 def load_market_file(path: Path, name: str | None = None) -> RawMarket:
     name = name or market_name(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM must not become part of "userId"
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read ({err}); expected a UTF-8 text file") from None
     lines = text.splitlines()
-    if not lines or not lines[0].strip():
+    if not text.strip():
         raise DataError(f"{path}: empty file; expected a header line '{' '.join(COLUMNS)}' and data lines")
     split = _splitter(lines[0])
     header = split(lines[0])

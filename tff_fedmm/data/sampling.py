@@ -48,7 +48,9 @@ def ctr_examples(
     }
 
 
-def ranking_sets(market: Market, split: str, *, num_negatives: int = 99, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def ranking_sets(
+    market: Market, split: str, *, num_negatives: int = 99, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Users [n] and candidate items [n, 1 + num_negatives]; column 0 is the held-out positive.
 
     The negatives of a row are distinct, so hit-rate and NDCG are computed against exactly

@@ -20,7 +20,9 @@ def summarize(market_set: MarketSet) -> pd.DataFrame:
     pairs = market_set.same_item
     records = []
     for name, market in market_set.markets.items():
-        shared = np.union1d(pairs.loc[pairs["market_a"] == name, "item_a"], pairs.loc[pairs["market_b"] == name, "item_b"])
+        as_a = pairs.loc[pairs["market_a"] == name, "item_a"]
+        as_b = pairs.loc[pairs["market_b"] == name, "item_b"]
+        shared = np.union1d(as_a, as_b)
         records.append(
             {
                 "market": name,

@@ -102,7 +102,8 @@ def _interactions(config: SyntheticConfig, market: str, cluster: np.ndarray, rng
     prob = (1 - _AFFINITY) / len(labels) * popularity[None, :] + _AFFINITY * popularity[None, :] * (
         members[None, :] == favourite[:, None]
     )
-    counts = np.minimum(_MIN_INTERACTIONS + rng.poisson(config.interactions_per_user - _MIN_INTERACTIONS, num_users), len(cluster))
+    extra = rng.poisson(config.interactions_per_user - _MIN_INTERACTIONS, num_users)
+    counts = np.minimum(_MIN_INTERACTIONS + extra, len(cluster))
     # Gumbel top-k: each user's first counts[u] items are a weighted sample without replacement.
     ranked = np.argsort(-(np.log(prob) + rng.gumbel(size=prob.shape)), axis=1)
     users = np.repeat(np.arange(num_users), counts)
@@ -132,7 +133,9 @@ def _positions(counts: np.ndarray) -> np.ndarray:
     return np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
-def _linked_products(config: SyntheticConfig, cluster: np.ndarray, rng: np.random.Generator) -> dict[tuple[int, int], int]:
+def _linked_products(
+    config: SyntheticConfig, cluster: np.ndarray, rng: np.random.Generator
+) -> dict[tuple[int, int], int]:
     """(shared cluster, product slot) → item: the same slot in two markets is the same product."""
     linked = {}
     for c in range(config.shared_clusters):
