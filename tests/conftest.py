@@ -1,0 +1,54 @@
+"""Shared fixtures. Data files for tests are written to tmp_path; the real data is never copied here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tff_fedmm.data.loading import RawMarket
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "xmarket-electronics"
+
+HEADER = "userId itemId rate date"
+
+
+def valid_lines(users: int = 3, items_per_user: int = 4) -> list[str]:
+    """Data lines for a small market every user of which can be split."""
+    return [
+        f"u{u} i{(u + k) % 7} {1 + (u + k) % 5}.0 2020-01-{k + 1:02d}"
+        for u in range(users)
+        for k in range(items_per_user)
+    ]
+
+
+def raw_market(rows: list[tuple[str, str, str]], name: str = "de") -> RawMarket:
+    frame = pd.DataFrame(rows, columns=["userId", "itemId", "date"])
+    frame["rate"] = np.float32(5.0)
+    frame["date"] = pd.to_datetime(frame["date"])
+    return RawMarket(name=name, frame=frame[["userId", "itemId", "rate", "date"]], source="test", duplicates_dropped=0)
+
+
+@pytest.fixture
+def market_dir(tmp_path: Path) -> Callable[..., Path]:
+    """Writes `{file name: text}` into a fresh directory and returns it."""
+
+    def write(files: dict[str, str]) -> Path:
+        directory = tmp_path / "data"
+        directory.mkdir(exist_ok=True)
+        for name, text in files.items():
+            (directory / name).write_text(text)
+        return directory
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def synthetic_set():
+    from tff_fedmm.data.markets import load_markets
+
+    return load_markets("synthetic")
