@@ -163,3 +163,8 @@ def initial_client_state(config: CodebookStageConfig, client_index: int, codeboo
     state = _client_state_structure(model, config, _optimizer(config))
     state["client_index"] = tf.constant(client_index, tf.int32)
     return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, state)
+
+
+def rqvae_dataset(x: np.ndarray, batch_size: int = 256, seed: int = 0) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x)).shuffle(
+        len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)

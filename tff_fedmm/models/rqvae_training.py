@@ -14,12 +14,13 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from tff_fedmm.naming import PRIVATE_PREFIX, layer_weights
 from tff_fedmm.models.rqvae import GLOBAL_CODEBOOK, LOCAL_CODEBOOK, RQVAEConfig, rqvae_losses
 
 
 def private_variables(model: tf.keras.Model) -> list[tf.Variable]:
     """Every trainable variable of the `private_*` layers, in layer order (stable across rebuilds)."""
-    return [w for layer in model.layers if layer.name.startswith("private_") for w in layer.trainable_weights]
+    return layer_weights(model, PRIVATE_PREFIX)
 
 
 def global_codebook(model: tf.keras.Model) -> tf.Variable:

@@ -1,0 +1,51 @@
+"""Discrete codes per market: (global code, local code) for every user and item, as CTR features.
+
+Codes are computed inside the market from its own RQ-VAE state and stay there; only their meaning
+(for global codes) is shared, through the federated codebook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae
+from tff_fedmm.models import rqvae_training as rt
+
+
+@dataclass(frozen=True)
+class MarketCodes:
+    user_global: np.ndarray
+    user_local: np.ndarray
+    item_global: np.ndarray
+    item_local: np.ndarray
+
+
+def encode_market(config: RQVAEConfig, codebook: np.ndarray, client_state: Mapping, x: np.ndarray,
+                  num_users: int) -> MarketCodes:
+    """`x` is `rqvae_inputs(users, items)`: its first `num_users` rows are users, the rest items."""
+    model = build_rqvae(config)
+    rt.global_codebook(model).assign(codebook)
+    for v, w in zip(rt.private_variables(model), client_state["private"]):
+        v.assign(w)
+    g, l = (c.numpy() for c in rt.encode_codes(model, x))
+    return MarketCodes(user_global=g[:num_users], user_local=l[:num_users],
+                       item_global=g[num_users:], item_local=l[num_users:])
+
+
+def with_codes(examples: Mapping[str, np.ndarray], codes: MarketCodes | None, *, use_global: bool = True,
+               use_local: bool = True) -> dict[str, np.ndarray]:
+    """Adds the code fields the CTR models read (`user_gcode`, `item_gcode`, `user_lcode`, `item_lcode`)."""
+    out = dict(examples)
+    if codes is None:
+        return out
+    users, items = examples["user"], examples["item"]
+    if use_global:
+        out["user_gcode"] = codes.user_global[users].astype(np.int32)
+        out["item_gcode"] = codes.item_global[items].astype(np.int32)
+    if use_local:
+        out["user_lcode"] = codes.user_local[users].astype(np.int32)
+        out["item_lcode"] = codes.item_local[items].astype(np.int32)
+    return out

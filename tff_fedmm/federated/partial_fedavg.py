@@ -1,0 +1,163 @@
+"""Partial federated averaging: `shared_*` layers are averaged, `private_*` layers never leave a market.
+
+This is FedAvg's client work (`model_delta_client_work`: train, send the weight delta weighted by the
+number of examples) restricted to the shared layers, with TFF's own pieces doing the rest: the
+broadcast distributor, `tff.aggregators.MeanFactory` and `build_apply_optimizer_finalizer`. The
+private layers and the client optimizer's state persist per market as CLIENTS-placed state. It serves
+the federated CTR models (FedMM's and `fedper`) and the CF stage's shared interaction tower.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_fedmm.federated.composer import compose_stateful_process
+from tff_fedmm.naming import PRIVATE_PREFIX, SHARED_PREFIX, check_named, layer_weights
+
+ModelFn = Callable[[], tf.keras.Model]
+
+
+@dataclass(frozen=True)
+class PartialFedAvgConfig:
+    local_epochs: int = 1
+    client_learning_rate: float = 1e-3
+    server_learning_rate: float = 1.0
+
+
+def shared_weights(model: tf.keras.Model) -> list[tf.Variable]:
+    return layer_weights(model, SHARED_PREFIX)
+
+
+def private_weights(model: tf.keras.Model) -> list[tf.Variable]:
+    """Private trainable weights, then private non-trainable ones (e.g. normalisation statistics)."""
+    return layer_weights(model, PRIVATE_PREFIX) + layer_weights(model, PRIVATE_PREFIX, trainable=False)
+
+
+def _trainable(model: tf.keras.Model) -> list[tf.Variable]:
+    return shared_weights(model) + layer_weights(model, PRIVATE_PREFIX)
+
+
+def bce_loss(labels: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(tf.keras.losses.binary_crossentropy(labels[:, tf.newaxis], probs))
+
+
+def _optimizer(config: PartialFedAvgConfig):
+    return tff.learning.optimizers.build_adam(config.client_learning_rate)
+
+
+def _client_state(model: tf.keras.Model, optimizer) -> collections.OrderedDict:
+    specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in _trainable(model))
+    return collections.OrderedDict(
+        client_index=tf.constant(0, tf.int32),
+        private=tuple(tf.identity(v) for v in private_weights(model)),
+        optimizer_state=optimizer.initialize(specs),
+    )
+
+
+def _build_client_update(model_fn: ModelFn, config: PartialFedAvgConfig, weights_type, state_type, data_type):
+    @tff.tensorflow.computation(weights_type, state_type, data_type)
+    def client_update(weights, state, dataset):
+        model = model_fn()
+        optimizer = _optimizer(config)
+        shared, privates, trainable = shared_weights(model), private_weights(model), _trainable(model)
+        for v, w in zip(shared, weights.trainable):
+            v.assign(w)
+        for v, w in zip(privates, state["private"]):
+            v.assign(w)
+
+        def reduce_fn(carry, batch):
+            opt_state, loss_sum, n = carry
+            with tf.GradientTape() as tape:
+                loss = bce_loss(batch["y"], model(batch["x"], training=True))
+            # Dense gradients: TFF's functional optimizers do arithmetic that IndexedSlices lack.
+            grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, trainable)]
+            opt_state, updated = optimizer.next(opt_state, tuple(trainable), tuple(grads))
+            for v, u in zip(trainable, updated):
+                v.assign(u)
+            b = tf.cast(tf.shape(batch["y"])[0], tf.float32)
+            return opt_state, loss_sum + loss * b, n + b
+
+        carry = (state["optimizer_state"], tf.constant(0.0), tf.constant(0.0))
+        for _ in range(config.local_epochs):
+            carry = dataset.reduce(carry, reduce_fn)
+        opt_state, loss_sum, n = carry
+        delta = tuple(tf.subtract(w, v) for w, v in zip(weights.trainable, shared))
+        new_state = collections.OrderedDict(
+            client_index=state["client_index"],
+            private=tuple(tf.identity(v) for v in privates),
+            optimizer_state=opt_state,
+        )
+        metrics = collections.OrderedDict(loss=loss_sum, num_examples=n)
+        return new_state, delta, n / float(config.local_epochs), metrics
+
+    return client_update
+
+
+def _build_finalize_metrics(metrics_type) -> tff.Computation:
+    @tff.tensorflow.computation(metrics_type)
+    def finalize(sums):
+        return collections.OrderedDict(loss=tf.math.divide_no_nan(sums["loss"], sums["num_examples"]),
+                                       num_examples=sums["num_examples"])
+
+    return finalize
+
+
+def build_partial_fedavg_process(
+    model_fn: ModelFn,
+    element_spec,
+    config: PartialFedAvgConfig = PartialFedAvgConfig(),
+    aggregator: tff.aggregators.WeightedAggregationFactory | None = None,
+) -> tff.templates.IterativeProcess:
+    """`element_spec`: the (batched) element spec of a market's dataset, `<x=<...>, y=float32[?]>`."""
+
+    @tff.tensorflow.computation
+    def initial_shared():
+        model = model_fn()
+        check_named(model)
+        return tff.learning.models.ModelWeights(trainable=tuple(shared_weights(model)), non_trainable=())
+
+    @tff.tensorflow.computation
+    def client_state_template():
+        return _client_state(model_fn(), _optimizer(config))
+
+    weights_type = initial_shared.type_signature.result
+    state_type = client_state_template.type_signature.result
+    data_type = tff.SequenceType(tff.types.tensorflow_to_type(element_spec))
+    client_update = _build_client_update(model_fn, config, weights_type, state_type, data_type)
+    aggregator = aggregator or tff.aggregators.MeanFactory()
+    return compose_stateful_process(
+        initial_shared_fn=initial_shared,
+        initial_client_state_type=state_type,
+        data_type=data_type,
+        distributor=tff.learning.templates.build_broadcast_process(weights_type),
+        client_update=client_update,
+        aggregator=aggregator.create(weights_type.trainable, tff.TensorType(np.float32)),
+        finalizer=tff.learning.templates.build_apply_optimizer_finalizer(
+            tff.learning.optimizers.build_sgdm(config.server_learning_rate), weights_type),
+        finalize_metrics=_build_finalize_metrics(client_update.type_signature.result[3]),
+    )
+
+
+def initial_client_state(model_fn: ModelFn, config: PartialFedAvgConfig, client_index: int,
+                         seed: int) -> collections.OrderedDict:
+    """A market's own starting private weights: drawn in the market, from a market-specific seed."""
+    tf.keras.utils.set_random_seed(seed)
+    state = _client_state(model_fn(), _optimizer(config))
+    state["client_index"] = tf.constant(client_index, tf.int32)
+    return tf.nest.map_structure(lambda t: t.numpy(), state)
+
+
+def market_model(model_fn: ModelFn, shared, client_state) -> tf.keras.Model:
+    """The model a market evaluates with: the server's shared weights plus its own private ones."""
+    model = model_fn()
+    for v, w in zip(shared_weights(model), shared.trainable):
+        v.assign(w)
+    for v, w in zip(private_weights(model), client_state["private"]):
+        v.assign(w)
+    return model

@@ -1,0 +1,64 @@
+"""Trains a CTR model on one market (or the pooled markets) with Keras, early-stopped on validation.
+
+Used by the non-federated methods (`local`, `local+codes`, `centralized`). Train negatives are
+re-drawn every epoch; the epoch with the best validation AUC is kept (never the test split).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from tff_fedmm.data.pipelines import to_dataset
+from tff_fedmm.data.sampling import ctr_examples
+from tff_fedmm.data.splits import Market
+from tff_fedmm.eval.evaluate import Featurize, evaluate_market
+
+
+@dataclass(frozen=True)
+class CTRTrainConfig:
+    epochs: int = 20
+    patience: int = 3
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    neg_ratio: int = 4
+    seed: int = 0
+
+
+def train_examples(market: Market, config: CTRTrainConfig, epoch: int) -> dict[str, np.ndarray]:
+    return ctr_examples(market, "train", neg_ratio=config.neg_ratio, seed=config.seed, epoch=epoch)
+
+
+def fit_ctr(model: tf.keras.Model, make_dataset: Callable[[int], tf.data.Dataset],
+            validate: Callable[[], float], config: CTRTrainConfig) -> list[float]:
+    """Epoch loop with early stopping; returns the validation AUC per epoch, best weights restored."""
+    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate), loss="binary_crossentropy")
+    history, best, best_weights, waited = [], -np.inf, model.get_weights(), 0
+    for epoch in range(config.epochs):
+        model.fit(make_dataset(epoch).map(lambda e: (e["x"], e["y"])), epochs=1, verbose=0)
+        score = validate()
+        history.append(score)
+        if score > best:
+            best, best_weights, waited = score, model.get_weights(), 0
+        else:
+            waited += 1
+            if waited >= config.patience:
+                break
+    model.set_weights(best_weights)
+    return history
+
+
+def fit_ctr_on_market(model: tf.keras.Model, market: Market, config: CTRTrainConfig,
+                      featurize: Featurize = dict) -> list[float]:
+    def make_dataset(epoch: int) -> tf.data.Dataset:
+        return to_dataset(featurize(train_examples(market, config, epoch)), batch_size=config.batch_size,
+                          shuffle_seed=config.seed + epoch)
+
+    def validate() -> float:
+        return evaluate_market(model, market, "valid", featurize, seed=config.seed, ranking=False)["auc"]
+
+    return fit_ctr(model, make_dataset, validate, config)
+
