@@ -67,9 +67,11 @@ def _build_client_update(config: CodebookStageConfig, client_state_type: tff.Typ
     @tff.tensorflow.computation(codebook_type, client_state_type, data_type(config))
     def client_update(codebook, state, dataset):
         model = build_rqvae(cfg)
-        round_fn = rt.build_round_fn(
+        # tf.function for its automatic control dependencies: reads of the trained variables must
+        # follow the training loop (a bare TFF graph gives no such order).
+        round_fn = tf.function(rt.build_round_fn(
             model, _optimizer(config), cfg, local_epochs=config.local_epochs,
-            learn_global_codebook=_learns_global(config), reseed_patience=config.reseed_patience)
+            learn_global_codebook=_learns_global(config), reseed_patience=config.reseed_patience))
         seed = state["client_index"] * 100_003 + state["round_num"]
         private, opt_state, idle, trained_codebook, stats = round_fn(
             codebook, state["private"], state["optimizer_state"], state["local_idle"], dataset, seed)
@@ -162,7 +164,7 @@ def initial_client_state(config: CodebookStageConfig, client_index: int, codeboo
     local.assign(np.concatenate([centers, local.numpy()[k:]]).astype(np.float32))
     state = _client_state_structure(model, config, _optimizer(config))
     state["client_index"] = tf.constant(client_index, tf.int32)
-    return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, state)
+    return tf.nest.map_structure(lambda t: tf.convert_to_tensor(t).numpy(), state)
 
 
 def rqvae_dataset(x: np.ndarray, batch_size: int = 256, seed: int = 0) -> tf.data.Dataset:

@@ -66,35 +66,42 @@ def _build_client_update(model_fn: ModelFn, config: PartialFedAvgConfig, weights
         model = model_fn()
         optimizer = _optimizer(config)
         shared, privates, trainable = shared_weights(model), private_weights(model), _trainable(model)
-        for v, w in zip(shared, weights.trainable):
-            v.assign(w)
-        for v, w in zip(privates, state["private"]):
-            v.assign(w)
 
-        def reduce_fn(carry, batch):
+        # A tf.function, as in TFF's own client work: its automatic control dependencies order the
+        # variable reads after the training loop; a bare graph would return the initial values.
+        @tf.function
+        def train(weights, state, dataset):
+            for v, w in zip(shared, weights.trainable):
+                v.assign(w)
+            for v, w in zip(privates, state["private"]):
+                v.assign(w)
+
+            def reduce_fn(carry, batch):
+                opt_state, loss_sum, n = carry
+                with tf.GradientTape() as tape:
+                    loss = bce_loss(batch["y"], model(batch["x"], training=True))
+                # Dense gradients: TFF's functional optimizers do arithmetic that IndexedSlices lack.
+                grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, trainable)]
+                opt_state, updated = optimizer.next(opt_state, tuple(trainable), tuple(grads))
+                for v, u in zip(trainable, updated):
+                    v.assign(u)
+                b = tf.cast(tf.shape(batch["y"])[0], tf.float32)
+                return opt_state, loss_sum + loss * b, n + b
+
+            carry = (state["optimizer_state"], tf.constant(0.0), tf.constant(0.0))
+            for _ in range(config.local_epochs):
+                carry = dataset.reduce(carry, reduce_fn)
             opt_state, loss_sum, n = carry
-            with tf.GradientTape() as tape:
-                loss = bce_loss(batch["y"], model(batch["x"], training=True))
-            # Dense gradients: TFF's functional optimizers do arithmetic that IndexedSlices lack.
-            grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, trainable)]
-            opt_state, updated = optimizer.next(opt_state, tuple(trainable), tuple(grads))
-            for v, u in zip(trainable, updated):
-                v.assign(u)
-            b = tf.cast(tf.shape(batch["y"])[0], tf.float32)
-            return opt_state, loss_sum + loss * b, n + b
+            delta = tuple(tf.subtract(w, v) for w, v in zip(weights.trainable, shared))
+            new_state = collections.OrderedDict(
+                client_index=state["client_index"],
+                private=tuple(tf.identity(v) for v in privates),
+                optimizer_state=opt_state,
+            )
+            metrics = collections.OrderedDict(loss=loss_sum, num_examples=n)
+            return new_state, delta, n / float(config.local_epochs), metrics
 
-        carry = (state["optimizer_state"], tf.constant(0.0), tf.constant(0.0))
-        for _ in range(config.local_epochs):
-            carry = dataset.reduce(carry, reduce_fn)
-        opt_state, loss_sum, n = carry
-        delta = tuple(tf.subtract(w, v) for w, v in zip(weights.trainable, shared))
-        new_state = collections.OrderedDict(
-            client_index=state["client_index"],
-            private=tuple(tf.identity(v) for v in privates),
-            optimizer_state=opt_state,
-        )
-        metrics = collections.OrderedDict(loss=loss_sum, num_examples=n)
-        return new_state, delta, n / float(config.local_epochs), metrics
+        return train(weights, state, dataset)
 
     return client_update
 
@@ -113,11 +120,13 @@ def build_partial_fedavg_process(
     element_spec,
     config: PartialFedAvgConfig = PartialFedAvgConfig(),
     aggregator: tff.aggregators.WeightedAggregationFactory | None = None,
+    seed: int = 0,
 ) -> tff.templates.IterativeProcess:
     """`element_spec`: the (batched) element spec of a market's dataset, `<x=<...>, y=float32[?]>`."""
 
     @tff.tensorflow.computation
     def initial_shared():
+        tf.keras.utils.set_random_seed(seed)  # the server draws the shared layers from one seed
         model = model_fn()
         check_named(model)
         return tff.learning.models.ModelWeights(trainable=tuple(shared_weights(model)), non_trainable=())
@@ -150,7 +159,7 @@ def initial_client_state(model_fn: ModelFn, config: PartialFedAvgConfig, client_
     tf.keras.utils.set_random_seed(seed)
     state = _client_state(model_fn(), _optimizer(config))
     state["client_index"] = tf.constant(client_index, tf.int32)
-    return tf.nest.map_structure(lambda t: t.numpy(), state)
+    return tf.nest.map_structure(lambda t: tf.convert_to_tensor(t).numpy(), state)
 
 
 def market_model(model_fn: ModelFn, shared, client_state) -> tf.keras.Model:
