@@ -1,0 +1,136 @@
+"""Every method on the same markets, backbones, data and validation protocol.
+
+Methods and what they share across markets:
+    local              nothing (each market's CTR alone)
+    local+codes        nothing; CTR with the market's own two-level codes
+    fedavg             every CTR variable, IDs in one common table (TFF's build_weighted_fed_avg)
+    fedper             the CTR's interaction layers; ID embeddings private
+    centralized        everything: one model on pooled markets (a non-private reference)
+    fedmm-local-only   CTR interaction layers + global-code embeddings; codes from private codebooks
+    fedmm-global-only  the federated level-1 codebook only (one code level in the CTR)
+    fedmm              federated global codebook, private local codebook, codes in a partial-FedAvg CTR
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from tff_fedmm.data.markets import MarketSet
+from tff_fedmm.pipelines import ctr_stage
+from tff_fedmm.pipelines.codes_stage import CodesConfig, CodesResult, cf_inputs, codebook_report, learn_codes
+
+log = logging.getLogger(__name__)
+
+METHODS = ("local", "local+codes", "fedavg", "fedper", "centralized", "fedmm-local-only", "fedmm-global-only",
+           "fedmm")
+BACKBONES = ("deepfm", "dcnv2")
+RESULT_COLUMNS = ["method", "backbone", "market", "auc", "logloss", "hr@10", "ndcg@10", "alignment"]
+# Which codes each code-using method reads: (code variant, use_global, use_local).
+_CODE_METHODS = {
+    "local+codes": ("private", True, True),
+    "fedmm-local-only": ("private", True, True),
+    "fedmm-global-only": ("global-only", True, False),
+    "fedmm": ("federated", True, True),
+}
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    codes: CodesConfig = field(default_factory=CodesConfig)
+    ctr: ctr_stage.CTRStageConfig = field(default_factory=ctr_stage.CTRStageConfig)
+
+
+@dataclass
+class CompareResult:
+    results: pd.DataFrame  # RESULT_COLUMNS
+    history: pd.DataFrame  # method, backbone, round, market, valid_auc
+    codebooks: pd.DataFrame  # per code variant and market: usage, perplexity, collisions, alignment
+    codebook_history: pd.DataFrame  # per code variant and round: loss, reconstruction, codes used
+
+
+class _Codes:
+    """Learns each code variant at most once, on one shared CF stage."""
+
+    def __init__(self, market_set: MarketSet, config: CodesConfig):
+        self.market_set, self.config = market_set, config
+        self._inputs: dict | None = None
+        self._cache: dict[str, CodesResult] = {}
+
+    def get(self, variant: str) -> CodesResult:
+        if variant not in self._cache:
+            if self._inputs is None:
+                self._inputs = cf_inputs(self.market_set, self.config.cf)
+            config = self.config
+            if variant == "global-only":  # a single local code carries nothing: one effective level
+                rq = replace(config.codebook.rqvae, k_local=1)
+                config = replace(config, codebook=replace(config.codebook, rqvae=rq))
+            log.info("learning %s codes", variant)
+            self._cache[variant] = learn_codes(self.market_set, config, federated=variant != "private",
+                                               inputs=self._inputs)
+        return self._cache[variant]
+
+    def k(self, variant: str) -> tuple[int, int]:
+        rq = self.config.codebook.rqvae
+        return rq.k_global, (1 if variant == "global-only" else rq.k_local)
+
+    def reports(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        reports, histories = [], []
+        for variant, result in self._cache.items():
+            report = codebook_report(self.market_set, result.codes, *self.k(variant))
+            reports.append(report.assign(codes=variant))
+            histories.append(pd.DataFrame(result.history).assign(codes=variant))
+        return (pd.concat(reports, ignore_index=True) if reports else pd.DataFrame(),
+                pd.concat(histories, ignore_index=True) if histories else pd.DataFrame())
+
+
+def _trainer(method: str, codes: _Codes, market_set: MarketSet, config: CompareConfig) -> Callable:
+    """(backbone) -> (metrics per market, validation history) for `method`."""
+    c = config.ctr
+    if method == "local":
+        return lambda b: ctr_stage.train_local(market_set, b, ctr_stage.CodeUse(), c, (0, 0))
+    if method == "fedavg":
+        return lambda b: ctr_stage.train_fedavg(market_set, b, c)
+    if method == "fedper":
+        return lambda b: ctr_stage.train_partial(market_set, b, ctr_stage.CodeUse(), c, (0, 0))
+    if method == "centralized":
+        return lambda b: ctr_stage.train_centralized(market_set, b, c)
+    variant, use_global, use_local = _CODE_METHODS[method]
+
+    def train(backbone: str):
+        use = ctr_stage.CodeUse(codes.get(variant).codes, use_global, use_local)
+        fit = ctr_stage.train_local if method == "local+codes" else ctr_stage.train_partial
+        return fit(market_set, backbone, use, c, codes.k(variant))
+
+    return train
+
+
+def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str], config: CompareConfig,
+                on_result: Callable[[str, str], None] | None = None) -> CompareResult:
+    codes = _Codes(market_set, config.codes)
+    rows, history = [], []
+    for method in methods:
+        train = _trainer(method, codes, market_set, config)
+        for backbone in backbones:
+            metrics, hist = train(backbone)
+            alignment = _alignment_by_market(codes, method, market_set)
+            rows.extend({"method": method, "backbone": backbone, "market": name, **m,
+                         "alignment": alignment.get(name, np.nan)} for name, m in metrics.items())
+            history.extend({"method": method, "backbone": backbone, **h} for h in hist)
+            if on_result:
+                on_result(method, backbone)
+    reports, code_history = codes.reports()
+    return CompareResult(results=pd.DataFrame(rows, columns=RESULT_COLUMNS), history=pd.DataFrame(history),
+                         codebooks=reports, codebook_history=code_history)
+
+
+def _alignment_by_market(codes: _Codes, method: str, market_set: MarketSet) -> dict[str, float]:
+    if method not in _CODE_METHODS:
+        return {}
+    variant = _CODE_METHODS[method][0]
+    report = codebook_report(market_set, codes.get(variant).codes, *codes.k(variant))
+    return dict(zip(report["market"], report["alignment"]))

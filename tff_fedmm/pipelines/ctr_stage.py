@@ -1,0 +1,212 @@
+"""Stage 3: CTR training for every method, on the same data, models and validation protocol.
+
+- `train_local`: each market alone (Keras); with codes for `local+codes`.
+- `train_partial`: the stateful partial-FedAvg process — `shared_*` layers averaged, ID and local-code
+  embeddings private across rounds (`fedper` without codes, the FedMM variants with codes).
+- `train_fedavg`: TFF's own `build_weighted_fed_avg`, every variable averaged; each market's IDs index
+  one common table, so ID k of every market shares a row (the naive approach FedMM argues against).
+- `train_centralized`: one Keras model on the pooled markets with market-offset IDs (not private).
+
+Federated methods keep the round with the best mean validation AUC, as the Keras ones keep the best
+epoch; the test split is only ever used for the final numbers.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from tff_fedmm.codes import MarketCodes, with_codes
+from tff_fedmm.data.markets import MarketSet
+from tff_fedmm.data.pipelines import to_dataset
+from tff_fedmm.data.sampling import ctr_examples
+from tff_fedmm.eval.evaluate import Featurize, evaluate_market
+from tff_fedmm.models.ctr import build_ctr_model
+from tff_fedmm.models.ctr_training import CTRTrainConfig, fit_ctr, fit_ctr_on_market
+
+log = logging.getLogger(__name__)
+Metrics = dict[str, dict[str, float]]  # market -> metric -> value
+
+
+@dataclass(frozen=True)
+class CTRStageConfig:
+    train: CTRTrainConfig = CTRTrainConfig()
+    rounds: int = 20
+    round_patience: int = 4
+    embed_dim: int = 16
+    hidden: tuple[int, ...] = (64, 32)
+
+
+@dataclass(frozen=True)
+class CodeUse:
+    """Which code fields a method feeds its CTR model."""
+
+    codes: dict[str, MarketCodes] | None = None
+    use_global: bool = True
+    use_local: bool = True
+
+    def sizes(self, k_global: int, k_local: int) -> tuple[int, int]:
+        if self.codes is None:
+            return 0, 0
+        return (k_global if self.use_global else 0), (k_local if self.use_local else 0)
+
+    def featurizer(self, market: str) -> Featurize:
+        if self.codes is None:
+            return dict
+        codes = self.codes[market]
+        return lambda ex: with_codes(ex, codes, use_global=self.use_global, use_local=self.use_local)
+
+
+def _model_fn(backbone: str, users: int, items: int, k: tuple[int, int], config: CTRStageConfig):
+    return lambda: build_ctr_model(backbone, num_users=users, num_items=items, k_global=k[0], k_local=k[1],
+                                   embed_dim=config.embed_dim, hidden=config.hidden)
+
+
+def _test_metrics(models: dict, market_set: MarketSet, featurizers: dict, seed: int) -> Metrics:
+    return {name: evaluate_market(models[name], m, "test", featurizers[name], seed=seed)
+            for name, m in market_set.markets.items()}
+
+
+def _valid_auc(model, market, featurize, seed) -> float:
+    return evaluate_market(model, market, "valid", featurize, seed=seed, ranking=False)["auc"]
+
+
+def train_local(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig,
+                k: tuple[int, int]) -> tuple[Metrics, list[dict]]:
+    models, featurizers, history = {}, {}, []
+    for name, market in market_set.markets.items():
+        featurizers[name] = use.featurizer(name)
+        models[name] = _model_fn(backbone, market.num_users, market.num_items, use.sizes(*k), config)()
+        for epoch, auc in enumerate(fit_ctr_on_market(models[name], market, config.train, featurizers[name])):
+            history.append({"round": epoch + 1, "market": name, "valid_auc": auc})
+    return _test_metrics(models, market_set, featurizers, config.train.seed), history
+
+
+def _federated_datasets(market_set: MarketSet, featurizers: dict, config: CTRStageConfig, round_num: int):
+    t = config.train
+    return [to_dataset(featurizers[name](ctr_examples(m, "train", neg_ratio=t.neg_ratio, seed=t.seed,
+                                                      epoch=round_num)),
+                       batch_size=t.batch_size, shuffle_seed=t.seed + round_num)
+            for name, m in market_set.markets.items()]
+
+
+def _run_rounds(step: Callable[[int], None], evaluate: Callable[[], dict[str, float]], snapshot: Callable,
+                config: CTRStageConfig) -> tuple[object, list[dict]]:
+    """Round loop with early stopping on the mean validation AUC; returns the best snapshot."""
+    best, best_snapshot, waited, history = -np.inf, snapshot(), 0, []
+    for round_num in range(config.rounds):
+        step(round_num)
+        aucs = evaluate()
+        history.extend({"round": round_num + 1, "market": n, "valid_auc": a} for n, a in aucs.items())
+        mean = float(np.mean(list(aucs.values())))
+        log.info("round %d mean valid AUC %.4f", round_num + 1, mean)
+        if mean > best:
+            best, best_snapshot, waited = mean, snapshot(), 0
+        else:
+            waited += 1
+            if waited >= config.round_patience:
+                break
+    return best_snapshot, history
+
+
+def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig,
+                  k: tuple[int, int]) -> tuple[Metrics, list[dict]]:
+    from tff_fedmm.federated import partial_fedavg as pf
+
+    users = max(m.num_users for m in market_set.markets.values())
+    items = max(m.num_items for m in market_set.markets.values())
+    model_fn = _model_fn(backbone, users, items, use.sizes(*k), config)
+    featurizers = {name: use.featurizer(name) for name in market_set.names}
+    datasets = _federated_datasets(market_set, featurizers, config, 0)
+    pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.train.learning_rate)
+    process = pf.build_partial_fedavg_process(model_fn, datasets[0].element_spec, pf_config,
+                                              seed=config.train.seed)
+    state = {"server": process.initialize(),
+             "clients": [pf.initial_client_state(model_fn, pf_config, i, seed=config.train.seed * 1000 + i)
+                         for i in range(len(market_set.names))]}
+
+    def models_of(server, clients) -> dict:
+        return {market_set.names[int(c["client_index"])]: pf.market_model(model_fn, server.global_model_weights, c)
+                for c in clients}
+
+    def step(round_num: int) -> None:
+        data = datasets if round_num == 0 else _federated_datasets(market_set, featurizers, config, round_num)
+        state["server"], state["clients"], _ = process.next(state["server"], state["clients"], data)
+
+    def evaluate() -> dict[str, float]:
+        models = models_of(state["server"], state["clients"])
+        return {n: _valid_auc(models[n], market_set.markets[n], featurizers[n], config.train.seed) for n in models}
+
+    (server, clients), history = _run_rounds(step, evaluate, lambda: (state["server"], state["clients"]), config)
+    return _test_metrics(models_of(server, clients), market_set, featurizers, config.train.seed), history
+
+
+def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig) -> tuple[Metrics, list[dict]]:
+    import tensorflow_federated as tff
+
+    users = max(m.num_users for m in market_set.markets.values())
+    items = max(m.num_items for m in market_set.markets.values())
+    model_fn = _model_fn(backbone, users, items, (0, 0), config)
+    featurizers = {name: dict for name in market_set.names}
+    datasets = _federated_datasets(market_set, featurizers, config, 0)
+    spec = datasets[0].element_spec
+
+    def tff_model():
+        return tff.learning.models.from_keras_model(model_fn(), loss=tf.keras.losses.BinaryCrossentropy(),
+                                                    input_spec=spec)
+
+    tf.keras.utils.set_random_seed(config.train.seed)
+    process = tff.learning.algorithms.build_weighted_fed_avg(
+        tff_model, client_optimizer_fn=tff.learning.optimizers.build_adam(config.train.learning_rate),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
+    state = {"server": process.initialize()}
+    keras_model = model_fn()
+
+    def step(round_num: int) -> None:
+        data = datasets if round_num == 0 else _federated_datasets(market_set, featurizers, config, round_num)
+        state["server"] = process.next(state["server"], data).state
+
+    def evaluate() -> dict[str, float]:
+        process.get_model_weights(state["server"]).assign_weights_to(keras_model)
+        return {n: _valid_auc(keras_model, m, dict, config.train.seed) for n, m in market_set.markets.items()}
+
+    server, history = _run_rounds(step, evaluate, lambda: state["server"], config)
+    process.get_model_weights(server).assign_weights_to(keras_model)
+    return _test_metrics({n: keras_model for n in market_set.names}, market_set, featurizers,
+                         config.train.seed), history
+
+
+def train_centralized(market_set: MarketSet, backbone: str, config: CTRStageConfig) -> tuple[Metrics, list[dict]]:
+    """Pools every market's examples; IDs are offset per market so they never collide."""
+    names = market_set.names
+    user_offset = dict(zip(names, np.cumsum([0] + [market_set.markets[n].num_users for n in names])))
+    item_offset = dict(zip(names, np.cumsum([0] + [market_set.markets[n].num_items for n in names])))
+    model = _model_fn(backbone, int(user_offset[names[-1]] + market_set.markets[names[-1]].num_users),
+                      int(item_offset[names[-1]] + market_set.markets[names[-1]].num_items), (0, 0), config)()
+
+    def offset(name: str) -> Featurize:
+        def featurize(ex):
+            return {**ex, "user": (ex["user"] + user_offset[name]).astype(np.int32),
+                    "item": (ex["item"] + item_offset[name]).astype(np.int32)}
+        return featurize
+
+    featurizers = {n: offset(n) for n in names}
+    t = config.train
+
+    def make_dataset(epoch: int) -> tf.data.Dataset:
+        parts = [featurizers[n](ctr_examples(market_set.markets[n], "train", neg_ratio=t.neg_ratio, seed=t.seed,
+                                             epoch=epoch)) for n in names]
+        pooled = collections.OrderedDict((key, np.concatenate([p[key] for p in parts])) for key in parts[0])
+        return to_dataset(pooled, batch_size=t.batch_size, shuffle_seed=t.seed + epoch)
+
+    def validate() -> float:
+        return float(np.mean([_valid_auc(model, market_set.markets[n], featurizers[n], t.seed) for n in names]))
+
+    history = [{"round": e + 1, "market": "all", "valid_auc": a} for e, a in
+               enumerate(fit_ctr(model, make_dataset, validate, t))]
+    return _test_metrics({n: model for n in names}, market_set, featurizers, t.seed), history
