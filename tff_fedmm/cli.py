@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fedmm", description="FedMM: federated multi-market CTR prediction on TensorFlow Federated.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_data_commands(commands)
+    _add_signature_command(commands)
     return parser
 
 
@@ -77,6 +78,26 @@ def _data_summary(args: argparse.Namespace) -> int:
 
     print(format_summary(summarize(load_market_set(args))))
     return 0
+
+
+def _add_signature_command(commands: argparse._SubParsersAction) -> None:
+    # Literal choices (= codebook_aggregator.RULES, ctr.BACKBONES): importing those modules loads TensorFlow.
+    signature = commands.add_parser(
+        "signature", help="type signatures of the federated processes and what crosses from markets to the server")
+    signature.add_argument("--rule", choices=("usage", "mean"), default="usage",
+                           help="global-codebook aggregation rule (default usage)")
+    signature.add_argument("--backbone", choices=("deepfm", "dcnv2"), default="deepfm",
+                           help="CTR backbone of the federated CTR process (default deepfm)")
+    signature.set_defaults(handler=_signature)
+
+
+def _signature(args: argparse.Namespace) -> int:
+    """Builds the processes (executes nothing, so no execution context) and prints the audit's view."""
+    from tff_fedmm.federated.audit import signature_report
+
+    report, passed = signature_report(args.rule, args.backbone)
+    print(report)
+    return 0 if passed else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
