@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from tff_fedmm.cli_compare import add_compare_commands
 from tff_fedmm.errors import UsageError
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 USAGE_ERROR_STATUS = 2
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse would print the usage block and exit; raising keeps the one-line error contract."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -30,10 +31,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fedmm", description="FedMM: federated multi-market CTR prediction on TensorFlow Federated.")
+    parser = Parser(prog="fedmm", description="FedMM: federated multi-market CTR prediction on TensorFlow Federated.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_data_commands(commands)
     _add_signature_command(commands)
+    add_compare_commands(commands, add_data_arguments)
     return parser
 
 
@@ -100,12 +102,26 @@ def _signature(args: argparse.Namespace) -> int:
     return 0 if passed else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="fedmm: %(levelname)s: %(message)s")
+def run_guarded(body: Callable[[], int]) -> int:
+    """Runs a command body; user mistakes (also argparse's) become one stderr line and exit status 2."""
     try:
-        args = build_parser().parse_args(argv)
-        return args.handler(args)
+        return body()
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else USAGE_ERROR_STATUS
     except UsageError as err:
         message = " ".join(str(err).split())
         print(f"fedmm: error: {message}", file=sys.stderr)
         return USAGE_ERROR_STATUS
+
+
+def run_command(argv: Sequence[str] | None = None) -> int:
+    def body() -> int:
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+
+    return run_guarded(body)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="fedmm: %(levelname)s: %(message)s")
+    return run_command(argv)

@@ -22,13 +22,11 @@ import pandas as pd
 
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.pipelines import ctr_stage
+from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS  # noqa: F401  (re-exported)
 from tff_fedmm.pipelines.codes_stage import CodesConfig, CodesResult, cf_inputs, codebook_report, learn_codes
 
 log = logging.getLogger(__name__)
 
-METHODS = ("local", "local+codes", "fedavg", "fedper", "centralized", "fedmm-local-only", "fedmm-global-only",
-           "fedmm")
-BACKBONES = ("deepfm", "dcnv2")
 RESULT_COLUMNS = ["method", "backbone", "market", "auc", "logloss", "hr@10", "ndcg@10", "alignment"]
 # Which codes each code-using method reads: (code variant, use_global, use_local).
 _CODE_METHODS = {

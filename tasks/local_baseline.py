@@ -1,0 +1,50 @@
+"""Each market alone: CTR without codes (`local`) and with its own RQ-VAE codes (`local+codes`).
+
+    python tasks/local_baseline.py --data ../shared/data/xmarket-electronics --out runs/local
+
+Writes OUT/results.csv with exactly the columns method,backbone,market,auc,logloss,hr@10,ndcg@10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tff_fedmm.cli import Parser, add_data_arguments, load_market_set, run_guarded
+from tff_fedmm.errors import UsageError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="local_baseline", description=__doc__.splitlines()[0])
+    add_data_arguments(parser)
+    parser.add_argument("--backbone", default="deepfm,dcnv2", help="deepfm, dcnv2 or both, comma-separated")
+    parser.add_argument("--out", required=True, help="run folder for results.csv")
+    return run_guarded(lambda: _run(parser.parse_args(argv)))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tff_fedmm.cli_compare import _config
+    from tff_fedmm.pipelines.compare_names import BACKBONES
+    from tff_fedmm.run_folder import mark_complete, open_run_folder, write_csv
+
+    backbones = [b for b in args.backbone.split(",") if b]
+    if not backbones or any(b not in BACKBONES for b in backbones):
+        raise UsageError(f"--backbone: expected deepfm, dcnv2 or both comma-separated, got {args.backbone!r}")
+    market_set = load_market_set(args)
+    out = open_run_folder(args.out)
+
+    from tff_fedmm.federated.context import install_execution_context
+    from tff_fedmm.pipelines.local import LocalPipelineConfig, run_local
+    from tff_fedmm.report import format_table
+
+    install_execution_context()
+    config = _config(args.seed, None)
+    results = run_local(market_set, backbones, LocalPipelineConfig(codes=config.codes, ctr=config.ctr))
+    write_csv(out, "results.csv", results)
+    mark_complete(out)
+    print(format_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
