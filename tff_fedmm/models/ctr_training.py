@@ -21,7 +21,7 @@ from tff_fedmm.eval.evaluate import Featurize, evaluate_market
 @dataclass(frozen=True)
 class CTRTrainConfig:
     epochs: int = 20
-    patience: int = 3
+    patience: int = 5
     batch_size: int = 256
     learning_rate: float = 1e-3
     neg_ratio: int = 4

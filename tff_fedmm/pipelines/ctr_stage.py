@@ -37,7 +37,7 @@ Metrics = dict[str, dict[str, float]]  # market -> metric -> value
 class CTRStageConfig:
     train: CTRTrainConfig = CTRTrainConfig()
     rounds: int = 20
-    round_patience: int = 4
+    round_patience: int = 5
     embed_dim: int = 16
     hidden: tuple[int, ...] = (64, 32)
 
@@ -79,8 +79,9 @@ def _valid_auc(model, market, featurize, seed) -> float:
 def train_local(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig,
                 k: tuple[int, int]) -> tuple[Metrics, list[dict]]:
     models, featurizers, history = {}, {}, []
-    for name, market in market_set.markets.items():
+    for index, (name, market) in enumerate(market_set.markets.items()):
         featurizers[name] = use.featurizer(name)
+        tf.keras.utils.set_random_seed(config.train.seed * 1000 + index)
         models[name] = _model_fn(backbone, market.num_users, market.num_items, use.sizes(*k), config)()
         for epoch, auc in enumerate(fit_ctr_on_market(models[name], market, config.train, featurizers[name])):
             history.append({"round": epoch + 1, "market": name, "valid_auc": auc})
@@ -186,6 +187,7 @@ def train_centralized(market_set: MarketSet, backbone: str, config: CTRStageConf
     names = market_set.names
     user_offset = dict(zip(names, np.cumsum([0] + [market_set.markets[n].num_users for n in names])))
     item_offset = dict(zip(names, np.cumsum([0] + [market_set.markets[n].num_items for n in names])))
+    tf.keras.utils.set_random_seed(config.train.seed)
     model = _model_fn(backbone, int(user_offset[names[-1]] + market_set.markets[names[-1]].num_users),
                       int(item_offset[names[-1]] + market_set.markets[names[-1]].num_items), (0, 0), config)()
 
