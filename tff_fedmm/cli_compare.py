@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import platform
 import time
@@ -42,6 +44,8 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
                         help="federated rounds per stage (and max Keras epochs); default: the config's")
     parser.add_argument("--out", default=out_default, required=out_default is None,
                         help="run folder to write" + (f" (default {out_default})" if out_default else ""))
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint (same data and flags)")
 
 
 def _check(methods: list[str], backbones: list[str], rounds: int | None) -> None:
@@ -78,11 +82,15 @@ def _compare(args: argparse.Namespace) -> int:
     from tff_fedmm.report import format_table, markdown_by_market
     from tff_fedmm.run_folder import mark_complete, write_csv, write_json, write_text
 
+    from tff_fedmm.checkpoints import RunCheckpoints
+
     config = _config(args.seed, args.rounds)
+    checkpoints = RunCheckpoints(out, args.resume, {"data": _data_fingerprint(args, market_set.names),
+                                                    "config": json.dumps(asdict(config), sort_keys=True)})
     install_execution_context()
     started = time.monotonic()
     result = run_compare(market_set, args.methods, args.backbones, config,
-                         on_result=lambda m, b: log.warning("done: %s / %s", m, b))
+                         on_result=lambda m, b: log.warning("done: %s / %s", m, b), checkpoints=checkpoints)
     write_csv(out, "results.csv", result.results)
     write_csv(out, "history.csv", result.history)
     write_csv(out, "codebooks.csv", result.codebooks)
@@ -108,6 +116,16 @@ def _config(seed: int, rounds: int | None):
         codes = replace(codes, rounds=rounds)
         ctr = replace(ctr, rounds=rounds, train=replace(ctr.train, epochs=rounds))
     return CompareConfig(codes=codes, ctr=ctr)
+
+
+def _data_fingerprint(args: argparse.Namespace, names: list[str]) -> dict[str, str]:
+    """What the data was: the synthetic seed, or the sha256 of every market file used."""
+    if args.data == "synthetic":
+        return {"synthetic": f"seed={args.seed}"}
+    from tff_fedmm.data.loading import find_market_files
+
+    files = find_market_files(args.data)
+    return {name: hashlib.sha256(files[name].read_bytes()).hexdigest() for name in names}
 
 
 def _versions() -> dict[str, str]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from tff_fedmm.checkpoints import RunCheckpoints, StageCheckpoint
 from tff_fedmm.codes import MarketCodes, encode_market
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.eval.alignment import cluster_nmi, code_agreement
@@ -21,6 +22,7 @@ from tff_fedmm.federated.codebook_process import (
     CodebookStageConfig, build_codebook_process, initial_client_state, rqvae_dataset,
 )
 from tff_fedmm.models.cf import CFConfig, embedding_tables, rqvae_inputs, train_cf
+from tff_fedmm.pipelines.rounds import run_rounds
 
 log = logging.getLogger(__name__)
 
@@ -38,49 +40,84 @@ class CodesResult:
     history: list[dict]  # one row per round: round, loss, reconstruction, codes used
 
 
-def cf_inputs(market_set: MarketSet, config: CFConfig) -> dict[str, np.ndarray]:
+def cf_inputs(market_set: MarketSet, config: CFConfig,
+              checkpoints: RunCheckpoints | None = None) -> dict[str, np.ndarray]:
     """Each market's RQ-VAE input rows (users then items), from its own CF model."""
-    return {name: rqvae_inputs(*embedding_tables(train_cf(market, config)))
-            for name, market in market_set.markets.items()}
+    done = checkpoints.stage("cf").load_done() if checkpoints else None
+    if done is None:
+        done = {name: rqvae_inputs(*embedding_tables(train_cf(market, config)))
+                for name, market in market_set.markets.items()}
+        if checkpoints:
+            checkpoints.stage("cf").save_done(done)
+    return done
 
 
 def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: CodesConfig,
-                 participants: list[str], process=None) -> CodesResult:
+                 participants: list[str], process=None, checkpoint: StageCheckpoint | None = None) -> CodesResult:
     """Trains the codebook process with `participants` as its clients and encodes each of them."""
     process = process or build_codebook_process(config.codebook)
-    state = process.initialize()
-    clients = [initial_client_state(config.codebook, i, state.global_model_weights, inputs[name])
+    server = process.initialize()
+    clients = [initial_client_state(config.codebook, i, server.global_model_weights, inputs[name])
                for i, name in enumerate(participants)]
-    history = []
-    for round_num in range(config.rounds):
+
+    def step(state, round_num: int):
+        server, clients = state
         data = [rqvae_dataset(inputs[name], seed=config.codebook.rqvae.seed + 1000 * round_num + i)
                 for i, name in enumerate(participants)]
-        state, clients, metrics = process.next(state, clients, data)
+        server, clients, metrics = process.next(server, clients, data)
         work = metrics["client_work"]
-        history.append({"round": round_num + 1, "loss": float(work["loss"]),
-                        "reconstruction": float(work["reconstruction"]),
-                        "local_codes_used": float(work["local_codes_used"]),
-                        "global_codes_updated": float(metrics["finalizer"]["global_codes_updated"])})
+        row = [work["loss"], work["reconstruction"], work["local_codes_used"],
+               metrics["finalizer"]["global_codes_updated"]]
+        return (server, list(clients)), np.array(row, np.float64)
+
+    result = run_rounds((server, clients), step, config.rounds, len(_HISTORY), checkpoint=checkpoint)
+    server, clients = result.best_state
     codes = {}
     for client in clients:
         name = participants[int(client["client_index"])]  # keyed by index, never by list position
-        codes[name] = encode_market(config.codebook.rqvae, state.global_model_weights, client, inputs[name],
+        codes[name] = encode_market(config.codebook.rqvae, server.global_model_weights, client, inputs[name],
                                     market_set.markets[name].num_users)
+    history = [{"round": i + 1, **dict(zip(_HISTORY, row))} for i, row in enumerate(result.metrics)]
     return CodesResult(codes=codes, history=history)
 
 
+_HISTORY = ("loss", "reconstruction", "local_codes_used", "global_codes_updated")
+
+
 def learn_codes(market_set: MarketSet, config: CodesConfig, federated: bool, process=None,
-                inputs: dict[str, np.ndarray] | None = None) -> CodesResult:
+                inputs: dict[str, np.ndarray] | None = None, checkpoints: RunCheckpoints | None = None,
+                variant: str = "codes") -> CodesResult:
     """`inputs` (from `cf_inputs`) may be passed in so that code variants share one CF stage."""
     inputs = inputs if inputs is not None else cf_inputs(market_set, config.cf)
     process = process or build_codebook_process(config.codebook)
-    if federated:
-        return run_codebook(market_set, inputs, config, market_set.names, process)
+    groups = [market_set.names] if federated else [[name] for name in market_set.names]
     codes, history = {}, []
-    for name in market_set.names:
-        result = run_codebook(market_set, inputs, config, [name], process)
+    for group in groups:
+        stage = f"{variant}-{'-'.join(group)}"
+        done = checkpoints.stage(stage).load_done() if checkpoints else None
+        if done is None:
+            result = run_codebook(market_set, inputs, config, group, process,
+                                  checkpoints.stage(stage) if checkpoints else None)
+            if checkpoints:
+                checkpoints.stage(stage).save_done(_codes_arrays(result))
+        else:
+            result = _codes_from_arrays(done, group)
         codes.update(result.codes)
-        history.extend({**row, "market": name} for row in result.history)
+        history.extend(row if federated else {**row, "market": group[0]} for row in result.history)
+    return CodesResult(codes=codes, history=history)
+
+
+def _codes_arrays(result: CodesResult) -> dict[str, np.ndarray]:
+    arrays = {f"{name}/{field}": getattr(c, field) for name, c in result.codes.items()
+              for field in ("user_global", "user_local", "item_global", "item_local")}
+    arrays["history"] = np.array([[row[k] for k in _HISTORY] for row in result.history], np.float64)
+    return arrays
+
+
+def _codes_from_arrays(arrays: dict[str, np.ndarray], group: list[str]) -> CodesResult:
+    codes = {name: MarketCodes(*(arrays[f"{name}/{field}"] for field in
+                                 ("user_global", "user_local", "item_global", "item_local"))) for name in group}
+    history = [{"round": i + 1, **dict(zip(_HISTORY, row))} for i, row in enumerate(arrays["history"])]
     return CodesResult(codes=codes, history=history)
 
 

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from tff_fedmm.checkpoints import RunCheckpoints
 from tff_fedmm.data.markets import MarketSet
+from tff_fedmm.eval.evaluate import METRICS
 from tff_fedmm.pipelines import ctr_stage
 from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS  # noqa: F401  (re-exported)
 from tff_fedmm.pipelines.codes_stage import CodesConfig, CodesResult, cf_inputs, codebook_report, learn_codes
@@ -54,22 +56,23 @@ class CompareResult:
 class _Codes:
     """Learns each code variant at most once, on one shared CF stage."""
 
-    def __init__(self, market_set: MarketSet, config: CodesConfig):
-        self.market_set, self.config = market_set, config
+    def __init__(self, market_set: MarketSet, config: CodesConfig, checkpoints: RunCheckpoints | None):
+        self.market_set, self.config, self.checkpoints = market_set, config, checkpoints
         self._inputs: dict | None = None
         self._cache: dict[str, CodesResult] = {}
 
     def get(self, variant: str) -> CodesResult:
         if variant not in self._cache:
             if self._inputs is None:
-                self._inputs = cf_inputs(self.market_set, self.config.cf)
+                self._inputs = cf_inputs(self.market_set, self.config.cf, self.checkpoints)
             config = self.config
             if variant == "global-only":  # a single local code carries nothing: one effective level
                 rq = replace(config.codebook.rqvae, k_local=1)
                 config = replace(config, codebook=replace(config.codebook, rqvae=rq))
             log.info("learning %s codes", variant)
             self._cache[variant] = learn_codes(self.market_set, config, federated=variant != "private",
-                                               inputs=self._inputs)
+                                               inputs=self._inputs, checkpoints=self.checkpoints,
+                                               variant=f"codes-{variant}")
         return self._cache[variant]
 
     def k(self, variant: str) -> tuple[int, int]:
@@ -87,34 +90,43 @@ class _Codes:
 
 
 def _trainer(method: str, codes: _Codes, market_set: MarketSet, config: CompareConfig) -> Callable:
-    """(backbone) -> (metrics per market, validation history) for `method`."""
+    """(backbone, round checkpoint) -> (metrics per market, validation history) for `method`."""
     c = config.ctr
     if method == "local":
-        return lambda b: ctr_stage.train_local(market_set, b, ctr_stage.CodeUse(), c, (0, 0))
+        return lambda b, _: ctr_stage.train_local(market_set, b, ctr_stage.CodeUse(), c, (0, 0))
     if method == "fedavg":
-        return lambda b: ctr_stage.train_fedavg(market_set, b, c)
+        return lambda b, ckpt: ctr_stage.train_fedavg(market_set, b, c, ckpt)
     if method == "fedper":
-        return lambda b: ctr_stage.train_partial(market_set, b, ctr_stage.CodeUse(), c, (0, 0))
+        return lambda b, ckpt: ctr_stage.train_partial(market_set, b, ctr_stage.CodeUse(), c, (0, 0), ckpt)
     if method == "centralized":
-        return lambda b: ctr_stage.train_centralized(market_set, b, c)
+        return lambda b, _: ctr_stage.train_centralized(market_set, b, c)
     variant, use_global, use_local = _CODE_METHODS[method]
 
-    def train(backbone: str):
+    def train(backbone: str, ckpt):
         use = ctr_stage.CodeUse(codes.get(variant).codes, use_global, use_local)
-        fit = ctr_stage.train_local if method == "local+codes" else ctr_stage.train_partial
-        return fit(market_set, backbone, use, c, codes.k(variant))
+        if method == "local+codes":
+            return ctr_stage.train_local(market_set, backbone, use, c, codes.k(variant))
+        return ctr_stage.train_partial(market_set, backbone, use, c, codes.k(variant), ckpt)
 
     return train
 
 
 def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str], config: CompareConfig,
-                on_result: Callable[[str, str], None] | None = None) -> CompareResult:
-    codes = _Codes(market_set, config.codes)
+                on_result: Callable[[str, str], None] | None = None,
+                checkpoints: RunCheckpoints | None = None) -> CompareResult:
+    codes = _Codes(market_set, config.codes, checkpoints)
     rows, history = [], []
     for method in methods:
         train = _trainer(method, codes, market_set, config)
         for backbone in backbones:
-            metrics, hist = train(backbone)
+            stage = checkpoints.stage(f"ctr-{method}-{backbone}") if checkpoints else None
+            done = stage.load_done() if stage else None
+            if done is None:
+                metrics, hist = train(backbone, stage)
+                if stage:
+                    stage.save_done(_stage_arrays(metrics, hist, market_set.names))
+            else:
+                metrics, hist = _stage_from_arrays(done, market_set.names)
             alignment = _alignment_by_market(codes, method, market_set)
             rows.extend({"method": method, "backbone": backbone, "market": name, **m,
                          "alignment": alignment.get(name, np.nan)} for name, m in metrics.items())
@@ -124,6 +136,21 @@ def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str],
     reports, code_history = codes.reports()
     return CompareResult(results=pd.DataFrame(rows, columns=RESULT_COLUMNS), history=pd.DataFrame(history),
                          codebooks=reports, codebook_history=code_history)
+
+
+def _stage_arrays(metrics: dict, history: list[dict], names: list[str]) -> dict[str, np.ndarray]:
+    """A finished stage as arrays; history markets by index (-1: all markets pooled)."""
+    index = {n: i for i, n in enumerate(names)}
+    return {"metrics": np.array([[metrics[n][k] for k in METRICS] for n in names], np.float64),
+            "history": np.array([[h["round"], index.get(h["market"], -1), h["valid_auc"]] for h in history],
+                                np.float64).reshape(-1, 3)}
+
+
+def _stage_from_arrays(arrays: dict, names: list[str]) -> tuple[dict, list[dict]]:
+    metrics = {n: dict(zip(METRICS, map(float, row))) for n, row in zip(names, arrays["metrics"])}
+    history = [{"round": int(r), "market": names[int(m)] if m >= 0 else "all", "valid_auc": float(a)}
+               for r, m, a in arrays["history"]]
+    return metrics, history
 
 
 def _alignment_by_market(codes: _Codes, method: str, market_set: MarketSet) -> dict[str, float]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from tff_fedmm.checkpoints import StageCheckpoint
 from tff_fedmm.codes import MarketCodes, with_codes
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.data.pipelines import to_dataset
@@ -28,6 +29,7 @@ from tff_fedmm.data.sampling import ctr_examples
 from tff_fedmm.eval.evaluate import Featurize, evaluate_market
 from tff_fedmm.models.ctr import build_ctr_model
 from tff_fedmm.models.ctr_training import CTRTrainConfig, fit_ctr, fit_ctr_on_market
+from tff_fedmm.pipelines.rounds import RoundsResult, run_rounds
 
 log = logging.getLogger(__name__)
 Metrics = dict[str, dict[str, float]]  # market -> metric -> value
@@ -96,27 +98,13 @@ def _federated_datasets(market_set: MarketSet, featurizers: dict, config: CTRSta
             for name, m in market_set.markets.items()]
 
 
-def _run_rounds(step: Callable[[int], None], evaluate: Callable[[], dict[str, float]], snapshot: Callable,
-                config: CTRStageConfig) -> tuple[object, list[dict]]:
-    """Round loop with early stopping on the mean validation AUC; returns the best snapshot."""
-    best, best_snapshot, waited, history = -np.inf, snapshot(), 0, []
-    for round_num in range(config.rounds):
-        step(round_num)
-        aucs = evaluate()
-        history.extend({"round": round_num + 1, "market": n, "valid_auc": a} for n, a in aucs.items())
-        mean = float(np.mean(list(aucs.values())))
-        log.info("round %d mean valid AUC %.4f", round_num + 1, mean)
-        if mean > best:
-            best, best_snapshot, waited = mean, snapshot(), 0
-        else:
-            waited += 1
-            if waited >= config.round_patience:
-                break
-    return best_snapshot, history
+def _history(result: RoundsResult, names: list[str]) -> list[dict]:
+    return [{"round": r + 1, "market": n, "valid_auc": float(a)}
+            for r, row in enumerate(result.metrics) for n, a in zip(names, row)]
 
 
 def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig,
-                  k: tuple[int, int]) -> tuple[Metrics, list[dict]]:
+                  k: tuple[int, int], checkpoint: StageCheckpoint | None = None) -> tuple[Metrics, list[dict]]:
     from tff_fedmm.federated import partial_fedavg as pf
 
     users = max(m.num_users for m in market_set.markets.values())
@@ -127,27 +115,30 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.train.learning_rate)
     process = pf.build_partial_fedavg_process(model_fn, datasets[0].element_spec, pf_config,
                                               seed=config.train.seed)
-    state = {"server": process.initialize(),
-             "clients": [pf.initial_client_state(model_fn, pf_config, i, seed=config.train.seed * 1000 + i)
-                         for i in range(len(market_set.names))]}
+    clients = [pf.initial_client_state(model_fn, pf_config, i, seed=config.train.seed * 1000 + i)
+               for i in range(len(market_set.names))]
 
-    def models_of(server, clients) -> dict:
+    def models_of(state) -> dict:
+        server, clients = state
         return {market_set.names[int(c["client_index"])]: pf.market_model(model_fn, server.global_model_weights, c)
                 for c in clients}
 
-    def step(round_num: int) -> None:
+    def step(state, round_num: int):
         data = datasets if round_num == 0 else _federated_datasets(market_set, featurizers, config, round_num)
-        state["server"], state["clients"], _ = process.next(state["server"], state["clients"], data)
+        server, clients, _ = process.next(state[0], state[1], data)
+        models = models_of((server, clients))
+        aucs = [_valid_auc(models[n], market_set.markets[n], featurizers[n], config.train.seed)
+                for n in market_set.names]
+        return (server, list(clients)), np.array(aucs)
 
-    def evaluate() -> dict[str, float]:
-        models = models_of(state["server"], state["clients"])
-        return {n: _valid_auc(models[n], market_set.markets[n], featurizers[n], config.train.seed) for n in models}
-
-    (server, clients), history = _run_rounds(step, evaluate, lambda: (state["server"], state["clients"]), config)
-    return _test_metrics(models_of(server, clients), market_set, featurizers, config.train.seed), history
+    result = run_rounds((process.initialize(), clients), step, config.rounds, len(market_set.names),
+                        patience=config.round_patience, checkpoint=checkpoint)
+    return (_test_metrics(models_of(result.best_state), market_set, featurizers, config.train.seed),
+            _history(result, market_set.names))
 
 
-def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig) -> tuple[Metrics, list[dict]]:
+def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
+                 checkpoint: StageCheckpoint | None = None) -> tuple[Metrics, list[dict]]:
     import tensorflow_federated as tff
 
     users = max(m.num_users for m in market_set.markets.values())
@@ -165,21 +156,20 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig) -
     process = tff.learning.algorithms.build_weighted_fed_avg(
         tff_model, client_optimizer_fn=tff.learning.optimizers.build_adam(config.train.learning_rate),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
-    state = {"server": process.initialize()}
     keras_model = model_fn()
 
-    def step(round_num: int) -> None:
+    def step(server, round_num: int):
         data = datasets if round_num == 0 else _federated_datasets(market_set, featurizers, config, round_num)
-        state["server"] = process.next(state["server"], data).state
+        server = process.next(server, data).state
+        process.get_model_weights(server).assign_weights_to(keras_model)
+        aucs = [_valid_auc(keras_model, market_set.markets[n], dict, config.train.seed) for n in market_set.names]
+        return server, np.array(aucs)
 
-    def evaluate() -> dict[str, float]:
-        process.get_model_weights(state["server"]).assign_weights_to(keras_model)
-        return {n: _valid_auc(keras_model, m, dict, config.train.seed) for n, m in market_set.markets.items()}
-
-    server, history = _run_rounds(step, evaluate, lambda: state["server"], config)
-    process.get_model_weights(server).assign_weights_to(keras_model)
-    return _test_metrics({n: keras_model for n in market_set.names}, market_set, featurizers,
-                         config.train.seed), history
+    result = run_rounds(process.initialize(), step, config.rounds, len(market_set.names),
+                        patience=config.round_patience, checkpoint=checkpoint)
+    process.get_model_weights(result.best_state).assign_weights_to(keras_model)
+    return (_test_metrics({n: keras_model for n in market_set.names}, market_set, featurizers, config.train.seed),
+            _history(result, market_set.names))
 
 
 def train_centralized(market_set: MarketSet, backbone: str, config: CTRStageConfig) -> tuple[Metrics, list[dict]]:
