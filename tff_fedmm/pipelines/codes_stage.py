@@ -7,7 +7,6 @@ as its sole client (both levels private: the `local+codes` and `fedmm-local-only
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +23,6 @@ from tff_fedmm.federated.codebook_process import (
 from tff_fedmm.models.cf import CFConfig, embedding_tables, rqvae_inputs, train_cf
 from tff_fedmm.pipelines.rounds import run_rounds
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,6 @@ epoch; the test split is only ever used for the final numbers.
 from __future__ import annotations
 
 import collections
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +29,6 @@ from tff_fedmm.models.ctr import build_ctr_model
 from tff_fedmm.models.ctr_training import CTRTrainConfig, fit_ctr, fit_ctr_on_market
 from tff_fedmm.pipelines.rounds import RoundsResult, run_rounds
 
-log = logging.getLogger(__name__)
 Metrics = dict[str, dict[str, float]]  # market -> metric -> value
 
 
