@@ -52,3 +52,18 @@ def synthetic_set():
     from tff_fedmm.data.markets import load_markets
 
     return load_markets("synthetic")
+
+
+@pytest.fixture(scope="session")
+def tff_context():
+    """The project's TFF execution context (an owned, PDEATHSIG'd worker), installed once per session.
+
+    Every test that executes a TFF computation uses this, so TFF never starts a worker of its own.
+    """
+    from tff_fedmm.federated import context
+
+    context.install_execution_context()
+    yield
+    worker = context._state.get("worker")
+    if worker is not None:  # atexit would stop it too; stopping here keeps `pgrep worker_binary` clean sooner
+        worker.stop()

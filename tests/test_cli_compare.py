@@ -1,0 +1,298 @@
+"""`fedmm compare` / `fedmm run` / `tasks/local_baseline.py` end to end on tiny markets: the files a run
+writes, one-line errors for bad flags, and no TFF worker left behind (clean exit, piped, or SIGKILL)."""
+
+from __future__ import annotations
+
+import csv
+import ctypes
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import HEADER, REPO_ROOT
+
+from tff_fedmm.cli import main
+
+psutil = pytest.importorskip("psutil")
+
+RESULT_COLUMNS = ["method", "backbone", "market", "auc", "logloss", "hr@10", "ndcg@10", "alignment"]
+LOCAL_COLUMNS = RESULT_COLUMNS[:-1]
+MARKETS = ("aa", "bb")
+# Ranking evaluation draws 99 distinct never-interacted items per user, so a market needs > 99 + 6 items.
+USERS, ITEMS, PER_USER = 40, 110, 6
+PIPE_TIMEOUT_S = 240
+
+
+def tiny_market_files() -> dict[str, str]:
+    """Two markets of 40 users with 6 dated interactions each over the same 110 item IDs (so real-data
+    alignment, which pairs identical raw IDs, has pairs to score)."""
+    files = {}
+    for m, name in enumerate(MARKETS):
+        lines = [HEADER]
+        for u in range(USERS):
+            for k in range(PER_USER):
+                item = (u * PER_USER + k + 7 * m) % ITEMS
+                lines.append(f"{name}u{u} i{item} {1 + (u + k) % 5}.0 2020-01-{k + 1:02d}")
+        files[f"{name}_5core.txt"] = "\n".join(lines) + "\n"
+    return files
+
+
+def fedmm_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tff_fedmm", *args]
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+# --- end to end ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_compare_writes_a_complete_run_folder(market_dir, tmp_path):
+    data = market_dir(tiny_market_files())
+    out, log = tmp_path / "run", tmp_path / "stderr.txt"
+    with log.open("w") as err:
+        result = subprocess.run(
+            fedmm_cmd("compare", "--data", str(data), "--methods", "local,fedmm,fedavg", "--backbones", "deepfm",
+                       "--rounds", "2", "--out", str(out)),
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err, text=True, timeout=600)
+    assert result.returncode == 0, tail(log)
+    columns, rows = read_csv(out / "results.csv")
+    assert columns == RESULT_COLUMNS
+    keys = [(r["method"], r["backbone"], r["market"]) for r in rows]
+    expected = {(m, "deepfm", k) for m in ("local", "fedmm", "fedavg") for k in MARKETS}
+    assert len(keys) == len(expected) and set(keys) == expected
+    for row in rows:
+        assert 0.0 <= float(row["auc"]) <= 1.0 and float(row["logloss"]) > 0.0
+        assert 0.0 <= float(row["ndcg@10"]) <= float(row["hr@10"]) <= 1.0
+        if row["method"] in ("local", "fedavg"):
+            assert row["alignment"] == "", row
+        else:
+            assert 0.0 <= float(row["alignment"]) <= 1.0, row
+    for name in ("results.md", "history.csv", "config.json"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not (out / "INCOMPLETE").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["command"]["rounds"] == 2 and config["config"]["codes"]["rounds"] == 2
+    assert "fedmm" in result.stdout
+
+
+@pytest.mark.slow
+def test_local_baseline_task_writes_local_and_local_codes(market_dir, tmp_path):
+    data = market_dir(tiny_market_files())
+    out, log = tmp_path / "local", tmp_path / "stderr.txt"
+    with log.open("w") as err:
+        result = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "tasks" / "local_baseline.py"), "--data", str(data),
+             "--backbone", "deepfm", "--out", str(out)],
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err, text=True, timeout=600)
+    assert result.returncode == 0, tail(log)
+    columns, rows = read_csv(out / "results.csv")
+    assert columns == LOCAL_COLUMNS
+    keys = [(r["method"], r["backbone"], r["market"]) for r in rows]
+    assert sorted(keys) == sorted((m, "deepfm", k) for m in ("local", "local+codes") for k in MARKETS)
+    assert not (out / "INCOMPLETE").exists()
+
+
+# --- bad flags -----------------------------------------------------------------------------------------
+
+
+def load_local_baseline():
+    spec = importlib.util.spec_from_file_location("local_baseline_task", REPO_ROOT / "tasks" / "local_baseline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["compare", "--methods", "local,bogus", "--backbones", "deepfm"], "--methods: unknown 'bogus'"),
+        (["compare", "--methods", "local", "--backbones", "resnet"], "--backbones: unknown 'resnet'"),
+        (["run", "--backbone", "resnet"], "--backbone: unknown 'resnet'"),
+        (["compare", "--methods", "local", "--backbones", "deepfm", "--rounds", "0"], "--rounds: expected a positive"),
+        (["run", "--rounds", "0"], "--rounds: expected a positive"),
+        (["compare", "--methods", "local", "--backbones", "deepfm", "--markets", "aa,zz"], "no market 'zz'"),
+        (["run", "--markets", "zz"], "no market 'zz'"),
+        (["compare", "--methods", "local", "--backbones", "deepfm", "--out", "{file}/run"], "--out: cannot write"),
+        (["run", "--out", "{file}/run"], "--out: cannot write"),
+        (["baseline", "--backbone", "resnet"], "--backbone: expected deepfm, dcnv2"),
+        (["baseline", "--markets", "zz"], "no market 'zz'"),
+        (["baseline", "--out", "{file}/run"], "--out: cannot write"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_bad_flags_are_one_line_and_status_2(market_dir, tmp_path, capsys, argv, fragment):
+    data = market_dir(tiny_market_files())
+    regular_file = tmp_path / "a_file"
+    regular_file.write_text("not a folder\n")
+    out = tmp_path / "out"
+    argv = [a.format(file=regular_file) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(out)]
+    argv += ["--data", str(data)]
+    if argv[0] == "baseline":
+        status = load_local_baseline().main(argv[1:])
+    else:
+        status = main(argv)
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert status == 2
+    assert captured.out == ""
+    assert len(err) == 1 and err[0].startswith("fedmm: error: "), err
+    assert fragment in err[0]
+    assert "Traceback" not in captured.err
+    assert not out.exists(), "a rejected command left a run folder behind"
+
+
+# --- no orphan workers ---------------------------------------------------------------------------------
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def is_worker(proc) -> bool:
+    try:
+        return proc.name() == "worker_binary" or any("worker_binary" in part for part in proc.cmdline()[:1])
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def alive(proc) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def worker_descendants(pid: int, since: float = 0.0) -> list:
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for child in children:
+        try:
+            if is_worker(child) and child.create_time() >= since:
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def reap_zombie_children() -> None:
+    """Orphans re-parented to us (as subreaper) that died are our zombies: collect them."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def fedavg_command(data: Path, out: Path) -> list[str]:
+    return fedmm_cmd("compare", "--data", str(data), "--methods", "fedavg", "--backbones", "deepfm",
+                     "--rounds", "1", "--out", str(out))
+
+
+@pytest.fixture
+def subreaper():
+    """Orphans of our children are re-parented to this process while the test runs, so a worker that
+    outlives its Python stays visible as our descendant (instead of vanishing under init)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_CHILD_SUBREAPER is Linux-only")
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    assert libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        yield
+    finally:
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        reap_zombie_children()
+
+
+@pytest.mark.slow
+def test_piped_command_leaves_no_worker(market_dir, tmp_path, subreaper):
+    data = market_dir(tiny_market_files())
+    log = tmp_path / "stderr.txt"
+    started = time.time() - 1.0  # create_time has coarse resolution
+    seen: dict[int, object] = {}
+    with log.open("w") as err:
+        # Exactly `fedmm compare ... | cat`: stdout is a pipe read to EOF, stderr is not piped.
+        proc = subprocess.Popen(fedavg_command(data, tmp_path / "run"), cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                stderr=err, stdin=subprocess.DEVNULL)
+        chunks: list[bytes] = []
+        reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + PIPE_TIMEOUT_S
+        try:
+            while reader.is_alive() and time.monotonic() < deadline:
+                for w in worker_descendants(proc.pid, started):
+                    seen.setdefault(w.pid, w)
+                reader.join(timeout=0.1)
+            eof = not reader.is_alive()
+            status = proc.wait(timeout=60) if eof else None
+            time.sleep(2.0)
+            reap_zombie_children()
+            survivors = [w for w in worker_descendants(os.getpid(), started) if w.pid != os.getpid()]
+            survivors += [w for w in seen.values() if alive(w) and w not in survivors]
+        finally:
+            leftovers = [w for w in seen.values() if alive(w)] + worker_descendants(os.getpid(), started)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for w in leftovers:  # only workers our own command started
+                try:
+                    w.kill()
+                except psutil.NoSuchProcess:
+                    pass
+    assert eof, f"stdout never reached EOF within {PIPE_TIMEOUT_S}s: something still holds the pipe"
+    assert status == 0, tail(log)
+    assert b"fedavg" in b"".join(chunks)
+    assert seen, "the command never started a worker_binary: the check above proved nothing"
+    assert not survivors, f"worker_binary outlived its command: {[w.pid for w in survivors]}"
+
+
+@pytest.mark.slow
+def test_sigkill_of_python_takes_the_worker_down(market_dir, tmp_path, subreaper):
+    data = market_dir(tiny_market_files())
+    log = tmp_path / "stderr.txt"
+    started = time.time() - 1.0
+    with log.open("w") as err:
+        proc = subprocess.Popen(fedavg_command(data, tmp_path / "run"), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                                stderr=err, stdin=subprocess.DEVNULL)
+    workers: list = []
+    try:
+        deadline = time.monotonic() + 180
+        while not workers and proc.poll() is None and time.monotonic() < deadline:
+            workers = worker_descendants(proc.pid, started)
+            time.sleep(0.05)
+        assert workers, f"no worker_binary appeared under the command (status {proc.poll()}):\n{tail(log)}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 5.0
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        survivors = [w.pid for w in workers if alive(w)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for w in workers:
+            if alive(w):
+                w.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not survivors, f"worker_binary {survivors} survived SIGKILL of its Python (no PR_SET_PDEATHSIG?)"
