@@ -7,8 +7,8 @@
   one common table, so ID k of every market shares a row (the naive approach FedMM argues against).
 - `train_centralized`: one Keras model on the pooled markets with market-offset IDs (not private).
 
-Federated methods keep the round with the best mean validation AUC, as the Keras ones keep the best
-epoch; the test split is only ever used for the final numbers.
+Federated methods keep the round with the lowest mean validation LogLoss, as the Keras ones keep the
+best epoch (see `models.ctr_training`); the test split is only ever used for the final numbers.
 """
 
 from __future__ import annotations
@@ -71,8 +71,19 @@ def _test_metrics(models: dict, market_set: MarketSet, featurizers: dict, seed: 
             for name, m in market_set.markets.items()}
 
 
-def _valid_auc(model, market, featurize, seed) -> float:
-    return evaluate_market(model, market, "valid", featurize, seed=seed, ranking=False)["auc"]
+def _valid(model, market, featurize, seed) -> tuple[float, float]:
+    result = evaluate_market(model, market, "valid", featurize, seed=seed, ranking=False)
+    return result["auc"], result["logloss"]
+
+
+def _valid_row(models: dict, market_set: MarketSet, featurizers: dict, seed: int) -> np.ndarray:
+    """Every market's valid AUC, then every market's valid LogLoss (the selection criterion)."""
+    pairs = [_valid(models[n], market_set.markets[n], featurizers[n], seed) for n in market_set.names]
+    return np.array([a for a, _ in pairs] + [ll for _, ll in pairs])
+
+
+def _neg_mean_logloss(row: np.ndarray) -> float:
+    return -float(np.mean(row[len(row) // 2:]))
 
 
 def train_local(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig,
@@ -82,8 +93,8 @@ def train_local(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRS
         featurizers[name] = use.featurizer(name)
         tf.keras.utils.set_random_seed(config.train.seed * 1000 + index)
         models[name] = _model_fn(backbone, market.num_users, market.num_items, use.sizes(*k), config)()
-        for epoch, auc in enumerate(fit_ctr_on_market(models[name], market, config.train, featurizers[name])):
-            history.append({"round": epoch + 1, "market": name, "valid_auc": auc})
+        for epoch, (auc, ll) in enumerate(fit_ctr_on_market(models[name], market, config.train, featurizers[name])):
+            history.append({"round": epoch + 1, "market": name, "valid_auc": auc, "valid_logloss": ll})
     return _test_metrics(models, market_set, featurizers, config.train.seed), history
 
 
@@ -96,8 +107,9 @@ def _federated_datasets(market_set: MarketSet, featurizers: dict, config: CTRSta
 
 
 def _history(result: RoundsResult, names: list[str]) -> list[dict]:
-    return [{"round": r + 1, "market": n, "valid_auc": float(a)}
-            for r, row in enumerate(result.metrics) for n, a in zip(names, row)]
+    m = len(names)
+    return [{"round": r + 1, "market": n, "valid_auc": float(a), "valid_logloss": float(ll)}
+            for r, row in enumerate(result.metrics) for n, a, ll in zip(names, row[:m], row[m:])]
 
 
 def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig,
@@ -123,13 +135,11 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     def step(state, round_num: int):
         data = datasets if round_num == 0 else _federated_datasets(market_set, featurizers, config, round_num)
         server, clients, _ = process.next(state[0], state[1], data)
-        models = models_of((server, clients))
-        aucs = [_valid_auc(models[n], market_set.markets[n], featurizers[n], config.train.seed)
-                for n in market_set.names]
-        return (server, list(clients)), np.array(aucs)
+        row = _valid_row(models_of((server, clients)), market_set, featurizers, config.train.seed)
+        return (server, list(clients)), row
 
-    result = run_rounds((process.initialize(), clients), step, config.rounds, len(market_set.names),
-                        patience=config.round_patience, checkpoint=checkpoint)
+    result = run_rounds((process.initialize(), clients), step, config.rounds, 2 * len(market_set.names),
+                        patience=config.round_patience, score=_neg_mean_logloss, checkpoint=checkpoint)
     return (_test_metrics(models_of(result.best_state), market_set, featurizers, config.train.seed),
             _history(result, market_set.names))
 
@@ -159,11 +169,11 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
         data = datasets if round_num == 0 else _federated_datasets(market_set, featurizers, config, round_num)
         server = process.next(server, data).state
         process.get_model_weights(server).assign_weights_to(keras_model)
-        aucs = [_valid_auc(keras_model, market_set.markets[n], dict, config.train.seed) for n in market_set.names]
-        return server, np.array(aucs)
+        row = _valid_row({n: keras_model for n in market_set.names}, market_set, featurizers, config.train.seed)
+        return server, row
 
-    result = run_rounds(process.initialize(), step, config.rounds, len(market_set.names),
-                        patience=config.round_patience, checkpoint=checkpoint)
+    result = run_rounds(process.initialize(), step, config.rounds, 2 * len(market_set.names),
+                        patience=config.round_patience, score=_neg_mean_logloss, checkpoint=checkpoint)
     process.get_model_weights(result.best_state).assign_weights_to(keras_model)
     return (_test_metrics({n: keras_model for n in market_set.names}, market_set, featurizers, config.train.seed),
             _history(result, market_set.names))
@@ -193,9 +203,10 @@ def train_centralized(market_set: MarketSet, backbone: str, config: CTRStageConf
         pooled = collections.OrderedDict((key, np.concatenate([p[key] for p in parts])) for key in parts[0])
         return to_dataset(pooled, batch_size=t.batch_size, shuffle_seed=t.seed + epoch)
 
-    def validate() -> float:
-        return float(np.mean([_valid_auc(model, market_set.markets[n], featurizers[n], t.seed) for n in names]))
+    def validate() -> tuple[float, float]:
+        pairs = [_valid(model, market_set.markets[n], featurizers[n], t.seed) for n in names]
+        return float(np.mean([a for a, _ in pairs])), float(np.mean([ll for _, ll in pairs]))
 
-    history = [{"round": e + 1, "market": "all", "valid_auc": a} for e, a in
+    history = [{"round": e + 1, "market": "all", "valid_auc": a, "valid_logloss": ll} for e, (a, ll) in
                enumerate(fit_ctr(model, make_dataset, validate, t))]
     return _test_metrics({n: model for n in names}, market_set, featurizers, t.seed), history

@@ -24,8 +24,10 @@ class RoundsResult:
 
 
 def run_rounds(initial, step: Step, rounds: int, width: int, *, patience: int | None = None,
+               score: Callable[[np.ndarray], float] | None = None,
                checkpoint: StageCheckpoint | None = None) -> RoundsResult:
-    """With `patience`, the best state is the round with the highest mean metric row; without it, the last."""
+    """With `patience` and `score` (higher is better, of a metric row), the best state is the round with
+    the best score and the loop stops after `patience` rounds without improvement; else the last round."""
     loop = {"state": initial, "best_state": initial, "best": -np.inf, "waited": 0, "round": 0,
             "metrics": np.zeros((0, width), np.float64)}
     if checkpoint is not None:
@@ -33,10 +35,10 @@ def run_rounds(initial, step: Step, rounds: int, width: int, *, patience: int | 
     while loop["round"] < rounds and (patience is None or loop["waited"] < patience):
         state, row = step(loop["state"], int(loop["round"]))
         metrics = np.concatenate([np.asarray(loop["metrics"]).reshape(-1, width), np.asarray(row)[None, :]])
-        score = float(np.mean(row)) if patience is not None else np.inf
-        improved = patience is None or score > loop["best"]
+        value = float(score(np.asarray(row))) if patience is not None else np.inf
+        improved = patience is None or value > loop["best"]
         loop = {"state": state, "best_state": state if improved else loop["best_state"],
-                "best": score if improved and patience is not None else loop["best"],
+                "best": value if improved and patience is not None else loop["best"],
                 "waited": 0 if improved else int(loop["waited"]) + 1,
                 "round": int(loop["round"]) + 1, "metrics": metrics}
         if checkpoint is not None:
