@@ -44,6 +44,12 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
                         help="federated rounds per stage (and max Keras epochs); default: the config's")
     parser.add_argument("--out", default=out_default, required=out_default is None,
                         help="run folder to write" + (f" (default {out_default})" if out_default else ""))
+    parser.add_argument("--codebook-rule", default="usage", choices=("usage", "mean"),
+                        help="how the global codebook is aggregated: per-code usage-weighted means of assigned "
+                             "latents (default) or the example-weighted mean of the markets' codebooks")
+    parser.add_argument("--cf-tower", action="store_true",
+                        help="score CF with a shared interaction tower, federated across markets (embeddings "
+                             "stay private) so the markets' CF spaces align")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (same data and flags)")
 
@@ -84,7 +90,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     from tff_fedmm.checkpoints import RunCheckpoints
 
-    config = _config(args.seed, args.rounds)
+    config = _config(args.seed, args.rounds, args.codebook_rule, args.cf_tower)
     checkpoints = RunCheckpoints(out, args.resume, {"data": _data_fingerprint(args, market_set.names),
                                                     "config": json.dumps(asdict(config), sort_keys=True)})
     install_execution_context()
@@ -103,14 +109,14 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(seed: int, rounds: int | None):
+def _config(seed: int, rounds: int | None, rule: str = "usage", cf_tower: bool = False):
     """Every seed follows `--seed`; `--rounds` bounds each stage's rounds and the Keras epochs."""
     from tff_fedmm.pipelines.compare import CompareConfig
 
     config = CompareConfig()
     codes, ctr = config.codes, config.ctr
-    codes = replace(codes, cf=replace(codes.cf, seed=seed),
-                    codebook=replace(codes.codebook, rqvae=replace(codes.codebook.rqvae, seed=seed)))
+    codes = replace(codes, cf=replace(codes.cf, seed=seed, tower=cf_tower),
+                    codebook=replace(codes.codebook, rule=rule, rqvae=replace(codes.codebook.rqvae, seed=seed)))
     ctr = replace(ctr, train=replace(ctr.train, seed=seed))
     if rounds is not None:
         codes = replace(codes, rounds=rounds)

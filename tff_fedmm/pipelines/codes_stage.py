@@ -20,7 +20,7 @@ from tff_fedmm.eval.codebook_stats import code_usage, collision_rate, perplexity
 from tff_fedmm.federated.codebook_process import (
     CodebookStageConfig, build_codebook_process, initial_client_state, rqvae_dataset,
 )
-from tff_fedmm.models.cf import CFConfig, embedding_tables, rqvae_inputs, train_cf
+from tff_fedmm.models.cf import CFConfig, build_cf_model, embedding_tables, rqvae_inputs, train_cf
 from tff_fedmm.pipelines.rounds import run_rounds
 
 
@@ -38,16 +38,60 @@ class CodesResult:
     history: list[dict]  # one row per round: round, loss, reconstruction, codes used
 
 
-def cf_inputs(market_set: MarketSet, config: CFConfig,
-              checkpoints: RunCheckpoints | None = None) -> dict[str, np.ndarray]:
-    """Each market's RQ-VAE input rows (users then items), from its own CF model."""
-    done = checkpoints.stage("cf").load_done() if checkpoints else None
+def cf_inputs(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoints | None = None,
+              federated: bool = False) -> dict[str, np.ndarray]:
+    """Each market's RQ-VAE input rows (users then items), from its CF model.
+
+    `federated` (with `config.tower`) trains the CF models together: the `shared_tower_*` layers are
+    averaged across markets by partial FedAvg while every market's embeddings stay private, so all
+    markets' embeddings are read by one function. Otherwise each market trains alone.
+    """
+    name = "cf-federated" if federated and config.tower else "cf"
+    stage = checkpoints.stage(name) if checkpoints else None
+    done = stage.load_done() if stage else None
     if done is None:
-        done = {name: rqvae_inputs(*embedding_tables(train_cf(market, config)))
-                for name, market in market_set.markets.items()}
-        if checkpoints:
-            checkpoints.stage("cf").save_done(done)
+        tables = (_federated_cf_tables(market_set, config, stage) if name == "cf-federated" else
+                  {n: embedding_tables(train_cf(m, config)) for n, m in market_set.markets.items()})
+        done = {n: rqvae_inputs(*t) for n, t in tables.items()}
+        if stage:
+            stage.save_done(done)
     return done
+
+
+def _federated_cf_tables(market_set: MarketSet, config: CFConfig,
+                         checkpoint: StageCheckpoint | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from tff_fedmm.data.pipelines import to_dataset
+    from tff_fedmm.data.sampling import ctr_examples
+    from tff_fedmm.federated import partial_fedavg as pf
+
+    names = market_set.names
+    users = max(m.num_users for m in market_set.markets.values())
+    items = max(m.num_items for m in market_set.markets.values())
+    model_fn = lambda: build_cf_model(users, items, config)  # noqa: E731
+
+    def datasets(round_num: int):
+        return [to_dataset(ctr_examples(market_set.markets[n], "train", neg_ratio=config.neg_ratio,
+                                        seed=config.seed, epoch=round_num),
+                           batch_size=config.batch_size, shuffle_seed=config.seed + round_num) for n in names]
+
+    pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.learning_rate)
+    process = pf.build_partial_fedavg_process(model_fn, datasets(0)[0].element_spec, pf_config, seed=config.seed)
+    clients = [pf.initial_client_state(model_fn, pf_config, i, seed=config.seed * 1000 + i)
+               for i in range(len(names))]
+
+    def step(state, round_num: int):
+        server, clients, metrics = process.next(state[0], state[1], datasets(round_num))
+        return (server, list(clients)), np.array([metrics["client_work"]["loss"]])
+
+    server, clients = run_rounds((process.initialize(), clients), step, config.epochs, 1,
+                                 checkpoint=checkpoint).best_state
+    tables = {}
+    for client in clients:
+        name = names[int(client["client_index"])]
+        user_table, item_table = embedding_tables(pf.market_model(model_fn, server.global_model_weights, client))
+        market = market_set.markets[name]
+        tables[name] = (user_table[: market.num_users], item_table[: market.num_items])
+    return tables
 
 
 def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: CodesConfig,

@@ -30,10 +30,11 @@ from tff_fedmm.pipelines.codes_stage import CodesConfig, CodesResult, cf_inputs,
 log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ["method", "backbone", "market", "auc", "logloss", "hr@10", "ndcg@10", "alignment"]
-# Which codes each code-using method reads: (code variant, use_global, use_local).
+# Which codes each code-using method reads: (code variant, use_global, use_local). A variant names
+# how its CF stage ran (alone, or with the shared tower federated) and how its codebooks did.
 _CODE_METHODS = {
     "local+codes": ("private", True, True),
-    "fedmm-local-only": ("private", True, True),
+    "fedmm-local-only": ("private-fedcf", True, True),
     "fedmm-global-only": ("global-only", True, False),
     "fedmm": ("federated", True, True),
 }
@@ -54,25 +55,29 @@ class CompareResult:
 
 
 class _Codes:
-    """Learns each code variant at most once, on one shared CF stage."""
+    """Learns each code variant at most once; variants share the CF stage they have in common."""
 
     def __init__(self, market_set: MarketSet, config: CodesConfig, checkpoints: RunCheckpoints | None):
         self.market_set, self.config, self.checkpoints = market_set, config, checkpoints
-        self._inputs: dict | None = None
+        self._inputs: dict[bool, dict] = {}
         self._cache: dict[str, CodesResult] = {}
+
+    def _cf(self, federated: bool) -> dict:
+        federated = federated and self.config.cf.tower  # without a tower there is nothing to federate
+        if federated not in self._inputs:
+            self._inputs[federated] = cf_inputs(self.market_set, self.config.cf, self.checkpoints, federated)
+        return self._inputs[federated]
 
     def get(self, variant: str) -> CodesResult:
         if variant not in self._cache:
-            if self._inputs is None:
-                self._inputs = cf_inputs(self.market_set, self.config.cf, self.checkpoints)
             config = self.config
             if variant == "global-only":  # a single local code carries nothing: one effective level
                 rq = replace(config.codebook.rqvae, k_local=1)
                 config = replace(config, codebook=replace(config.codebook, rqvae=rq))
             log.info("learning %s codes", variant)
-            self._cache[variant] = learn_codes(self.market_set, config, federated=variant != "private",
-                                               inputs=self._inputs, checkpoints=self.checkpoints,
-                                               variant=f"codes-{variant}")
+            self._cache[variant] = learn_codes(
+                self.market_set, config, federated=variant in ("federated", "global-only"),
+                inputs=self._cf(variant != "private"), checkpoints=self.checkpoints, variant=f"codes-{variant}")
         return self._cache[variant]
 
     def k(self, variant: str) -> tuple[int, int]:
