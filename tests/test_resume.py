@@ -1,0 +1,80 @@
+"""Crash-resume: a run killed with SIGKILL mid-stage and resumed with --resume ends with exactly the
+results of an uninterrupted run; a resume against changed data or a torn checkpoint is refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_cli_compare import tiny_market_files
+
+from tff_fedmm.cli import main
+
+ARGS = ["compare", "--methods", "fedper,fedmm", "--backbones", "deepfm", "--rounds", "3"]
+
+
+def _command(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tff_fedmm", *ARGS, "--data", str(data), "--out", str(out), *extra]
+
+
+def _run(data: Path, out: Path, *extra: str) -> None:
+    done = subprocess.run(_command(data, out, *extra), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _kill_after(path_glob: str, out: Path, process: subprocess.Popen, timeout: float = 400) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(out.glob(path_glob)):
+        assert process.poll() is None, "the run finished before it could be killed"
+        assert time.monotonic() < deadline, f"no {path_glob} appeared"
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_federated_stage_then_resume_matches_uninterrupted(market_dir, tmp_path):
+    data = market_dir(tiny_market_files())
+    _run(data, tmp_path / "straight")
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(_command(data, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Killed once the FedMM CTR stage has saved a round: the codes and fedper stages are finished,
+    # the FedMM stage is half done.
+    _kill_after("checkpoints/ctr-fedmm-deepfm/round_1", out, process)
+    assert (out / "INCOMPLETE").exists() and not (out / "results.csv").exists()
+
+    _run(data, out, "--resume")
+    assert not (out / "INCOMPLETE").exists()
+    assert (out / "results.csv").read_text() == (tmp_path / "straight" / "results.csv").read_text()
+
+
+@pytest.mark.slow
+def test_resume_refuses_changed_data_and_torn_checkpoints(market_dir, tmp_path, capsys):
+    files = tiny_market_files()
+    data = market_dir(files)
+    out = tmp_path / "run"
+    assert main([*ARGS, "--methods", "fedper", "--rounds", "1", "--data", str(data), "--out", str(out)]) == 0
+
+    first = next(iter(files))
+    (data / first).write_text(files[first] + files[first].splitlines()[1].replace("2020-01-01", "2020-02-01") + "\n")
+    assert main([*ARGS, "--methods", "fedper", "--rounds", "1", "--data", str(data), "--out", str(out),
+                 "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0] and "data" in err[0]
+
+    (data / first).write_text(files[first])
+    stage = out / "checkpoints" / "ctr-fedper-deepfm"
+    (out / "checkpoints" / "ctr-fedper-deepfm.npz").unlink()
+    for saved in stage.rglob("*"):
+        if saved.is_file():
+            saved.write_bytes(b"torn")
+    assert main([*ARGS, "--methods", "fedper", "--rounds", "1", "--data", str(data), "--out", str(out),
+                 "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unreadable" in err[0]
