@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tff_fedmm.cli_compare import _config
+    from tff_fedmm.api import make_config
     from tff_fedmm.pipelines.compare_names import BACKBONES
     from tff_fedmm.run_folder import mark_complete, open_run_folder, write_csv
 
@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     from tff_fedmm.report import format_table
 
     install_execution_context()
-    config = _config(args.seed, None)
+    config = make_config(args.seed)
     results = run_local(market_set, backbones, LocalPipelineConfig(codes=config.codes, ctr=config.ctr))
     write_csv(out, "results.csv", results)
     mark_complete(out)

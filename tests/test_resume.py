@@ -15,7 +15,7 @@ from test_cli_compare import tiny_market_files
 
 from tff_fedmm.cli import main
 
-ARGS = ["compare", "--methods", "fedper,fedmm", "--backbones", "deepfm", "--rounds", "3"]
+ARGS = ["compare", "--methods", "fedper,fedmm", "--backbones", "deepfm", "--rounds", "3", "--quiet"]
 
 
 def _command(data: Path, out: Path, *extra: str) -> list[str]:

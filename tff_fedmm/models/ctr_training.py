@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from tff_fedmm import progress
 from tff_fedmm.data.pipelines import to_dataset
 from tff_fedmm.data.sampling import ctr_examples
 from tff_fedmm.data.splits import Market
@@ -45,6 +46,7 @@ def fit_ctr(model: tf.keras.Model, make_dataset: Callable[[int], tf.data.Dataset
         model.fit(make_dataset(epoch).map(lambda e: (e["x"], e["y"])), epochs=1, verbose=0)
         auc, logloss = validate()
         history.append((auc, logloss))
+        progress.round_done(valid_auc=auc, valid_logloss=logloss)
         score = -logloss
         if score > best:
             best, best_weights, waited = score, model.get_weights(), 0

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from tff_fedmm import progress
 from tff_fedmm.checkpoints import RunCheckpoints, StageCheckpoint
 from tff_fedmm.codes import MarketCodes, encode_market
 from tff_fedmm.data.markets import MarketSet
@@ -50,6 +51,7 @@ def cf_inputs(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoin
     stage = checkpoints.stage(name) if checkpoints else None
     done = stage.load_done() if stage else None
     if done is None:
+        progress.start_stage(name, config.epochs if name == "cf-federated" else 0)
         tables = (_federated_cf_tables(market_set, config, stage) if name == "cf-federated" else
                   {n: embedding_tables(train_cf(m, config)) for n, m in market_set.markets.items()})
         done = {n: rqvae_inputs(*t) for n, t in tables.items()}
@@ -81,6 +83,7 @@ def _federated_cf_tables(market_set: MarketSet, config: CFConfig,
 
     def step(state, round_num: int):
         server, clients, metrics = process.next(state[0], state[1], datasets(round_num))
+        progress.round_done(cf_loss=float(metrics["client_work"]["loss"]))
         return (server, list(clients)), np.array([metrics["client_work"]["loss"]])
 
     server, clients = run_rounds((process.initialize(), clients), step, config.epochs, 1,
@@ -110,6 +113,7 @@ def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: C
         work = metrics["client_work"]
         row = [work["loss"], work["reconstruction"], work["local_codes_used"],
                metrics["finalizer"]["global_codes_updated"]]
+        progress.round_done(rqvae_loss=float(work["loss"]))
         return (server, list(clients)), np.array(row, np.float64)
 
     result = run_rounds((server, clients), step, config.rounds, len(_HISTORY), checkpoint=checkpoint)
@@ -138,6 +142,7 @@ def learn_codes(market_set: MarketSet, config: CodesConfig, federated: bool, pro
         stage = f"{variant}-{'-'.join(group)}"
         done = checkpoints.stage(stage).load_done() if checkpoints else None
         if done is None:
+            progress.start_stage(stage, config.rounds)
             result = run_codebook(market_set, inputs, config, group, process,
                                   checkpoints.stage(stage) if checkpoints else None)
             if checkpoints:

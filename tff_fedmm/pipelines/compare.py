@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from tff_fedmm import progress
 from tff_fedmm.checkpoints import RunCheckpoints
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.eval.evaluate import METRICS
@@ -80,6 +81,9 @@ class _Codes:
                 inputs=self._cf(variant != "private"), checkpoints=self.checkpoints, variant=f"codes-{variant}")
         return self._cache[variant]
 
+    def needs(self, variant: str) -> bool:
+        return variant not in self._cache
+
     def k(self, variant: str) -> tuple[int, int]:
         rq = self.config.codebook.rqvae
         return rq.k_global, (1 if variant == "global-only" else rq.k_local)
@@ -117,7 +121,6 @@ def _trainer(method: str, codes: _Codes, market_set: MarketSet, config: CompareC
 
 
 def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str], config: CompareConfig,
-                on_result: Callable[[str, str], None] | None = None,
                 checkpoints: RunCheckpoints | None = None) -> CompareResult:
     codes = _Codes(market_set, config.codes, checkpoints)
     rows, history = [], []
@@ -127,6 +130,12 @@ def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str],
             stage = checkpoints.stage(f"ctr-{method}-{backbone}") if checkpoints else None
             done = stage.load_done() if stage else None
             if done is None:
+                codes_first = method in _CODE_METHODS and codes.needs(_CODE_METHODS[method][0])
+                if codes_first:  # learn them before the CTR bar starts, under their own bars
+                    codes.get(_CODE_METHODS[method][0])
+                per_market = method in ("local", "local+codes")  # Keras trains market after market
+                progress.start_stage(f"{method} / {backbone}",
+                                     config.ctr.rounds * (len(market_set.names) if per_market else 1))
                 metrics, hist = train(backbone, stage)
                 if stage:
                     stage.save_done(_stage_arrays(metrics, hist, market_set.names))
@@ -136,8 +145,7 @@ def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str],
             rows.extend({"method": method, "backbone": backbone, "market": name, **m,
                          "alignment": alignment.get(name, np.nan)} for name, m in metrics.items())
             history.extend({"method": method, "backbone": backbone, **h} for h in hist)
-            if on_result:
-                on_result(method, backbone)
+            progress.stage_done()
     reports, code_history = codes.reports()
     return CompareResult(results=pd.DataFrame(rows, columns=RESULT_COLUMNS), history=pd.DataFrame(history),
                          codebooks=reports, codebook_history=code_history)

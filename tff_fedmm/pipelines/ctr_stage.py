@@ -27,6 +27,7 @@ from tff_fedmm.data.sampling import ctr_examples
 from tff_fedmm.eval.evaluate import Featurize, evaluate_market
 from tff_fedmm.models.ctr import build_ctr_model
 from tff_fedmm.models.ctr_training import CTRTrainConfig, fit_ctr, fit_ctr_on_market
+from tff_fedmm import progress
 from tff_fedmm.pipelines.rounds import RoundsResult, run_rounds
 
 Metrics = dict[str, dict[str, float]]  # market -> metric -> value
@@ -86,6 +87,12 @@ def _neg_mean_logloss(row: np.ndarray) -> float:
     return -float(np.mean(row[len(row) // 2:]))
 
 
+def _report(row: np.ndarray) -> np.ndarray:
+    half = len(row) // 2
+    progress.round_done(valid_auc=float(np.mean(row[:half])), valid_logloss=float(np.mean(row[half:])))
+    return row
+
+
 def train_local(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig,
                 k: tuple[int, int]) -> tuple[Metrics, list[dict]]:
     models, featurizers, history = {}, {}, []
@@ -136,7 +143,7 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
         data = datasets if round_num == 0 else _federated_datasets(market_set, featurizers, config, round_num)
         server, clients, _ = process.next(state[0], state[1], data)
         row = _valid_row(models_of((server, clients)), market_set, featurizers, config.train.seed)
-        return (server, list(clients)), row
+        return (server, list(clients)), _report(row)
 
     result = run_rounds((process.initialize(), clients), step, config.rounds, 2 * len(market_set.names),
                         patience=config.round_patience, score=_neg_mean_logloss, checkpoint=checkpoint)
@@ -170,7 +177,7 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
         server = process.next(server, data).state
         process.get_model_weights(server).assign_weights_to(keras_model)
         row = _valid_row({n: keras_model for n in market_set.names}, market_set, featurizers, config.train.seed)
-        return server, row
+        return server, _report(row)
 
     result = run_rounds(process.initialize(), step, config.rounds, 2 * len(market_set.names),
                         patience=config.round_patience, score=_neg_mean_logloss, checkpoint=checkpoint)

@@ -1,0 +1,151 @@
+"""The Python API: the same objects the `fedmm` command uses, for scripts and notebooks.
+
+    from tff_fedmm import load_markets, make_config, compare, read_run
+    markets = load_markets("synthetic")
+    result = compare(markets, ["fedmm", "local", "fedavg"], ["deepfm"], make_config(rounds=5), out="runs/nb")
+    run = read_run("runs/nb")          # results, history, codebooks, config of any finished run folder
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from tff_fedmm.data.markets import MarketSet
+from tff_fedmm.errors import UsageError
+from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS
+
+
+def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "usage", cf_tower: bool = False):
+    """A `CompareConfig` with every seed set to `seed`; `rounds` bounds each federated stage's rounds
+    and the Keras epochs (None keeps the defaults: 20)."""
+    from tff_fedmm.pipelines.compare import CompareConfig
+
+    config = CompareConfig()
+    codes, ctr = config.codes, config.ctr
+    codes = replace(codes, cf=replace(codes.cf, seed=seed, tower=cf_tower),
+                    codebook=replace(codes.codebook, rule=codebook_rule,
+                                     rqvae=replace(codes.codebook.rqvae, seed=seed)))
+    ctr = replace(ctr, train=replace(ctr.train, seed=seed))
+    if rounds is not None:
+        codes = replace(codes, rounds=rounds)
+        ctr = replace(ctr, rounds=rounds, train=replace(ctr.train, epochs=rounds))
+    return CompareConfig(codes=codes, ctr=ctr)
+
+
+def check_choices(methods: list[str], backbones: list[str], rounds: int | None = None) -> None:
+    """Raises `UsageError` naming the flag for an unknown method or backbone, or non-positive rounds."""
+    for flag, values, allowed in (("--methods", methods, METHODS), ("--backbones", backbones, BACKBONES)):
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise UsageError(f"{flag}: unknown {', '.join(map(repr, bad)) or 'empty list'}; "
+                             f"expected a comma-separated list from: {', '.join(allowed)}")
+    if rounds is not None and rounds <= 0:
+        raise UsageError(f"--rounds: expected a positive number of rounds, got {rounds}")
+
+
+def compare(market_set: MarketSet, methods: list[str], backbones: list[str], config=None, *,
+            out: str | Path | None = None, resume: bool = False, progress: bool = True,
+            command: dict | None = None):
+    """Runs `methods` × `backbones` and returns a `CompareResult`; with `out`, also writes a run folder
+    (checkpointed every round, resumable with `resume=True`). `command` (the CLI's flags) is recorded
+    in config.json."""
+    from tff_fedmm.checkpoints import RunCheckpoints
+    from tff_fedmm.federated.context import install_execution_context
+    from tff_fedmm.pipelines.compare import run_compare
+    from tff_fedmm.progress import reporting
+    from tff_fedmm.run_folder import open_run_folder
+
+    config = config or make_config()
+    check_choices(methods, backbones)
+    folder = open_run_folder(out) if out is not None else None
+    checkpoints = (RunCheckpoints(folder, resume, {"data": market_fingerprint(market_set),
+                                                   "config": json.dumps(asdict(config), sort_keys=True)})
+                   if folder is not None else None)
+    install_execution_context()
+    started = time.monotonic()
+    with reporting(enabled=progress, stages=len(methods) * len(backbones)):
+        result = run_compare(market_set, methods, backbones, config, checkpoints=checkpoints)
+    if folder is not None:
+        _write_run_folder(folder, result, {"command": command, "methods": methods, "backbones": backbones, "data": market_set.source,
+                                           "markets": market_set.names, "seed": config.ctr.train.seed,
+                                           "config": asdict(config),
+                                           "versions": versions(), "seconds": round(time.monotonic() - started, 1)})
+    return result
+
+
+def run_method(market_set: MarketSet, method: str, backbone: str = "deepfm", config=None) -> pd.DataFrame:
+    """One method on one backbone, no run folder: the per-market results table."""
+    return compare(market_set, [method], [backbone], config, progress=False).results
+
+
+@dataclass
+class RunFolder:
+    results: pd.DataFrame
+    history: pd.DataFrame
+    codebooks: pd.DataFrame
+    codebook_history: pd.DataFrame
+    config: dict
+
+
+def read_run(out: str | Path) -> RunFolder:
+    """A finished run folder's tables; refuses a folder marked incomplete."""
+    from tff_fedmm.run_folder import is_complete
+
+    folder = Path(out)
+    if not is_complete(folder):
+        raise UsageError(f"{folder}: not a finished run folder (missing, or marked INCOMPLETE)")
+
+    def table(name: str) -> pd.DataFrame:
+        path = folder / name
+        return pd.read_csv(path) if path.exists() and path.stat().st_size > 1 else pd.DataFrame()
+
+    return RunFolder(results=table("results.csv"), history=table("history.csv"), codebooks=table("codebooks.csv"),
+                     codebook_history=table("codebook_history.csv"),
+                     config=json.loads((folder / "config.json").read_text()))
+
+
+def market_fingerprint(market_set: MarketSet) -> dict[str, str]:
+    """What a checkpoint was trained on: a digest of each prepared market (vocabularies and splits) and,
+    for data read from a directory, of each market file's bytes (any edit to a file counts)."""
+    digests = {}
+    if market_set.source != "synthetic":
+        from tff_fedmm.data.loading import find_market_files
+
+        files = find_market_files(market_set.source)
+        digests.update({f"{name} file": hashlib.sha256(files[name].read_bytes()).hexdigest()
+                        for name in market_set.names})
+    for name, market in market_set.markets.items():
+        h = hashlib.sha256()
+        for array in (market.user_ids, market.item_ids):
+            h.update("\x1f".join(map(str, array)).encode())
+        for frame in (market.train, market.valid, market.test):
+            h.update(pd.util.hash_pandas_object(frame[["user", "item"]], index=False).values.tobytes())
+        digests[name] = h.hexdigest()
+    return digests
+
+
+def versions() -> dict[str, str]:
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "tensorflow_federated": tff.__version__}
+
+
+def _write_run_folder(folder: Path, result, config: dict) -> None:
+    from tff_fedmm.report import markdown_by_market
+    from tff_fedmm.run_folder import mark_complete, write_csv, write_json, write_text
+
+    write_csv(folder, "results.csv", result.results)
+    write_csv(folder, "history.csv", result.history)
+    write_csv(folder, "codebooks.csv", result.codebooks)
+    write_csv(folder, "codebook_history.csv", result.codebook_history)
+    write_text(folder, "results.md", markdown_by_market(result.results) + "\n")
+    write_json(folder, "config.json", config)
+    mark_complete(folder)
