@@ -106,9 +106,10 @@ def read_run(out: str | Path) -> RunFolder:
         path = folder / name
         return pd.read_csv(path) if path.exists() and path.stat().st_size > 1 else pd.DataFrame()
 
+    config = folder / "config.json"
     return RunFolder(results=table("results.csv"), history=table("history.csv"), codebooks=table("codebooks.csv"),
                      codebook_history=table("codebook_history.csv"),
-                     config=json.loads((folder / "config.json").read_text()))
+                     config=json.loads(config.read_text()) if config.exists() else {})
 
 
 def market_fingerprint(market_set: MarketSet) -> dict[str, str]:

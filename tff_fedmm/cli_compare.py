@@ -33,6 +33,12 @@ def add_compare_commands(commands: argparse._SubParsersAction, add_data_argument
     _add_common(run, out_default="runs/latest")
     run.set_defaults(handler=_run)
 
+    report = commands.add_parser("report", help="Markdown tables (one per metric) of a finished run folder")
+    report.add_argument("folder", help="a run folder written by run, compare or tasks/local_baseline.py")
+    report.add_argument("--metrics", type=_comma_list, default=["auc", "logloss", "hr@10", "ndcg@10"],
+                        help="comma-separated columns of results.csv (default auc,logloss,hr@10,ndcg@10)")
+    report.set_defaults(handler=_report)
+
 
 def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> None:
     parser.add_argument("--rounds", type=int, default=None,
@@ -70,4 +76,18 @@ def _compare(args: argparse.Namespace) -> int:
     result = api.compare(market_set, args.methods, args.backbones, config, out=args.out, resume=args.resume,
                          progress=not args.quiet, command={k: v for k, v in vars(args).items() if k != "handler"})
     print(format_table(result.results))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tff_fedmm.api import read_run
+    from tff_fedmm.report import markdown_by_market
+
+    results = read_run(args.folder).results
+    missing = [m for m in args.metrics if m not in results.columns]
+    if missing:
+        raise UsageError(f"--metrics: {missing} not in {args.folder}/results.csv; "
+                         f"columns are: {', '.join(results.columns[3:])}")
+    for metric in args.metrics:
+        print(f"{metric}:\n\n{markdown_by_market(results, metric)}\n")
     return 0

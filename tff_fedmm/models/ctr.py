@@ -79,11 +79,11 @@ def _validate(
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
 
-def _mlp(x: tf.Tensor, hidden: Sequence[int], dropout: float) -> tf.Tensor:
+def _mlp(x: tf.Tensor, hidden: Sequence[int], dropout: float, prefix: str = "shared") -> tf.Tensor:
     for i, units in enumerate(hidden):
-        x = tf.keras.layers.Dense(units, activation="relu", name=f"shared_dnn_{i}")(x)
+        x = tf.keras.layers.Dense(units, activation="relu", name=f"{prefix}_dnn_{i}")(x)
         if dropout > 0:
-            x = tf.keras.layers.Dropout(dropout, name=f"shared_dnn_dropout_{i}")(x)
+            x = tf.keras.layers.Dropout(dropout, name=f"{prefix}_dnn_dropout_{i}")(x)
     return x
 
 
@@ -98,8 +98,12 @@ def build_ctr_model(
     hidden: tuple[int, ...] = (64, 32),
     cross_layers: int = 2,
     dropout: float = 0.0,
+    share_interaction: bool = True,
 ) -> tf.keras.Model:
     """Builds an uncompiled model: dict of int32 scalar features -> click probability, (batch, 1).
+
+    `share_interaction=False` names the FM/cross/MLP/output layers `private_*`: then only the global-code
+    embeddings are federated, and every market keeps its own interaction function.
 
     DeepFM: logit = sum of first-order terms + FM second-order term + DNN logit (the DNN's output
     bias is the global bias), as in the original paper, so each part stays interpretable.
@@ -120,23 +124,24 @@ def build_ctr_model(
         tf.keras.layers.Embedding(f.vocab_size, embed_dim, name=f"{f.layer_stem}_embedding")(inputs[f.input_name])
         for f in fields
     ]
-    concat = tf.keras.layers.Concatenate(name="shared_field_concat")(embedded)
-    deep = _mlp(concat, hidden, dropout)
+    p = "shared" if share_interaction else "private"
+    concat = tf.keras.layers.Concatenate(name=f"{p}_field_concat")(embedded)
+    deep = _mlp(concat, hidden, dropout, p)
 
     if backbone == "deepfm":
-        first_order = tf.keras.layers.Add(name="shared_first_order_sum")([
+        first_order = tf.keras.layers.Add(name=f"{p}_first_order_sum")([
             tf.keras.layers.Embedding(f.vocab_size, 1, name=f"{f.layer_stem}_first_order")(inputs[f.input_name])
             for f in fields
         ])
-        second_order = FMInteraction(name="shared_fm")(embedded)
-        deep_logit = tf.keras.layers.Dense(1, name="shared_dnn_logit")(deep)
-        logit = tf.keras.layers.Add(name="shared_logit")([first_order, second_order, deep_logit])
+        second_order = FMInteraction(name=f"{p}_fm")(embedded)
+        deep_logit = tf.keras.layers.Dense(1, name=f"{p}_dnn_logit")(deep)
+        logit = tf.keras.layers.Add(name=f"{p}_logit")([first_order, second_order, deep_logit])
     else:
-        crossed = CrossNet(cross_layers, name="shared_cross")(concat)
-        both = tf.keras.layers.Concatenate(name="shared_cross_deep_concat")([crossed, deep])
-        logit = tf.keras.layers.Dense(1, name="shared_logit")(both)
+        crossed = CrossNet(cross_layers, name=f"{p}_cross")(concat)
+        both = tf.keras.layers.Concatenate(name=f"{p}_cross_deep_concat")([crossed, deep])
+        logit = tf.keras.layers.Dense(1, name=f"{p}_logit")(both)
 
-    prob = tf.keras.layers.Activation("sigmoid", dtype="float32", name="shared_output")(logit)
+    prob = tf.keras.layers.Activation("sigmoid", dtype="float32", name=f"{p}_output")(logit)
     return tf.keras.Model(inputs=inputs, outputs=prob, name=f"fedmm_{backbone}")
 
 

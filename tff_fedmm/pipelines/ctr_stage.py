@@ -40,6 +40,7 @@ class CTRStageConfig:
     round_patience: int = 5
     embed_dim: int = 16
     hidden: tuple[int, ...] = (64, 32)
+    share_interaction: bool = True  # False: federated methods share only the global-code embeddings
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,11 @@ class CodeUse:
         return lambda ex: with_codes(ex, codes, use_global=self.use_global, use_local=self.use_local)
 
 
-def _model_fn(backbone: str, users: int, items: int, k: tuple[int, int], config: CTRStageConfig):
+def _model_fn(backbone: str, users: int, items: int, k: tuple[int, int], config: CTRStageConfig,
+              share_interaction: bool = True):
     return lambda: build_ctr_model(backbone, num_users=users, num_items=items, k_global=k[0], k_local=k[1],
-                                   embed_dim=config.embed_dim, hidden=config.hidden)
+                                   embed_dim=config.embed_dim, hidden=config.hidden,
+                                   share_interaction=share_interaction)
 
 
 def _test_metrics(models: dict, market_set: MarketSet, featurizers: dict, seed: int) -> Metrics:
@@ -125,7 +128,9 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
 
     users = max(m.num_users for m in market_set.markets.values())
     items = max(m.num_items for m in market_set.markets.values())
-    model_fn = _model_fn(backbone, users, items, use.sizes(*k), config)
+    # Sharing only code embeddings needs codes: without them (fedper) the interaction layers are shared.
+    share_interaction = config.share_interaction or use.codes is None
+    model_fn = _model_fn(backbone, users, items, use.sizes(*k), config, share_interaction)
     featurizers = {name: use.featurizer(name) for name in market_set.names}
     datasets = _federated_datasets(market_set, featurizers, config, 0)
     pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.train.learning_rate)
