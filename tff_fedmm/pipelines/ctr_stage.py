@@ -7,8 +7,8 @@
   one common table, so ID k of every market shares a row (the naive approach FedMM argues against).
 - `train_centralized`: one Keras model on the pooled markets with market-offset IDs (not private).
 
-Federated methods keep the round with the lowest mean validation LogLoss, as the Keras ones keep the
-best epoch (see `models.ctr_training`); the test split is only ever used for the final numbers.
+Every market keeps the round (federated) or epoch (Keras) with its lowest validation LogLoss (see
+`pipelines.rounds` and `models.ctr_training`); the test split is only ever used for the final numbers.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tff_fedmm.eval.evaluate import Featurize, evaluate_market
 from tff_fedmm.models.ctr import build_ctr_model
 from tff_fedmm.models.ctr_training import CTRTrainConfig, fit_ctr, fit_ctr_on_market
 from tff_fedmm import progress
-from tff_fedmm.pipelines.rounds import RoundsResult, run_rounds
+from tff_fedmm.pipelines.rounds import RoundsResult, Selection, run_rounds
 
 Metrics = dict[str, dict[str, float]]  # market -> metric -> value
 
@@ -86,8 +86,9 @@ def _valid_row(models: dict, market_set: MarketSet, featurizers: dict, seed: int
     return np.array([a for a, _ in pairs] + [ll for _, ll in pairs])
 
 
-def _neg_mean_logloss(row: np.ndarray) -> float:
-    return -float(np.mean(row[len(row) // 2:]))
+def _neg_logloss(row: np.ndarray) -> np.ndarray:
+    """Per-market selection scores from a `_valid_row`: minus each market's valid LogLoss."""
+    return -row[len(row) // 2:]
 
 
 def _report(row: np.ndarray) -> np.ndarray:
@@ -139,19 +140,25 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     clients = [pf.initial_client_state(model_fn, pf_config, i, seed=config.train.seed * 1000 + i)
                for i in range(len(market_set.names))]
 
-    def models_of(state) -> dict:
+    def pick(state, index: int):
+        """Market `index`'s model: the round's shared weights and its own client state."""
         server, clients = state
-        return {market_set.names[int(c["client_index"])]: pf.market_model(model_fn, server.global_model_weights, c)
-                for c in clients}
+        client = next(c for c in clients if int(c["client_index"]) == index)  # by index, never position
+        return server.global_model_weights, client
+
+    def models_of(snapshots) -> dict:
+        return {name: pf.market_model(model_fn, *snapshots[i]) for i, name in enumerate(market_set.names)}
 
     def step(state, round_num: int):
         data = datasets if round_num == 0 else _federated_datasets(market_set, featurizers, config, round_num)
         server, clients, _ = process.next(state[0], state[1], data)
-        row = _valid_row(models_of((server, clients)), market_set, featurizers, config.train.seed)
-        return (server, list(clients)), _report(row)
+        state = (server, list(clients))
+        snapshots = [pick(state, i) for i in range(len(market_set.names))]
+        return state, _report(_valid_row(models_of(snapshots), market_set, featurizers, config.train.seed))
 
+    selection = Selection(_neg_logloss, pick, len(market_set.names), config.round_patience)
     result = run_rounds((process.initialize(), clients), step, config.rounds, 2 * len(market_set.names),
-                        patience=config.round_patience, score=_neg_mean_logloss, checkpoint=checkpoint)
+                        selection=selection, checkpoint=checkpoint)
     return (_test_metrics(models_of(result.best_state), market_set, featurizers, config.train.seed),
             _history(result, market_set.names))
 
@@ -184,11 +191,17 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
         row = _valid_row({n: keras_model for n in market_set.names}, market_set, featurizers, config.train.seed)
         return server, _report(row)
 
+    def model_at(server) -> tf.keras.Model:
+        model = model_fn()
+        process.get_model_weights(server).assign_weights_to(model)
+        return model
+
+    # Every market keeps the global model of its own best round.
+    selection = Selection(_neg_logloss, lambda server, _: server, len(market_set.names), config.round_patience)
     result = run_rounds(process.initialize(), step, config.rounds, 2 * len(market_set.names),
-                        patience=config.round_patience, score=_neg_mean_logloss, checkpoint=checkpoint)
-    process.get_model_weights(result.best_state).assign_weights_to(keras_model)
-    return (_test_metrics({n: keras_model for n in market_set.names}, market_set, featurizers, config.train.seed),
-            _history(result, market_set.names))
+                        selection=selection, checkpoint=checkpoint)
+    models = {name: model_at(result.best_state[i]) for i, name in enumerate(market_set.names)}
+    return _test_metrics(models, market_set, featurizers, config.train.seed), _history(result, market_set.names)
 
 
 def train_centralized(market_set: MarketSet, backbone: str, config: CTRStageConfig) -> tuple[Metrics, list[dict]]:
