@@ -1,0 +1,112 @@
+"""`tasks/ablation_codebook_size.py` (a 1×2 grid, one round, tiny markets) and `tasks/xmarket_compare.py`
+(the command line it hands to `fedmm compare`, and its one-line errors)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import HEADER, REPO_ROOT
+
+MARKETS = ("aa", "bb")
+USERS, ITEMS, PER_USER = 40, 110, 6  # ranking evaluation needs > 99 + PER_USER items per market
+
+
+def load_task(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_task", REPO_ROOT / "tasks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_market_files() -> dict[str, str]:
+    files = {}
+    for m, name in enumerate(MARKETS):
+        lines = [HEADER] + [f"{name}u{u} i{(u * PER_USER + k + 7 * m) % ITEMS} {1 + (u + k) % 5}.0 2020-01-{k + 1:02d}"
+                            for u in range(USERS) for k in range(PER_USER)]
+        files[f"{name}_5core.txt"] = "\n".join(lines) + "\n"
+    return files
+
+
+@pytest.mark.slow
+def test_ablation_grid_reports_validation_metrics_only(market_dir, tmp_path):
+    ablation = load_task("ablation_codebook_size")
+    data, out, log = market_dir(tiny_market_files()), tmp_path / "ablation", tmp_path / "stderr.txt"
+    with log.open("w") as err:
+        result = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "tasks" / "ablation_codebook_size.py"), "--data", str(data),
+             "--k-global", "8", "--k-local", "4,16", "--rounds", "1", "--out", str(out), "--quiet"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, timeout=300)
+    assert result.returncode == 0, log.read_text()[-3000:]
+    with (out / "ablation.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == ablation.COLUMNS  # validation metrics and code usage; nothing from test
+    assert [(r["k_global"], r["k_local"]) for r in rows] == [("8", "4"), ("8", "16")]
+    for row in rows:
+        assert row["selected_rounds"] == "aa:1;bb:1" and row["backbone"] == "deepfm"
+        assert 0.0 <= float(row["valid_auc"]) <= 1.0 and float(row["valid_logloss"]) > 0.0
+        assert 0.0 < float(row["global_usage"]) <= 1.0 and 0.0 < float(row["local_usage"]) <= 1.0
+    assert not (out / "INCOMPLETE").exists() and (out / "config.json").is_file()
+    assert "valid_auc" in result.stdout
+
+
+def test_ablation_config_changes_only_codebook_sizes():
+    ablation = load_task("ablation_codebook_size")
+    from tff_fedmm.api import make_config
+
+    base, config = make_config(3, 2), ablation.config_for(3, 2, 16, 128)
+    assert (config.codes.codebook.rqvae.k_global, config.codes.codebook.rqvae.k_local) == (16, 128)
+    assert config.codes.codebook.rqvae.input_dim == base.codes.codebook.rqvae.input_dim
+    assert config.ctr == base.ctr and config.codes.cf == base.codes.cf and config.codes.rounds == 2
+
+
+def test_ablation_selects_each_markets_first_round_of_lowest_valid_logloss():
+    ablation = load_task("ablation_codebook_size")
+    history = pd.DataFrame({"round": [1, 1, 2, 2, 3, 3], "market": ["a", "b"] * 3,
+                            "valid_auc": [0.6, 0.7, 0.7, 0.8, 0.9, 0.85],
+                            "valid_logloss": [0.5, 0.5, 0.25, 0.5, 0.25, 0.375]})  # a: tie at rounds 2, 3
+    row = ablation.validation_row(history, pd.DataFrame({"global_usage": [0.5, 1.0], "local_usage": [0.25, 0.75]}))
+    assert row["selected_rounds"] == "a:2;b:3" and row["rounds_run"] == 3
+    assert row["valid_auc"] == pytest.approx(0.775) and row["valid_logloss"] == 0.3125
+    assert (row["global_usage"], row["local_usage"]) == (0.75, 0.5)
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--out", "x", "--k-global", "16,a"], "--k-global: expected comma-separated positive"),
+    (["--out", "x", "--k-local", "0"], "--k-local: expected comma-separated positive"),
+    (["--out", "x", "--backbone", "resnet"], "--backbone: expected one of deepfm, dcnv2"),
+    (["--out", "x", "--rounds", "0"], "--rounds: expected a positive"),
+    (["--k-global", "16"], "--out"),
+])
+def test_ablation_bad_flags_are_one_line_errors(argv, fragment, capsys):
+    assert load_task("ablation_codebook_size").main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_xmarket_compare_runs_every_method_on_both_backbones():
+    task = load_task("xmarket_compare")
+    from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS
+
+    argv = task.compare_argv(["--data", "d", "--out", "o", "--rounds", "3", "--markets", "de,fr"])
+    assert argv == ["compare", "--data", "d", "--methods", ",".join(METHODS), "--backbones", ",".join(BACKBONES),
+                    "--out", "o", "--rounds", "3", "--markets", "de,fr"]
+    assert task.compare_argv([])[task.compare_argv([]).index("--data") + 1].endswith("shared/data/xmarket-electronics")
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--data", "/nonexistent/xmarket", "--out", "o"], "/nonexistent/xmarket: no such directory"),
+    (["--out", "o", "--rounds", "0"], "--rounds: expected a positive"),
+    (["--out", "o", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_xmarket_compare_errors_are_one_line(argv, fragment, capsys, tmp_path):
+    argv = [a if a != "o" else str(tmp_path / "o") for a in argv]
+    assert load_task("xmarket_compare").main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1, err
