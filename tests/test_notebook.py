@@ -8,7 +8,6 @@ Python runs the notebook.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path

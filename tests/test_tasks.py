@@ -7,7 +7,6 @@ import csv
 import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -140,8 +140,10 @@ def versions() -> dict[str, str]:
 
 
 def _write_run_folder(folder: Path, result, config: dict) -> None:
+    from tff_fedmm.plots import write_plots
     from tff_fedmm.report import markdown_by_market
     from tff_fedmm.run_folder import mark_complete, write_csv, write_json, write_text
+    from tff_fedmm.tensorboard import write_tensorboard
 
     write_csv(folder, "results.csv", result.results)
     write_csv(folder, "history.csv", result.history)
@@ -149,4 +151,6 @@ def _write_run_folder(folder: Path, result, config: dict) -> None:
     write_csv(folder, "codebook_history.csv", result.codebook_history)
     write_text(folder, "results.md", markdown_by_market(result.results) + "\n")
     write_json(folder, "config.json", config)
+    write_plots(folder, result)
+    write_tensorboard(folder, result)
     mark_complete(folder)

@@ -10,6 +10,7 @@ uninterrupted run exactly. A run without `--resume` starts from scratch and clea
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import shutil
@@ -55,14 +56,14 @@ class StageCheckpoint:
     def load_round(self, structure):
         """The latest saved round state (shaped like `structure`), or None when there is none."""
         try:
-            state, _ = asyncio.run(self._manager().load_latest(structure))
+            state, _ = run_sync(self._manager().load_latest(structure))
         except Exception as err:  # a torn or foreign SavedModel: say so instead of crash-looping
             raise UsageError(f"--resume: checkpoint of stage {self.name!r} under {self.root} is unreadable "
                              f"({type(err).__name__}); rerun without --resume") from None
         return state
 
     def save_round(self, state, round_num: int) -> None:
-        asyncio.run(self._manager().save(state, round_num))
+        run_sync(self._manager().save(state, round_num))
 
     def load_done(self) -> dict[str, np.ndarray] | None:
         path = self.root / f"{self.name}.npz"
@@ -75,6 +76,16 @@ class StageCheckpoint:
         tmp = self.root / f".{self.name}.tmp.npz"
         np.savez(tmp, **arrays)
         os.replace(tmp, self.root / f"{self.name}.npz")
+
+
+def run_sync(coroutine):
+    """Runs a `tff.program` coroutine to completion, also where an event loop already runs (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _safe(stage: str) -> str:

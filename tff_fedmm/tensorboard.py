@@ -11,18 +11,18 @@
 Written with TFF's own `tff.program.TensorBoardReleaseManager` (one per run directory, `release(value,
 key=round)`), which turns each scalar of the released structure into a `tf.summary.scalar` named by its
 key; no `tf.summary` fallback is needed. TensorBoard 2 stores these as tensor summaries of the scalars
-plugin (`EventAccumulator.Tags()["tensors"]`). `release` is a coroutine: it is run with `asyncio.run`,
+plugin (`EventAccumulator.Tags()["tensors"]`). `release` is a coroutine: it is run with `checkpoints.run_sync`,
 on a helper thread when the caller already runs an event loop (a Jupyter kernel does).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from tff_fedmm.checkpoints import run_sync
 
 TENSORBOARD_DIR = "tensorboard"
 HISTORY_TAGS = ("valid_auc", "valid_logloss")
@@ -35,7 +35,7 @@ def write_tensorboard(folder: Path, result) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     runs = scalar_runs(result)
     if runs:
-        _run_coroutine(_release_all(root, runs))
+        run_sync(_release_all(root, runs))
     return root
 
 
@@ -74,16 +74,6 @@ async def _release_all(root: Path, runs: dict[str, dict[int, dict[str, float]]])
         writer = getattr(manager, "_summary_writer", None)
         if writer is not None:
             writer.flush()
-
-
-def _run_coroutine(coroutine) -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # no loop in this thread: the usual case
-        asyncio.run(coroutine)
-        return
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, coroutine).result()
 
 
 def _safe(name: str) -> str:
