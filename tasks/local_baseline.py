@@ -23,9 +23,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tff_fedmm.api import make_config
+    from tff_fedmm.api import interactions, make_config
     from tff_fedmm.pipelines.compare_names import BACKBONES
-    from tff_fedmm.run_folder import mark_complete, open_run_folder, write_csv
+    from tff_fedmm.run_folder import mark_complete, open_run_folder, write_csv, write_json
 
     backbones = [b for b in args.backbone.split(",") if b]
     if not backbones or any(b not in BACKBONES for b in backbones):
@@ -41,8 +41,10 @@ def _run(args: argparse.Namespace) -> int:
     config = make_config(args.seed)
     results = run_local(market_set, backbones, LocalPipelineConfig(codes=config.codes, ctr=config.ctr))
     write_csv(out, "results.csv", results)
+    write_json(out, "config.json", {"data": market_set.source, "interactions": interactions(market_set),
+                                    "seed": args.seed})
     mark_complete(out)
-    print(format_table(results))
+    print(format_table(results, interactions(market_set)))
     return 0
 
 

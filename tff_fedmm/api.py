@@ -74,7 +74,8 @@ def compare(market_set: MarketSet, methods: list[str], backbones: list[str], con
         result = run_compare(market_set, methods, backbones, config, checkpoints=checkpoints)
     if folder is not None:
         _write_run_folder(folder, result, {"command": command, "methods": methods, "backbones": backbones, "data": market_set.source,
-                                           "markets": market_set.names, "seed": config.ctr.train.seed,
+                                           "markets": market_set.names, "interactions": interactions(market_set),
+                                           "seed": config.ctr.train.seed,
                                            "config": asdict(config),
                                            "versions": versions(), "seconds": round(time.monotonic() - started, 1)})
     return result
@@ -110,6 +111,11 @@ def read_run(out: str | Path) -> RunFolder:
     return RunFolder(results=table("results.csv"), history=table("history.csv"), codebooks=table("codebooks.csv"),
                      codebook_history=table("codebook_history.csv"),
                      config=json.loads(config.read_text()) if config.exists() else {})
+
+
+def interactions(market_set: MarketSet) -> dict[str, int]:
+    """Each market's interactions: the weights of the interaction-weighted means."""
+    return {name: int(m.num_interactions) for name, m in market_set.markets.items()}
 
 
 def market_fingerprint(market_set: MarketSet) -> dict[str, str]:
@@ -149,7 +155,7 @@ def _write_run_folder(folder: Path, result, config: dict) -> None:
     write_csv(folder, "history.csv", result.history)
     write_csv(folder, "codebooks.csv", result.codebooks)
     write_csv(folder, "codebook_history.csv", result.codebook_history)
-    write_text(folder, "results.md", markdown_by_market(result.results) + "\n")
+    write_text(folder, "results.md", markdown_by_market(result.results, "auc", config["interactions"]) + "\n")
     write_json(folder, "config.json", config)
     write_plots(folder, result)
     write_tensorboard(folder, result)

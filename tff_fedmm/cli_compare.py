@@ -75,7 +75,7 @@ def _compare(args: argparse.Namespace) -> int:
     config = api.make_config(args.seed, args.rounds, args.codebook_rule, args.cf_tower)
     result = api.compare(market_set, args.methods, args.backbones, config, out=args.out, resume=args.resume,
                          progress=not args.quiet, command={k: v for k, v in vars(args).items() if k != "handler"})
-    print(format_table(result.results))
+    print(format_table(result.results, api.interactions(market_set)))
     return 0
 
 
@@ -83,11 +83,15 @@ def _report(args: argparse.Namespace) -> int:
     from tff_fedmm.api import read_run
     from tff_fedmm.report import markdown_by_market
 
-    results = read_run(args.folder).results
+    run = read_run(args.folder)
+    results, weights = run.results, run.config.get("interactions")
+    if not weights:
+        raise UsageError(f"{args.folder}/config.json records no market interactions; expected a run folder "
+                         "written by fedmm run/compare or tasks/local_baseline.py")
     missing = [m for m in args.metrics if m not in results.columns]
     if missing:
         raise UsageError(f"--metrics: {missing} not in {args.folder}/results.csv; "
                          f"columns are: {', '.join(results.columns[3:])}")
     for metric in args.metrics:
-        print(f"{metric}:\n\n{markdown_by_market(results, metric)}\n")
+        print(f"{metric}:\n\n{markdown_by_market(results, metric, weights)}\n")
     return 0

@@ -15,12 +15,16 @@ from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae
 from tff_fedmm.models import rqvae_training as rt
 
 
+FIELDS = ("user_global", "user_local", "item_global", "item_local", "errors")
+
+
 @dataclass(frozen=True)
 class MarketCodes:
     user_global: np.ndarray
     user_local: np.ndarray
     item_global: np.ndarray
     item_local: np.ndarray
+    errors: np.ndarray  # mean squared error: level-1 quantization, after level 2, reconstruction
 
 
 def encode_market(config: RQVAEConfig, codebook: np.ndarray, client_state: Mapping, x: np.ndarray,
@@ -30,9 +34,9 @@ def encode_market(config: RQVAEConfig, codebook: np.ndarray, client_state: Mappi
     rt.global_codebook(model).assign(codebook)
     for v, w in zip(rt.private_variables(model), client_state["private"]):
         v.assign(w)
-    g, l = (c.numpy() for c in rt.encode_codes(model, x))
+    g, l, errors = rt.encode_codes(model, x)
     return MarketCodes(user_global=g[:num_users], user_local=l[:num_users],
-                       item_global=g[num_users:], item_local=l[num_users:])
+                       item_global=g[num_users:], item_local=l[num_users:], errors=errors)
 
 
 def with_codes(examples: Mapping[str, np.ndarray], codes: MarketCodes | None, *, use_global: bool = True,

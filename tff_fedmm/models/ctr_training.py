@@ -37,15 +37,15 @@ def train_examples(market: Market, config: CTRTrainConfig, epoch: int) -> dict[s
 
 
 def fit_ctr(model: tf.keras.Model, make_dataset: Callable[[int], tf.data.Dataset],
-            validate: Callable[[], tuple[float, float]], config: CTRTrainConfig) -> list[tuple[float, float]]:
-    """Epoch loop with early stopping on validation LogLoss; returns (valid AUC, valid LogLoss) per
-    epoch, with the best epoch's weights restored."""
+            validate: Callable[[], tuple[float, float]], config: CTRTrainConfig) -> list[tuple[float, float, float]]:
+    """Epoch loop with early stopping on validation LogLoss; returns (valid AUC, valid LogLoss, train
+    loss) per epoch, with the best epoch's weights restored."""
     model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate), loss="binary_crossentropy")
     history, best, best_weights, waited = [], -np.inf, model.get_weights(), 0
     for epoch in range(config.epochs):
-        model.fit(make_dataset(epoch).map(lambda e: (e["x"], e["y"])), epochs=1, verbose=0)
+        fitted = model.fit(make_dataset(epoch).map(lambda e: (e["x"], e["y"])), epochs=1, verbose=0)
         auc, logloss = validate()
-        history.append((auc, logloss))
+        history.append((auc, logloss, float(fitted.history["loss"][0])))
         progress.round_done(valid_auc=auc, valid_logloss=logloss)
         score = -logloss
         if score > best:
@@ -59,7 +59,7 @@ def fit_ctr(model: tf.keras.Model, make_dataset: Callable[[int], tf.data.Dataset
 
 
 def fit_ctr_on_market(model: tf.keras.Model, market: Market, config: CTRTrainConfig,
-                      featurize: Featurize = dict) -> list[tuple[float, float]]:
+                      featurize: Featurize = dict) -> list[tuple[float, float, float]]:
     def make_dataset(epoch: int) -> tf.data.Dataset:
         return to_dataset(featurize(train_examples(market, config, epoch)), batch_size=config.batch_size,
                           shuffle_seed=config.seed + epoch)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 
+import numpy as np
 import tensorflow as tf
 
 from tff_fedmm.naming import PRIVATE_PREFIX, layer_weights
@@ -122,11 +123,18 @@ def _reseed_dead_codes(model, l_var, local_idle, patience, dataset, seed):
     return tf.where(dead, tf.zeros_like(local_idle), local_idle)
 
 
-def encode_codes(model: tf.keras.Model, x: tf.Tensor, batch_size: int = 4096) -> tuple[tf.Tensor, tf.Tensor]:
-    """(global code, local code) for every row of x, with the model's current codebooks."""
-    g, l = [], []
-    for start in range(0, int(x.shape[0]), batch_size):
-        outputs = model(x[start:start + batch_size], training=False)
-        g.append(outputs[4])
-        l.append(outputs[5])
-    return tf.concat(g, 0), tf.concat(l, 0)
+def encode_codes(model: tf.keras.Model, x: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, ...]:
+    """(global codes, local codes, per-level errors) for every row of x, with the current codebooks.
+
+    Errors are mean squared distances: latent to its level-1 code, latent to level 1 + level 2 (what
+    the second level leaves unexplained), and input to reconstruction.
+    """
+    g, l, errors = [], [], np.zeros(3)
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        x_hat, z, q_global, q_local, idx_global, idx_local = (t.numpy() for t in model(batch, training=False))
+        g.append(idx_global)
+        l.append(idx_local)
+        errors += [np.square(z - q_global).sum(1).sum(), np.square(z - q_global - q_local).sum(1).sum(),
+                   np.square(batch - x_hat).sum(1).sum()]
+    return np.concatenate(g), np.concatenate(l), errors / max(len(x), 1)

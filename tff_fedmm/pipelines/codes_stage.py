@@ -14,6 +14,7 @@ import pandas as pd
 
 from tff_fedmm import progress
 from tff_fedmm.checkpoints import RunCheckpoints, StageCheckpoint
+from tff_fedmm.codes import FIELDS as CODE_FIELDS
 from tff_fedmm.codes import MarketCodes, encode_market
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.eval.alignment import cluster_nmi, code_agreement
@@ -155,15 +156,13 @@ def learn_codes(market_set: MarketSet, config: CodesConfig, federated: bool, pro
 
 
 def _codes_arrays(result: CodesResult) -> dict[str, np.ndarray]:
-    arrays = {f"{name}/{field}": getattr(c, field) for name, c in result.codes.items()
-              for field in ("user_global", "user_local", "item_global", "item_local")}
+    arrays = {f"{name}/{field}": getattr(c, field) for name, c in result.codes.items() for field in CODE_FIELDS}
     arrays["history"] = np.array([[row[k] for k in _HISTORY] for row in result.history], np.float64)
     return arrays
 
 
 def _codes_from_arrays(arrays: dict[str, np.ndarray], group: list[str]) -> CodesResult:
-    codes = {name: MarketCodes(*(arrays[f"{name}/{field}"] for field in
-                                 ("user_global", "user_local", "item_global", "item_local"))) for name in group}
+    codes = {name: MarketCodes(*(arrays[f"{name}/{field}"] for field in CODE_FIELDS)) for name in group}
     history = [{"round": i + 1, **dict(zip(_HISTORY, row))} for i, row in enumerate(arrays["history"])]
     return CodesResult(codes=codes, history=history)
 
@@ -181,7 +180,8 @@ def codebook_report(market_set: MarketSet, codes: dict[str, MarketCodes], k_glob
         l = np.concatenate([c.user_local, c.item_local])
         row = {"market": name, "global_usage": code_usage(g, k_global), "global_perplexity": perplexity(g, k_global),
                "local_usage": code_usage(l, k_local), "local_perplexity": perplexity(l, k_local),
-               "collision_rate": collision_rate(g, l)}
+               "collision_rate": collision_rate(g, l), "level1_error": c.errors[0], "level2_error": c.errors[1],
+               "reconstruction_error": c.errors[2]}
         row.update(_alignment(market_set, codes, name, k_global))
         if market_set.item_cluster is not None:
             row["cluster_nmi"] = cluster_nmi(c.item_global, market_set.item_cluster[name])

@@ -50,7 +50,7 @@ class CompareConfig:
 @dataclass
 class CompareResult:
     results: pd.DataFrame  # RESULT_COLUMNS
-    history: pd.DataFrame  # method, backbone, round, market, valid_auc, valid_logloss
+    history: pd.DataFrame  # method, backbone, round, market, valid_auc, valid_logloss, train_loss
     codebooks: pd.DataFrame  # per code variant and market: usage, perplexity, collisions, alignment
     codebook_history: pd.DataFrame  # per code variant and round: loss, reconstruction, codes used
 
@@ -155,14 +155,14 @@ def _stage_arrays(metrics: dict, history: list[dict], names: list[str]) -> dict[
     """A finished stage as arrays; history markets by index (-1: all markets pooled)."""
     index = {n: i for i, n in enumerate(names)}
     return {"metrics": np.array([[metrics[n][k] for k in METRICS] for n in names], np.float64),
-            "history": np.array([[h["round"], index.get(h["market"], -1), h["valid_auc"], h["valid_logloss"]]
-                                 for h in history], np.float64).reshape(-1, 4)}
+            "history": np.array([[h["round"], index.get(h["market"], -1), h["valid_auc"], h["valid_logloss"],
+                                  h["train_loss"]] for h in history], np.float64).reshape(-1, 5)}
 
 
 def _stage_from_arrays(arrays: dict, names: list[str]) -> tuple[dict, list[dict]]:
     metrics = {n: dict(zip(METRICS, map(float, row))) for n, row in zip(names, arrays["metrics"])}
     history = [{"round": int(r), "market": names[int(m)] if m >= 0 else "all", "valid_auc": float(a),
-                "valid_logloss": float(ll)} for r, m, a, ll in arrays["history"]]
+                "valid_logloss": float(ll), "train_loss": float(loss)} for r, m, a, ll, loss in arrays["history"]]
     return metrics, history
 
 

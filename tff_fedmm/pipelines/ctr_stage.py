@@ -86,15 +86,18 @@ def _valid_row(models: dict, market_set: MarketSet, featurizers: dict, seed: int
     return np.array([a for a, _ in pairs] + [ll for _, ll in pairs])
 
 
+def _round_row(valid: np.ndarray, train_loss: float) -> np.ndarray:
+    """A federated round's metrics: every market's valid AUC and LogLoss, then the round's train loss
+    (the example-weighted mean over markets, which is what the server learns)."""
+    m = len(valid) // 2
+    progress.round_done(valid_auc=float(np.mean(valid[:m])), valid_logloss=float(np.mean(valid[m:])))
+    return np.append(valid, train_loss)
+
+
 def _neg_logloss(row: np.ndarray) -> np.ndarray:
-    """Per-market selection scores from a `_valid_row`: minus each market's valid LogLoss."""
-    return -row[len(row) // 2:]
-
-
-def _report(row: np.ndarray) -> np.ndarray:
-    half = len(row) // 2
-    progress.round_done(valid_auc=float(np.mean(row[:half])), valid_logloss=float(np.mean(row[half:])))
-    return row
+    """Per-market selection scores from a `_round_row`: minus each market's valid LogLoss."""
+    m = (len(row) - 1) // 2
+    return -row[m:2 * m]
 
 
 def train_local(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig,
@@ -104,8 +107,10 @@ def train_local(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRS
         featurizers[name] = use.featurizer(name)
         tf.keras.utils.set_random_seed(config.train.seed * 1000 + index)
         models[name] = _model_fn(backbone, market.num_users, market.num_items, use.sizes(*k), config)()
-        for epoch, (auc, ll) in enumerate(fit_ctr_on_market(models[name], market, config.train, featurizers[name])):
-            history.append({"round": epoch + 1, "market": name, "valid_auc": auc, "valid_logloss": ll})
+        for epoch, (auc, ll, loss) in enumerate(fit_ctr_on_market(models[name], market, config.train,
+                                                                  featurizers[name])):
+            history.append({"round": epoch + 1, "market": name, "valid_auc": auc, "valid_logloss": ll,
+                            "train_loss": loss})
     return _test_metrics(models, market_set, featurizers, config.train.seed), history
 
 
@@ -119,8 +124,9 @@ def _federated_datasets(market_set: MarketSet, featurizers: dict, config: CTRSta
 
 def _history(result: RoundsResult, names: list[str]) -> list[dict]:
     m = len(names)
-    return [{"round": r + 1, "market": n, "valid_auc": float(a), "valid_logloss": float(ll)}
-            for r, row in enumerate(result.metrics) for n, a, ll in zip(names, row[:m], row[m:])]
+    return [{"round": r + 1, "market": n, "valid_auc": float(a), "valid_logloss": float(ll),
+             "train_loss": float(row[-1])}
+            for r, row in enumerate(result.metrics) for n, a, ll in zip(names, row[:m], row[m:2 * m])]
 
 
 def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig,
@@ -151,13 +157,14 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
 
     def step(state, round_num: int):
         data = datasets if round_num == 0 else _federated_datasets(market_set, featurizers, config, round_num)
-        server, clients, _ = process.next(state[0], state[1], data)
+        server, clients, metrics = process.next(state[0], state[1], data)
         state = (server, list(clients))
         snapshots = [pick(state, i) for i in range(len(market_set.names))]
-        return state, _report(_valid_row(models_of(snapshots), market_set, featurizers, config.train.seed))
+        valid = _valid_row(models_of(snapshots), market_set, featurizers, config.train.seed)
+        return state, _round_row(valid, metrics["client_work"]["loss"])
 
     selection = Selection(_neg_logloss, pick, len(market_set.names), config.round_patience)
-    result = run_rounds((process.initialize(), clients), step, config.rounds, 2 * len(market_set.names),
+    result = run_rounds((process.initialize(), clients), step, config.rounds, 2 * len(market_set.names) + 1,
                         selection=selection, checkpoint=checkpoint)
     return (_test_metrics(models_of(result.best_state), market_set, featurizers, config.train.seed),
             _history(result, market_set.names))
@@ -186,10 +193,10 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
 
     def step(server, round_num: int):
         data = datasets if round_num == 0 else _federated_datasets(market_set, featurizers, config, round_num)
-        server = process.next(server, data).state
-        process.get_model_weights(server).assign_weights_to(keras_model)
-        row = _valid_row({n: keras_model for n in market_set.names}, market_set, featurizers, config.train.seed)
-        return server, _report(row)
+        output = process.next(server, data)
+        process.get_model_weights(output.state).assign_weights_to(keras_model)
+        valid = _valid_row({n: keras_model for n in market_set.names}, market_set, featurizers, config.train.seed)
+        return output.state, _round_row(valid, output.metrics["client_work"]["train"]["loss"])
 
     def model_at(server) -> tf.keras.Model:
         model = model_fn()
@@ -198,7 +205,7 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
 
     # Every market keeps the global model of its own best round.
     selection = Selection(_neg_logloss, lambda server, _: server, len(market_set.names), config.round_patience)
-    result = run_rounds(process.initialize(), step, config.rounds, 2 * len(market_set.names),
+    result = run_rounds(process.initialize(), step, config.rounds, 2 * len(market_set.names) + 1,
                         selection=selection, checkpoint=checkpoint)
     models = {name: model_at(result.best_state[i]) for i, name in enumerate(market_set.names)}
     return _test_metrics(models, market_set, featurizers, config.train.seed), _history(result, market_set.names)
@@ -232,6 +239,6 @@ def train_centralized(market_set: MarketSet, backbone: str, config: CTRStageConf
         pairs = [_valid(model, market_set.markets[n], featurizers[n], t.seed) for n in names]
         return float(np.mean([a for a, _ in pairs])), float(np.mean([ll for _, ll in pairs]))
 
-    history = [{"round": e + 1, "market": "all", "valid_auc": a, "valid_logloss": ll} for e, (a, ll) in
-               enumerate(fit_ctr(model, make_dataset, validate, t))]
+    history = [{"round": e + 1, "market": "all", "valid_auc": a, "valid_logloss": ll, "train_loss": loss}
+               for e, (a, ll, loss) in enumerate(fit_ctr(model, make_dataset, validate, t))]
     return _test_metrics({n: model for n in names}, market_set, featurizers, t.seed), history
