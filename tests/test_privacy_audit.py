@@ -15,7 +15,7 @@ tff = pytest.importorskip("tensorflow_federated")
 import tensorflow as tf  # noqa: E402
 
 from tff_fedmm.cli import main  # noqa: E402
-from tff_fedmm.federated import audit  # noqa: E402
+from tff_fedmm.federated import audit, signature  # noqa: E402
 from tff_fedmm.federated.codebook_aggregator import RULES, client_payload_type  # noqa: E402
 from tff_fedmm.federated.codebook_process import CodebookStageConfig, build_codebook_process  # noqa: E402
 from tff_fedmm.federated.partial_fedavg import (  # noqa: E402
@@ -77,7 +77,7 @@ def test_codebook_predicate_rejects_a_payload_of_other_sizes(codebook):
 @pytest.fixture(scope="module", params=BACKBONES)
 def ctr(request):
     model_fn = functools.partial(build_ctr_model, request.param, **CTR)
-    spec = audit.ctr_element_spec(CTR["k_global"], CTR["k_local"], batch_size=2)
+    spec = signature.ctr_element_spec(CTR["k_global"], CTR["k_local"], batch_size=2)
     return model_fn, build_partial_fedavg_process(model_fn, spec)
 
 
@@ -241,14 +241,14 @@ def test_broadcast_and_map_do_not_cross():
         return tff.federated_map(add, (tff.federated_broadcast(s), x))
 
     assert audit.client_to_server_values(comp) == []
-    assert "crosses CLIENTS→SERVER (0):" in audit.describe(comp)
+    assert "crosses CLIENTS→SERVER (0):" in signature.describe(comp)
 
 
 def test_describe_lists_signature_and_crossings():
-    text = audit.describe(leaky_nested(), audit.kind)
+    text = signature.describe(leaky_nested(), signature.kind)
     assert text.startswith("type_signature:\n")
     assert "[shared] federated_sum: float32[7,3]" in text and "[metric] federated_sum: float32" in text
-    judged = audit.describe(leaky_nested(), audit.labeler(only_scalars))
+    judged = signature.describe(leaky_nested(), signature.labeler(only_scalars))
     assert "[NOT ALLOWED] federated_sum: float32[7,3]" in judged and "[metric] federated_sum: float32" in judged
 
 

@@ -96,7 +96,7 @@ def _add_signature_command(commands: argparse._SubParsersAction) -> None:
 
 def _signature(args: argparse.Namespace) -> int:
     """Builds the processes (executes nothing, so no execution context) and prints the audit's view."""
-    from tff_fedmm.federated.audit import signature_report
+    from tff_fedmm.federated.signature import signature_report
 
     report, passed = signature_report(args.rule, args.backbone)
     print(report)
