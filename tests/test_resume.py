@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cli_compare import tiny_market_files
+from test_cli_compare import subreaper, tiny_market_files, worker_descendants  # noqa: F401 (fixture)
 
 from tff_fedmm.cli import main
 
@@ -77,4 +77,26 @@ def test_resume_refuses_changed_data_and_torn_checkpoints(market_dir, tmp_path, 
     assert main([*ARGS, "--methods", "fedper", "--rounds", "1", "--data", str(data), "--out", str(out),
                  "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unreadable" in err[0]
+    assert len(err) == 1 and "no readable checkpoint" in err[0]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_quickly_leaves_folder_incomplete_and_no_worker(market_dir, tmp_path, subreaper):
+    data = market_dir(tiny_market_files())
+    out = tmp_path / "interrupted"
+    launched = time.time()
+    process = subprocess.Popen(_command(data, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 400
+    while not list(out.glob("checkpoints/*/round_1")):
+        assert process.poll() is None and time.monotonic() < deadline, "no round was checkpointed"
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGINT)
+    started = time.monotonic()
+    _, err = process.communicate(timeout=30)
+    assert time.monotonic() - started < 15, "Ctrl-C took too long"
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1].startswith("fedmm: interrupted")
+    assert (out / "INCOMPLETE").exists() and not (out / "results.csv").exists()
+    time.sleep(2)
+    # Only workers started after the launch count: earlier in-process tests own one in this process.
+    assert worker_descendants(os.getpid(), since=launched) == []

@@ -54,13 +54,23 @@ class StageCheckpoint:
                                                    keep_first=False)
 
     def load_round(self, structure):
-        """The latest saved round state (shaped like `structure`), or None when there is none."""
-        try:
-            state, _ = run_sync(self._manager().load_latest(structure))
-        except Exception as err:  # a torn or foreign SavedModel: say so instead of crash-looping
-            raise UsageError(f"--resume: checkpoint of stage {self.name!r} under {self.root} is unreadable "
-                             f"({type(err).__name__}); rerun without --resume") from None
-        return state
+        """The latest readable round state (shaped like `structure`), or None when none was saved.
+
+        A save cut short by SIGKILL or Ctrl-C leaves a torn latest version; the one before it (two are
+        kept) is then used, and the rounds after it are recomputed, deterministically.
+        """
+        manager = self._manager()
+        versions = sorted(run_sync(manager.get_versions()) or [], reverse=True)
+        errors = []
+        for version in versions:
+            try:
+                return run_sync(manager.load(version, structure))
+            except Exception as err:  # torn or foreign SavedModel
+                errors.append(f"round {version}: {type(err).__name__}")
+        if errors:
+            raise UsageError(f"--resume: no readable checkpoint of stage {self.name!r} under {self.root} "
+                             f"({'; '.join(errors)}); rerun without --resume")
+        return None
 
     def save_round(self, state, round_num: int) -> None:
         run_sync(self._manager().save(state, round_num))
@@ -79,13 +89,25 @@ class StageCheckpoint:
 
 
 def run_sync(coroutine):
-    """Runs a `tff.program` coroutine to completion, also where an event loop already runs (Jupyter)."""
+    """Runs a `tff.program` coroutine to completion, also where an event loop already runs (Jupyter).
+
+    Not `asyncio.run`: its runner turns Ctrl-C into a task cancellation that TFF's file coroutines never
+    finish, and the program hangs; a plain private loop lets KeyboardInterrupt propagate.
+    """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coroutine)
+        return _run_on_private_loop(coroutine)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+        return pool.submit(_run_on_private_loop, coroutine).result()
+
+
+def _run_on_private_loop(coroutine):
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
 
 
 def _safe(stage: str) -> str:

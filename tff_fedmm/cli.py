@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from tff_fedmm.data.markets import MarketSet
 
 USAGE_ERROR_STATUS = 2
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report it
 
 
 class Parser(argparse.ArgumentParser):
@@ -107,6 +108,10 @@ def run_guarded(body: Callable[[], int]) -> int:
     """Runs a command body; user mistakes (also argparse's) become one stderr line and exit status 2."""
     try:
         return body()
+    except KeyboardInterrupt:
+        print("fedmm: interrupted; an unfinished run folder stays marked INCOMPLETE and continues with "
+              "--resume", file=sys.stderr)
+        return INTERRUPTED_STATUS
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else USAGE_ERROR_STATUS
     except UsageError as err:
