@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbones", default="deepfm,dcnv2")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"from: {', '.join(VARIANTS)}")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--k-global", type=int, default=None, help="global codebook size for every variant")
+    parser.add_argument("--k-local", type=int, default=None, help="local codebook size for every variant")
+    parser.add_argument("--no-reference", action="store_true", help="skip the `local` reference run")
     parser.add_argument("--out", required=True)
     return run_guarded(lambda: _run(parser.parse_args(argv)))
 
@@ -52,9 +55,12 @@ def _run(args) -> int:
     api.check_choices(["fedmm"], backbones, args.rounds)
     market_set = load_market_set(args)
     rows = []
-    runs = [("local", "local", api.make_config(args.seed, args.rounds))]
+    runs = [] if args.no_reference else [("local", "local", api.make_config(args.seed, args.rounds))]
     for name in variants:
         base = api.make_config(args.seed, args.rounds, VARIANTS[name]["rule"])
+        rq = base.codes.codebook.rqvae
+        rq = replace(rq, k_global=args.k_global or rq.k_global, k_local=args.k_local or rq.k_local)
+        base = replace(base, codes=replace(base.codes, codebook=replace(base.codes.codebook, rqvae=rq)))
         runs.append((name, "fedmm", replace(base, ctr=replace(base.ctr,
                                                                 share_interaction=VARIANTS[name]["share_interaction"]))))
     for name, method, config in runs:
