@@ -22,7 +22,7 @@ from tff_fedmm.errors import UsageError
 from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS
 
 
-def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "usage", cf_tower: bool = False):
+def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "mean", cf_tower: bool = False):
     """A `CompareConfig` with every seed set to `seed`; `rounds` bounds each federated stage's rounds
     and the Keras epochs (None keeps the defaults: 20)."""
     from tff_fedmm.pipelines.compare import CompareConfig

@@ -88,8 +88,8 @@ def _add_signature_command(commands: argparse._SubParsersAction) -> None:
     # Literal choices (= codebook_aggregator.RULES, ctr.BACKBONES): importing those modules loads TensorFlow.
     signature = commands.add_parser(
         "signature", help="type signatures of the federated processes and what crosses from markets to the server")
-    signature.add_argument("--rule", choices=("usage", "mean"), default="usage",
-                           help="global-codebook aggregation rule (default usage)")
+    signature.add_argument("--rule", choices=("usage", "mean"), default="mean",
+                           help="global-codebook aggregation rule (default mean)")
     signature.add_argument("--backbone", choices=("deepfm", "dcnv2"), default="deepfm",
                            help="CTR backbone of the federated CTR process (default deepfm)")
     signature.set_defaults(handler=_signature)

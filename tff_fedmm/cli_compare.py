@@ -45,9 +45,9 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
                         help="federated rounds per stage (and max Keras epochs); default 20")
     parser.add_argument("--out", default=out_default, required=out_default is None,
                         help="run folder to write" + (f" (default {out_default})" if out_default else ""))
-    parser.add_argument("--codebook-rule", default="usage", choices=("usage", "mean"),
-                        help="how the global codebook is aggregated: per-code usage-weighted means of assigned "
-                             "latents (default) or the example-weighted mean of the markets' codebooks")
+    parser.add_argument("--codebook-rule", default="mean", choices=("usage", "mean"),
+                        help="how the global codebook is aggregated: the example-weighted mean of the markets' "
+                             "codebooks (default) or per-code usage-weighted means of assigned latents")
     parser.add_argument("--cf-tower", action="store_true",
                         help="score CF with a shared interaction tower, federated across markets (embeddings "
                              "stay private) so the markets' CF spaces align")

@@ -40,7 +40,7 @@ class GlobalCodebookFactory(tff.aggregators.WeightedAggregationFactory):
 
     def __init__(
         self,
-        rule: str = "usage",
+        rule: str = "mean",
         mean_factory: tff.aggregators.WeightedAggregationFactory | None = None,
         sum_factory: tff.aggregators.UnweightedAggregationFactory | None = None,
     ):

@@ -58,20 +58,23 @@ def ctr_element_spec(k_global: int, k_local: int, batch_size: int = 256):
     return to_dataset(features, batch_size=batch_size).element_spec
 
 
-def signature_report(rule: str = "usage", backbone: str = "deepfm") -> tuple[str, bool]:
+def signature_report(rule: str = "mean", backbone: str = "deepfm") -> tuple[str, bool]:
     """Builds (never runs) both processes; returns their `describe` text and whether both audits pass."""
     import functools
 
     from tff_fedmm.federated.codebook_process import CodebookStageConfig, build_codebook_process
     from tff_fedmm.federated.partial_fedavg import build_partial_fedavg_process
     from tff_fedmm.models.ctr import build_ctr_model
+    from tff_fedmm.pipelines.ctr_stage import CTRStageConfig
 
     sections, passed = [], True
     config = CodebookStageConfig(rule=rule)
     cfg = config.rqvae
     codebook = build_codebook_process(config)
     sizes = SIGNATURE_CTR_SIZES
-    model_fn = functools.partial(build_ctr_model, backbone, **sizes)
+    # The federated CTR model as FedMM builds it by default (which layers are shared follows the stage config).
+    model_fn = functools.partial(build_ctr_model, backbone, **sizes,
+                                 share_interaction=CTRStageConfig().share_interaction)
     ctr = build_partial_fedavg_process(model_fn, ctr_element_spec(sizes["k_global"], sizes["k_local"]))
     model = model_fn()
     checks = [

@@ -23,7 +23,7 @@ class RQVAEConfig:
     latent_dim: int = 32
     hidden: int = 128
     k_global: int = 64
-    k_local: int = 32
+    k_local: int = 8  # 8 beat 32 on XMarket validation (tasks/ablation_codebook_size.py, BUILD_NOTES)
     beta: float = 0.25
     seed: int = 0
 

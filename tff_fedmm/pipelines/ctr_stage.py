@@ -40,7 +40,9 @@ class CTRStageConfig:
     round_patience: int = 5
     embed_dim: int = 16
     hidden: tuple[int, ...] = (64, 32)
-    share_interaction: bool = True  # False: federated methods share only the global-code embeddings
+    # False: FedMM shares only the global-code embeddings; interaction layers stay in each market. Chosen
+    # on XMarket validation (BUILD_NOTES); fedper, which has no codes, always shares its interaction layers.
+    share_interaction: bool = False
 
 
 @dataclass(frozen=True)
