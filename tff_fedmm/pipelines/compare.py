@@ -69,7 +69,12 @@ class _Codes:
             self._inputs[federated] = cf_inputs(self.market_set, self.config.cf, self.checkpoints, federated)
         return self._inputs[federated]
 
+    def canonical(self, variant: str) -> str:
+        """Without a CF tower there is no federated CF: `private-fedcf` codes are the `private` ones."""
+        return "private" if variant == "private-fedcf" and not self.config.cf.tower else variant
+
     def get(self, variant: str) -> CodesResult:
+        variant = self.canonical(variant)
         if variant not in self._cache:
             config = self.config
             if variant == "global-only":  # a single local code carries nothing: one effective level
@@ -82,7 +87,7 @@ class _Codes:
         return self._cache[variant]
 
     def needs(self, variant: str) -> bool:
-        return variant not in self._cache
+        return self.canonical(variant) not in self._cache
 
     def k(self, variant: str) -> tuple[int, int]:
         rq = self.config.codebook.rqvae
