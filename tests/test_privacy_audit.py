@@ -102,6 +102,34 @@ def test_partial_fedavg_never_sends_a_private_embedding(ctr):
     assert not sent & private, f"private shapes cross: {sent & private}"
 
 
+@pytest.mark.parametrize("share_interaction", [True, False])
+def test_default_fedmm_ctr_shares_code_embeddings_and_never_ids(share_interaction):
+    """FedMM's CTR as configured (interaction layers shared or, by default, private)."""
+    model_fn = functools.partial(build_ctr_model, "deepfm", **CTR, share_interaction=share_interaction)
+    spec = signature.ctr_element_spec(CTR["k_global"], CTR["k_local"], batch_size=2)
+    model = model_fn()
+    crossings = audit.audit_partial_fedavg_process(build_partial_fedavg_process(model_fn, spec), model)
+    sent = sorted(shape_of(t) for t in audit.nonscalar_leaves(crossings))
+    assert (CTR["k_global"], CTR["embed_dim"]) in sent
+    assert (CTR["num_users"], CTR["embed_dim"]) not in sent and (CTR["k_local"], CTR["embed_dim"]) not in sent
+    if not share_interaction:  # then only the global-code embeddings (and their first-order terms) cross
+        assert set(sent) == {(CTR["k_global"], CTR["embed_dim"]), (CTR["k_global"], 1)}
+
+
+def test_cf_tower_process_sends_only_the_tower():
+    """The CF stage's federated tower: embeddings never cross, the `shared_tower_*` layers do."""
+    from tff_fedmm.data.pipelines import to_dataset
+    from tff_fedmm.models.cf import CFConfig, build_cf_model
+
+    config = CFConfig(dim=6, tower=True, tower_hidden=5)
+    model_fn = functools.partial(build_cf_model, 11, 13, config)
+    features = {"user": np.zeros(2, np.int32), "item": np.zeros(2, np.int32), "label": np.zeros(2, np.float32)}
+    process = build_partial_fedavg_process(model_fn, to_dataset(features, batch_size=2).element_spec)
+    crossings = audit.audit_partial_fedavg_process(process, model_fn())
+    sent = sorted(shape_of(t) for t in audit.nonscalar_leaves(crossings))
+    assert sent == sorted([(18, 5), (5,), (5, 1), (1,)])  # tower kernel/bias and output kernel/bias
+
+
 def test_executed_form_sends_the_same(ctr):
     """The compiler rewrites sums into federated_aggregate; what crosses must not change."""
     from tensorflow_federated.python.core.backends.native import compiler
