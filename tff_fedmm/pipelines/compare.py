@@ -62,6 +62,7 @@ class _Codes:
         self.market_set, self.config, self.checkpoints = market_set, config, checkpoints
         self._inputs: dict[bool, dict] = {}
         self._cache: dict[str, CodesResult] = {}
+        self._reports: dict[str, pd.DataFrame] = {}
 
     def _cf(self, federated: bool) -> dict:
         federated = federated and self.config.cf.tower  # without a tower there is nothing to federate
@@ -86,18 +87,21 @@ class _Codes:
                 inputs=self._cf(variant != "private"), checkpoints=self.checkpoints, variant=f"codes-{variant}")
         return self._cache[variant]
 
-    def needs(self, variant: str) -> bool:
-        return self.canonical(variant) not in self._cache
-
     def k(self, variant: str) -> tuple[int, int]:
         rq = self.config.codebook.rqvae
         return rq.k_global, (1 if variant == "global-only" else rq.k_local)
 
+    def report(self, variant: str) -> pd.DataFrame:
+        """The codebook report of a variant, computed once (alignment column and codebooks.csv share it)."""
+        variant = self.canonical(variant)
+        if variant not in self._reports:
+            self._reports[variant] = codebook_report(self.market_set, self.get(variant).codes, *self.k(variant))
+        return self._reports[variant]
+
     def reports(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         reports, histories = [], []
         for variant, result in self._cache.items():
-            report = codebook_report(self.market_set, result.codes, *self.k(variant))
-            reports.append(report.assign(codes=variant))
+            reports.append(self.report(variant).assign(codes=variant))
             histories.append(pd.DataFrame(result.history).assign(codes=variant))
         return (pd.concat(reports, ignore_index=True) if reports else pd.DataFrame(),
                 pd.concat(histories, ignore_index=True) if histories else pd.DataFrame())
@@ -135,8 +139,7 @@ def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str],
             stage = checkpoints.stage(f"ctr-{method}-{backbone}") if checkpoints else None
             done = stage.load_done() if stage else None
             if done is None:
-                codes_first = method in _CODE_METHODS and codes.needs(_CODE_METHODS[method][0])
-                if codes_first:  # learn them before the CTR bar starts, under their own bars
+                if method in _CODE_METHODS:  # learn codes before the CTR bar starts, under their own bars
                     codes.get(_CODE_METHODS[method][0])
                 per_market = method in ("local", "local+codes")  # Keras trains market after market
                 progress.start_stage(f"{method} / {backbone}",
@@ -146,7 +149,7 @@ def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str],
                     stage.save_done(_stage_arrays(metrics, hist, market_set.names))
             else:
                 metrics, hist = _stage_from_arrays(done, market_set.names)
-            alignment = _alignment_by_market(codes, method, market_set)
+            alignment = _alignment_by_market(codes, method)
             rows.extend({"method": method, "backbone": backbone, "market": name, **m,
                          "alignment": alignment.get(name, np.nan)} for name, m in metrics.items())
             history.extend({"method": method, "backbone": backbone, **h} for h in hist)
@@ -171,9 +174,8 @@ def _stage_from_arrays(arrays: dict, names: list[str]) -> tuple[dict, list[dict]
     return metrics, history
 
 
-def _alignment_by_market(codes: _Codes, method: str, market_set: MarketSet) -> dict[str, float]:
+def _alignment_by_market(codes: _Codes, method: str) -> dict[str, float]:
     if method not in _CODE_METHODS:
         return {}
-    variant = _CODE_METHODS[method][0]
-    report = codebook_report(market_set, codes.get(variant).codes, *codes.k(variant))
+    report = codes.report(_CODE_METHODS[method][0])
     return dict(zip(report["market"], report["alignment"]))
