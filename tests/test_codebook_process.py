@@ -32,16 +32,20 @@ def rng_array(seed: int, *shape: int) -> np.ndarray:
 # --- aggregator and finalizer, on hand-made inputs ------------------------------------------------------
 
 
-def test_mean_rule_is_the_example_weighted_mean():
+def test_mean_rule_makes_the_example_weighted_mean_codebook():
     process = GlobalCodebookFactory("mean").create(client_payload_type("mean", K, D), FLOAT)
+    finalizer = build_codebook_finalizer(K, D, "mean")
+    current = rng_array(99, K, D)
     codebooks = [rng_array(i, K, D) for i in range(3)]
     weights = [1.0, 3.0, 6.0]
-    output = process.next(process.initialize(), [collections.OrderedDict(codebook=c) for c in codebooks],
-                          weights)
+    output = process.next(process.initialize(),
+                          [collections.OrderedDict(codebook_update=c - current) for c in codebooks], weights)
     expected = sum(w * c for w, c in zip(weights, codebooks)) / sum(weights)
     assert not np.allclose(expected, np.mean(codebooks, axis=0), atol=1e-3)  # the weights matter here
-    np.testing.assert_allclose(output.result["codebook"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(output.result["estimate"], expected - current, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(output.result["code_counts"], np.ones(K))
+    merged = finalizer.next(finalizer.initialize(), current, output.result).result
+    np.testing.assert_allclose(merged, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_usage_rule_is_summed_latents_over_summed_counts_per_code():
@@ -54,19 +58,19 @@ def test_usage_rule_is_summed_latents_over_summed_counts_per_code():
     total_sums, total_counts = sum(sums), sum(counts)
     expected = total_sums / np.maximum(total_counts, 1)[:, None]
     expected[total_counts == 0] = 0.0  # nobody used code 3: no estimate (the finalizer keeps the old one)
-    np.testing.assert_allclose(first.result["codebook"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(first.result["estimate"], expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(first.result["code_counts"], total_counts)
     # Per code, not per market: market weights (numbers of examples) play no part.
     second = process.next(process.initialize(), payloads, [100.0, 1.0, 7.0])
-    np.testing.assert_allclose(second.result["codebook"], first.result["codebook"], rtol=1e-6)
+    np.testing.assert_allclose(second.result["estimate"], first.result["estimate"], rtol=1e-6)
 
 
 def test_finalizer_keeps_unused_codes_and_takes_the_rest():
-    finalizer = build_codebook_finalizer(K, D)
+    finalizer = build_codebook_finalizer(K, D, "usage")
     current, aggregated = rng_array(20, K, D), rng_array(21, K, D)
     counts = np.array([0, 3, 0, 1], np.float32)
     output = finalizer.next(finalizer.initialize(), current,
-                            collections.OrderedDict(codebook=aggregated, code_counts=counts))
+                            collections.OrderedDict(estimate=aggregated, code_counts=counts))
     result = np.asarray(output.result)
     np.testing.assert_array_equal(result[[0, 2]], current[[0, 2]])
     np.testing.assert_array_equal(result[[1, 3]], aggregated[[1, 3]])
@@ -75,7 +79,7 @@ def test_finalizer_keeps_unused_codes_and_takes_the_rest():
 
 def test_usage_rule_and_finalizer_leave_an_unused_code_alone_even_with_zero_sums():
     process = GlobalCodebookFactory("usage").create(client_payload_type("usage", K, D), FLOAT)
-    finalizer = build_codebook_finalizer(K, D)
+    finalizer = build_codebook_finalizer(K, D, "usage")
     current = rng_array(30, K, D)
     counts = np.array([1, 0, 2, 0], np.float32)
     payload = collections.OrderedDict(code_sums=rng_array(31, K, D) * counts[:, None], code_counts=counts)

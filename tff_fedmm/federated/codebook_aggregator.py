@@ -1,10 +1,14 @@
 """The custom aggregator of FedMM: it aggregates the global codebook and nothing else.
 
-Two rules, both producing `<codebook=f32[K,d], code_counts=f32[K]>@SERVER` so one finalizer serves
-both (codes whose count is zero keep their previous value):
+Two rules, producing `<estimate=f32[K,d], code_counts=f32[K]>@SERVER` for one finalizer: the mean
+update (`mean`) or the new codes (`usage`); codes whose count is zero keep their previous value.
 
-- `mean`: each market sends its locally trained global codebook `<codebook>`, weighted by its number of
-  examples; the server takes the weighted mean (`tff.aggregators.MeanFactory` by default).
+- `mean`: each market sends its update `<codebook_update>` (trained minus received global codebook),
+  weighted by its number of examples; the server adds the weighted mean update to its codebook
+  (`tff.aggregators.MeanFactory` by default), which is the example-weighted mean of the trained codebooks.
+  An update rather than the codebook itself, so that DP can clip it (`tff_fedmm.federated.privacy`):
+  clipping a codebook would shrink it, clipping an update only slows it. A DP mean is unweighted (its
+  sensitivity must not depend on a market's size), so with DP the markets count equally.
 - `usage`: each market sends `<code_sums, code_counts>`, the per-code sums of the latents assigned to
   each global code and how many there were; the server sums them (`tff.aggregators.SumFactory` by
   default) and sets each code to the count-weighted mean. This is the federated mini-batch k-means step
@@ -29,9 +33,10 @@ def client_payload_type(rule: str, k: int, d: int) -> tff.StructType:
     """What one market sends under `rule`: the only CLIENTS→SERVER value of the codebook stage."""
     codebook = tff.TensorType(np.float32, [k, d])
     if rule == "mean":
-        return tff.StructType([("codebook", codebook)])
+        return tff.StructWithPythonType([("codebook_update", codebook)], collections.OrderedDict)
     if rule == "usage":
-        return tff.StructType([("code_sums", codebook), ("code_counts", tff.TensorType(np.float32, [k]))])
+        return tff.StructWithPythonType([("code_sums", codebook), ("code_counts", tff.TensorType(np.float32, [k]))],
+                                        collections.OrderedDict)
     raise ValueError(f"unknown codebook rule {rule!r}; expected one of {RULES}")
 
 
@@ -41,7 +46,8 @@ class GlobalCodebookFactory(tff.aggregators.WeightedAggregationFactory):
     def __init__(
         self,
         rule: str = "mean",
-        mean_factory: tff.aggregators.WeightedAggregationFactory | None = None,
+        mean_factory: tff.aggregators.WeightedAggregationFactory
+        | tff.aggregators.UnweightedAggregationFactory | None = None,
         sum_factory: tff.aggregators.UnweightedAggregationFactory | None = None,
     ):
         if rule not in RULES:
@@ -52,20 +58,22 @@ class GlobalCodebookFactory(tff.aggregators.WeightedAggregationFactory):
 
     def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
         k, d = value_type[0].shape
+        weighted = isinstance(self._mean_factory, tff.aggregators.WeightedAggregationFactory)
         if self.rule == "mean":
-            inner = self._mean_factory.create(value_type, weight_type)
+            inner = (self._mean_factory.create(value_type, weight_type) if weighted
+                     else self._mean_factory.create(value_type))
 
             @tff.tensorflow.computation(value_type)
             def to_result(mean):
-                return collections.OrderedDict(codebook=mean.codebook, code_counts=tf.ones([k]))
+                return collections.OrderedDict(estimate=mean["codebook_update"], code_counts=tf.ones([k]))
 
         else:
             inner = self._sum_factory.create(value_type)
 
             @tff.tensorflow.computation(value_type)
             def to_result(sums):
-                means = tf.math.divide_no_nan(sums.code_sums, sums.code_counts[:, tf.newaxis])
-                return collections.OrderedDict(codebook=means, code_counts=sums.code_counts)
+                means = tf.math.divide_no_nan(sums["code_sums"], sums["code_counts"][:, tf.newaxis])
+                return collections.OrderedDict(estimate=means, code_counts=sums["code_counts"])
 
         @tff.federated_computation(
             inner.initialize.type_signature.result,
@@ -73,7 +81,7 @@ class GlobalCodebookFactory(tff.aggregators.WeightedAggregationFactory):
             tff.FederatedType(weight_type, tff.CLIENTS),
         )
         def next_fn(state, value, weight):
-            if self.rule == "mean":
+            if self.rule == "mean" and weighted:
                 output = inner.next(state, value, weight)
             else:
                 output = inner.next(state, value)
@@ -86,15 +94,17 @@ class GlobalCodebookFactory(tff.aggregators.WeightedAggregationFactory):
         return tff.templates.AggregationProcess(inner.initialize, next_fn)
 
 
-def build_codebook_finalizer(k: int, d: int) -> tff.learning.templates.FinalizerProcess:
-    """Writes the aggregated codes into the global codebook; a code no market used keeps its value."""
+def build_codebook_finalizer(k: int, d: int, rule: str = "mean") -> tff.learning.templates.FinalizerProcess:
+    """Writes the aggregate into the global codebook: under `mean` it adds the mean update, under
+    `usage` it replaces every used code by its mean latent; a code no market used keeps its value."""
     codebook_type = tff.TensorType(np.float32, [k, d])
-    result_type = tff.StructType([("codebook", codebook_type), ("code_counts", tff.TensorType(np.float32, [k]))])
+    result_type = tff.StructType([("estimate", codebook_type), ("code_counts", tff.TensorType(np.float32, [k]))])
 
     @tff.tensorflow.computation(codebook_type, result_type)
     def merge(current, aggregated):
         used = aggregated.code_counts > 0
-        codebook = tf.where(used[:, tf.newaxis], aggregated.codebook, current)
+        new = current + aggregated.estimate if rule == "mean" else aggregated.estimate
+        codebook = tf.where(used[:, tf.newaxis], new, current)
         return codebook, collections.OrderedDict(
             global_codes_updated=tf.reduce_mean(tf.cast(used, tf.float32)))
 

@@ -79,7 +79,7 @@ def _build_client_update(config: CodebookStageConfig, client_state_type: tff.Typ
             client_index=state["client_index"], round_num=state["round_num"] + 1, private=tuple(private),
             optimizer_state=opt_state, local_idle=idle)
         if config.rule == "mean":
-            payload = collections.OrderedDict(codebook=trained_codebook)
+            payload = collections.OrderedDict(codebook_update=trained_codebook - codebook)
         else:
             payload = collections.OrderedDict(
                 code_sums=stats["global_code_sums"], code_counts=stats["global_code_counts"])
@@ -139,7 +139,7 @@ def build_codebook_process(
         client_update=client_update,
         aggregator=aggregator.create(client_payload_type(config.rule, cfg.k_global, cfg.latent_dim),
                                      tff.TensorType(np.float32)),
-        finalizer=build_codebook_finalizer(cfg.k_global, cfg.latent_dim),
+        finalizer=build_codebook_finalizer(cfg.k_global, cfg.latent_dim, config.rule),
         finalize_metrics=_build_finalize_metrics(metrics_type),
     )
 
