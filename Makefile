@@ -22,5 +22,9 @@ run: venv
 test: venv
 	$(BIN)/python -m pytest -q
 
+# FedMM vs FedAvg/Keras: round time, throughput, upload bytes, scaling, memory (a few minutes).
+bench: venv
+	$(BIN)/fedmm bench
+
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -292,6 +292,14 @@ def test_fedmm_signature_prints_both_processes(capsys):
     assert "[metric] federated_sum: <loss=float32,num_examples=float32>" in out
 
 
+def test_fedmm_signature_shows_the_dp_state_and_secure_sums(capsys):
+    assert main(["signature", "--dp-noise-multiplier", "1", "--dp-clip", "0.3", "--secure-agg"]) == 0
+    out = capsys.readouterr().out
+    assert "DP z=1.0 clip=0.3, secure sum)" in out and out.count("audit: passed") == 2
+    assert "dp_event=<" in out and "seed=int64[2]" in out  # the DP aggregator's state is server state
+    assert "[shared] federated_secure_sum_bitwidth: <codebook_update=int64[64,32]>" in out
+
+
 def test_fedmm_signature_bad_rule_is_one_line(capsys):
     assert main(["signature", "--rule", "median"]) == 2
     captured = capsys.readouterr()

@@ -37,19 +37,29 @@ def _kill_after(path_glob: str, out: Path, process: subprocess.Popen, timeout: f
     process.wait()
 
 
+# Killed once the FedMM CTR stage has saved a round (the codes and fedper stages finished, FedMM's half
+# done); with DP, secure sums and drop-out, once the federated codebook stage has (the DP noise seed and
+# the absent markets' state must come back from the checkpoint).
+RESUME_CASES = {
+    "plain": ([], "checkpoints/ctr-fedmm-deepfm/round_1"),
+    "dp-secure-dropout": (["--dp-noise-multiplier", "0.5", "--dp-clip", "0.5", "--secure-agg", "--dropout-rate",
+                           "0.3", "--seed", "1"], "checkpoints/codes-federated-*/round_1"),
+}
+
+
 @pytest.mark.slow
-def test_sigkill_mid_federated_stage_then_resume_matches_uninterrupted(market_dir, tmp_path):
+@pytest.mark.parametrize("case", RESUME_CASES)
+def test_sigkill_mid_federated_stage_then_resume_matches_uninterrupted(case, market_dir, tmp_path):
+    flags, kill_at = RESUME_CASES[case]
     data = market_dir(tiny_market_files())
-    _run(data, tmp_path / "straight")
+    _run(data, tmp_path / "straight", *flags)
 
     out = tmp_path / "killed"
-    process = subprocess.Popen(_command(data, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # Killed once the FedMM CTR stage has saved a round: the codes and fedper stages are finished,
-    # the FedMM stage is half done.
-    _kill_after("checkpoints/ctr-fedmm-deepfm/round_1", out, process)
+    process = subprocess.Popen(_command(data, out, *flags), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_after(kill_at, out, process)
     assert (out / "INCOMPLETE").exists() and not (out / "results.csv").exists()
 
-    _run(data, out, "--resume")
+    _run(data, out, "--resume", *flags)
     assert not (out / "INCOMPLETE").exists()
     assert (out / "results.csv").read_text() == (tmp_path / "straight" / "results.csv").read_text()
 

@@ -109,3 +109,31 @@ def test_xmarket_compare_errors_are_one_line(argv, fragment, capsys, tmp_path):
     assert load_task("xmarket_compare").main(argv) == 2
     err = capsys.readouterr().err
     assert fragment in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_dp_tradeoff_reports_epsilon_falling_with_noise(market_dir, tmp_path):
+    task = load_task("dp_tradeoff")
+    data, out, log = market_dir(tiny_market_files()), tmp_path / "dp", tmp_path / "stderr.txt"
+    with log.open("w") as err:
+        result = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "tasks" / "dp_tradeoff.py"), "--data", str(data), "--noise", "0.5,4",
+             "--dp-clip", "0.1", "--rounds", "1", "--out", str(out), "--quiet"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, timeout=300)
+    assert result.returncode == 0, log.read_text()[-3000:]
+    table = pd.read_csv(out / "dp_tradeoff.csv")
+    assert list(table.columns) == task.COLUMNS
+    assert list(table["noise_multiplier"]) == [0.0, 0.5, 4.0] and table["rounds"].tolist() == [0, 1, 1]
+    assert table["epsilon"].iloc[0] == float("inf") and table["epsilon"].iloc[1] > table["epsilon"].iloc[2] > 0
+    assert table["auc_mean"].between(0, 1).all() and (out / "dp_tradeoff.png").stat().st_size > 0
+    assert "| noise_multiplier |" in result.stdout
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--noise", "0,1", "--out", "x"], "--noise"),
+    (["--noise", "1", "--dp-clip", "-1", "--out", "x"], "--dp-clip"),
+])
+def test_dp_tradeoff_bad_flags_are_one_line_errors(argv, fragment, capsys):
+    assert load_task("dp_tradeoff").main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0], err

@@ -22,17 +22,30 @@ from tff_fedmm.errors import UsageError
 from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS
 
 
-def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "mean", cf_tower: bool = False):
+def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "mean", cf_tower: bool = False, *,
+                dp_noise_multiplier: float | None = None, dp_clip: float | None = None, dp_delta: float = 1e-5,
+                secure_agg: bool = False, clients_per_round: int | None = None, dropout_rate: float = 0.0):
     """A `CompareConfig` with every seed set to `seed`; `rounds` bounds each federated stage's rounds
-    and the Keras epochs (None keeps the defaults: 20)."""
+    and the Keras epochs (None keeps the defaults: 20).
+
+    Privacy of the global-codebook aggregation (`tff_fedmm.federated.privacy`): `dp_noise_multiplier`
+    turns DP on, with a fixed L2 `dp_clip` or adaptive clipping when it is None; `secure_agg` sums
+    through TFF's secure sum. Participation in every federated stage (`federated.participation`):
+    `clients_per_round` markets sampled per round, each then absent with probability `dropout_rate`."""
+    from tff_fedmm.federated.participation import Participation, check_participation
+    from tff_fedmm.federated.privacy import PrivacyConfig
     from tff_fedmm.pipelines.compare import CompareConfig
 
+    participation = Participation(clients_per_round, dropout_rate, seed)
+    check_participation(participation)
     config = CompareConfig()
     codes, ctr = config.codes, config.ctr
     codes = replace(codes, cf=replace(codes.cf, seed=seed, tower=cf_tower),
                     codebook=replace(codes.codebook, rule=codebook_rule,
-                                     rqvae=replace(codes.codebook.rqvae, seed=seed)))
-    ctr = replace(ctr, train=replace(ctr.train, seed=seed))
+                                     rqvae=replace(codes.codebook.rqvae, seed=seed)),
+                    privacy=PrivacyConfig(dp_noise_multiplier, dp_clip, dp_delta, secure_agg),
+                    participation=participation)
+    ctr = replace(ctr, train=replace(ctr.train, seed=seed), participation=participation)
     if rounds is not None:
         codes = replace(codes, rounds=rounds)
         ctr = replace(ctr, rounds=rounds, train=replace(ctr.train, epochs=rounds))
@@ -50,12 +63,21 @@ def check_choices(methods: list[str], backbones: list[str], rounds: int | None =
         raise UsageError(f"--rounds: expected a positive number of rounds, got {rounds}")
 
 
+def check_config(config, market_set: MarketSet) -> None:
+    """Raises `UsageError` naming the flag for privacy settings these markets cannot honour."""
+    from tff_fedmm.federated.privacy import check_privacy
+
+    codes = config.codes
+    check_privacy(codes.privacy, codes.codebook.rule, codes.participation.expected(len(market_set.names)))
+
+
 def compare(market_set: MarketSet, methods: list[str], backbones: list[str], config=None, *,
             out: str | Path | None = None, resume: bool = False, progress: bool = True,
-            command: dict | None = None):
+            command: dict | None = None, workers: str | list[str] | None = None):
     """Runs `methods` × `backbones` and returns a `CompareResult`; with `out`, also writes a run folder
     (checkpointed every round, resumable with `resume=True`). `command` (the CLI's flags) is recorded
-    in config.json."""
+    in config.json. `workers` (`host:port` of `fedmm worker`s, a list or comma-separated) runs the federated
+    computations on those TFF workers instead of a local one."""
     from tff_fedmm.checkpoints import RunCheckpoints
     from tff_fedmm.federated.context import install_execution_context
     from tff_fedmm.pipelines.compare import run_compare
@@ -64,18 +86,21 @@ def compare(market_set: MarketSet, methods: list[str], backbones: list[str], con
 
     config = config or make_config()
     check_choices(methods, backbones)
+    check_config(config, market_set)
+    if workers:  # reach the workers before touching the run folder: an unreachable one leaves it as it was
+        install_execution_context(workers)
     folder = open_run_folder(out) if out is not None else None
     checkpoints = (RunCheckpoints(folder, resume, {"data": market_fingerprint(market_set),
                                                    "config": json.dumps(asdict(config), sort_keys=True)})
                    if folder is not None else None)
-    install_execution_context()
+    install_execution_context(workers)
     started = time.monotonic()
     with reporting(enabled=progress, stages=len(methods) * len(backbones)):
         result = run_compare(market_set, methods, backbones, config, checkpoints=checkpoints)
     if folder is not None:
-        _write_run_folder(folder, result, {"command": command, "methods": methods, "backbones": backbones, "data": market_set.source,
+        _write_run_folder(folder, result, {"command": command, "workers": workers or None, "methods": methods, "backbones": backbones, "data": market_set.source,
                                            "markets": market_set.names, "interactions": interactions(market_set),
-                                           "seed": config.ctr.train.seed,
+                                           "seed": config.ctr.train.seed, "privacy": result.privacy,
                                            "config": asdict(config),
                                            "versions": versions(), "seconds": round(time.monotonic() - started, 1)})
     return result

@@ -15,8 +15,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from tff_fedmm.bench.command import add_bench_command
 from tff_fedmm.cli_compare import add_compare_commands
 from tff_fedmm.errors import UsageError
+from tff_fedmm.worker_cli import add_worker_command
 
 if TYPE_CHECKING:
     from tff_fedmm.data.markets import MarketSet
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(commands)
     _add_signature_command(commands)
     add_compare_commands(commands, add_data_arguments)
+    add_bench_command(commands, add_data_arguments)
+    add_worker_command(commands)
     return parser
 
 
@@ -92,14 +96,22 @@ def _add_signature_command(commands: argparse._SubParsersAction) -> None:
                            help="global-codebook aggregation rule (default mean)")
     signature.add_argument("--backbone", choices=("deepfm", "dcnv2"), default="deepfm",
                            help="CTR backbone of the federated CTR process (default deepfm)")
+    signature.add_argument("--dp-noise-multiplier", type=float, default=None, metavar="Z",
+                           help="show the codebook process with DP aggregation (as on run/compare)")
+    signature.add_argument("--dp-clip", type=float, default=None, metavar="C",
+                           help="fixed L2 clip for --dp-noise-multiplier (default: adaptive)")
+    signature.add_argument("--secure-agg", action="store_true", help="show the codebook process with secure sums")
     signature.set_defaults(handler=_signature)
 
 
 def _signature(args: argparse.Namespace) -> int:
     """Builds the processes (executes nothing, so no execution context) and prints the audit's view."""
-    from tff_fedmm.federated.signature import signature_report
+    from tff_fedmm.federated.privacy import PrivacyConfig, check_privacy
+    from tff_fedmm.federated.signature import SIGNATURE_MARKETS, signature_report
 
-    report, passed = signature_report(args.rule, args.backbone)
+    privacy = PrivacyConfig(args.dp_noise_multiplier, args.dp_clip, secure_agg=args.secure_agg)
+    check_privacy(privacy, args.rule, SIGNATURE_MARKETS)
+    report, passed = signature_report(args.rule, args.backbone, privacy)
     print(report)
     return 0 if passed else 1
 

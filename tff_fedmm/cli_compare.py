@@ -54,6 +54,38 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (same data and flags)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    privacy = parser.add_argument_group("privacy of the global-codebook aggregation")
+    privacy.add_argument("--dp-noise-multiplier", type=float, default=None, metavar="Z",
+                         help="differential privacy: Gaussian noise of Z x clip on the sum of the markets' clipped "
+                              "codebook updates; the run reports (epsilon, delta) per market (default: no DP)")
+    privacy.add_argument("--dp-clip", type=_clip, default=None, metavar="C|adaptive",
+                         help="L2 clip of a market's codebook update per round, or 'adaptive' (TFF's adaptive "
+                              "clipping to the median norm; needs Z < 0.1 x markets per round). Default adaptive")
+    privacy.add_argument("--dp-delta", type=float, default=1e-5, help="the delta of the reported epsilon (1e-5)")
+    privacy.add_argument("--secure-agg", action="store_true",
+                         help="sum the codebook aggregation with TFF's secure sum (simulated protocol, documented "
+                              "fixed bounds): the server sees only sums")
+    rounds = parser.add_argument_group("participation in every federated round")
+    rounds.add_argument("--clients-per-round", type=int, default=None, metavar="K",
+                        help="sample K markets per round, uniformly, seeded (default: all)")
+    rounds.add_argument("--dropout-rate", type=float, default=0.0, metavar="P",
+                        help="each sampled market is absent from a round with probability P, seeded (default 0); "
+                             "absent markets keep their private state untouched")
+    from tff_fedmm.worker_cli import worker_list
+    parser.add_argument("--workers", type=worker_list, default=None, metavar="HOST:PORT,...",
+                        help="run the federated computations on TFF workers started with `fedmm worker --port "
+                             "PORT` (insecure gRPC: trusted network only); two or more split the markets "
+                             "between them (default: one local worker)")
+
+
+def _clip(text: str) -> float | None:
+    """`--dp-clip`: a positive float, or `adaptive` (None)."""
+    if text == "adaptive":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'adaptive', got {text!r}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -72,10 +104,18 @@ def _compare(args: argparse.Namespace) -> int:
 
     from tff_fedmm.report import format_table
 
-    config = api.make_config(args.seed, args.rounds, args.codebook_rule, args.cf_tower)
+    config = api.make_config(args.seed, args.rounds, args.codebook_rule, args.cf_tower,
+                             dp_noise_multiplier=args.dp_noise_multiplier, dp_clip=args.dp_clip,
+                             dp_delta=args.dp_delta, secure_agg=args.secure_agg,
+                             clients_per_round=args.clients_per_round, dropout_rate=args.dropout_rate)
     result = api.compare(market_set, args.methods, args.backbones, config, out=args.out, resume=args.resume,
-                         progress=not args.quiet, command={k: v for k, v in vars(args).items() if k != "handler"})
+                         progress=not args.quiet, command={k: v for k, v in vars(args).items() if k != "handler"},
+                         workers=args.workers)
     print(format_table(result.results, api.interactions(market_set)))
+    for variant, privacy in result.privacy.items():
+        if privacy.get("dp"):
+            print(f"DP ({variant} codes): epsilon = {privacy['epsilon']:.3g} at delta = {privacy['delta']:g} over "
+                  f"{privacy['rounds']} rounds, per market; unit: {privacy['unit']}")
     return 0
 
 

@@ -168,6 +168,27 @@ class _Styles:
         return f"{method} / {backbone}" if len(self.backbones) > 1 else method
 
 
+def write_privacy_tradeoff(table: pd.DataFrame, path: Path) -> Path:
+    """Mean test AUC against ε (log scale) of `tasks/dp_tradeoff.py`; the run without DP as a line."""
+    figure = _figure(1, 1)
+    ax = figure.add_subplot()
+    noised = table[np.isfinite(table["epsilon"])].sort_values("epsilon")
+    for column, label, style in (("auc_mean", "mean over markets", "o-"),
+                                 ("auc_weighted_mean", "interaction-weighted mean", "s--")):
+        ax.plot(noised["epsilon"], noised[column], style, color=_color(0 if column == "auc_mean" else 1), label=label)
+        for value in table.loc[~np.isfinite(table["epsilon"]), column]:
+            ax.axhline(value, color=_color(0 if column == "auc_mean" else 1), linewidth=0.8, linestyle=":")
+    for _, row in noised.iterrows():
+        ax.annotate(f"z={row['noise_multiplier']:g}", (row["epsilon"], row["auc_mean"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("ε per market (δ as in the table; dotted: no DP)")
+    ax.set_ylabel("test AUC")
+    ax.set_title("FedMM with a DP global codebook")
+    ax.legend()
+    return _save(figure, Path(path))
+
+
 def _ordered(values, order) -> list[str]:
     values = [str(v) for v in values]
     return sorted(values, key=lambda v: (order.index(v) if v in order else len(order), v))

@@ -238,20 +238,27 @@ def assert_nonscalar_leaves_equal(crossings: Sequence[Crossing], expected: Itera
 # The project's predicates
 
 
-def codebook_allowed(rule: str, k_global: int, latent_dim: int) -> TypePredicate:
-    """Codebook stage: a float32 scalar, or a leaf of the global-codebook payload of `rule`."""
+def _payload_leaves(rule: str, k_global: int, latent_dim: int, secure: bool) -> list[tff.TensorType]:
+    """The payload's leaves; under `--secure-agg` as TFF's secure sum sends them: quantized to int64."""
     from tff_fedmm.federated.codebook_aggregator import client_payload_type
 
-    payload = {_key(t) for t in leaf_types(client_payload_type(rule, k_global, latent_dim))}
-    return lambda t: is_float32_scalar(t) or _key(t) in payload
+    leaves = leaf_types(client_payload_type(rule, k_global, latent_dim))
+    return [tff.TensorType(np.int64, t.shape) for t in leaves] if secure else leaves
 
 
-def audit_codebook_process(process, rule: str, k_global: int, latent_dim: int) -> list[Crossing]:
-    """Only the payload and float32 scalars cross, and the payload crosses exactly once."""
-    from tff_fedmm.federated.codebook_aggregator import client_payload_type
+def codebook_allowed(rule: str, k_global: int, latent_dim: int, secure: bool = False) -> TypePredicate:
+    """Codebook stage: a float32 scalar, or a leaf of the global-codebook payload of `rule`; with
+    `secure`, the payload quantized to integers and the integer scalars of secure sums (the quantized
+    weight, clip counts)."""
+    payload = {_key(t) for t in _payload_leaves(rule, k_global, latent_dim, secure)}
+    return lambda t: (is_float32_scalar(t) or _key(t) in payload
+                      or (secure and is_scalar(t) and np.issubdtype(np.dtype(t.dtype), np.integer)))
 
-    crossings = assert_only_allowed(process.next, codebook_allowed(rule, k_global, latent_dim))
-    assert_nonscalar_leaves_equal(crossings, leaf_types(client_payload_type(rule, k_global, latent_dim)))
+
+def audit_codebook_process(process, rule: str, k_global: int, latent_dim: int, secure: bool = False) -> list[Crossing]:
+    """Only the payload and scalars cross, and the payload crosses exactly once."""
+    crossings = assert_only_allowed(process.next, codebook_allowed(rule, k_global, latent_dim, secure))
+    assert_nonscalar_leaves_equal(crossings, _payload_leaves(rule, k_global, latent_dim, secure))
     return crossings
 
 

@@ -58,19 +58,27 @@ def ctr_element_spec(k_global: int, k_local: int, batch_size: int = 256):
     return to_dataset(features, batch_size=batch_size).element_spec
 
 
-def signature_report(rule: str = "mean", backbone: str = "deepfm") -> tuple[str, bool]:
-    """Builds (never runs) both processes; returns their `describe` text and whether both audits pass."""
+SIGNATURE_MARKETS = 5  # markets per round assumed by a DP mean's denominator (it does not change types)
+
+
+def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None) -> tuple[str, bool]:
+    """Builds (never runs) both processes; returns their `describe` text and whether both audits pass.
+    `privacy` (a `PrivacyConfig`) wraps the codebook aggregation as `--dp-*`/`--secure-agg` do (the DP
+    state — clip, noise seed, `DpEvent` — then shows in the server state of `next`'s signature)."""
     import functools
 
     from tff_fedmm.federated.codebook_process import CodebookStageConfig, build_codebook_process
+    from tff_fedmm.federated.privacy import PrivacyConfig, codebook_aggregator
     from tff_fedmm.federated.partial_fedavg import build_partial_fedavg_process
     from tff_fedmm.models.ctr import build_ctr_model
     from tff_fedmm.pipelines.ctr_stage import CTRStageConfig
 
     sections, passed = [], True
+    privacy = privacy or PrivacyConfig()
     config = CodebookStageConfig(rule=rule)
     cfg = config.rqvae
-    codebook = build_codebook_process(config)
+    codebook = build_codebook_process(config, codebook_aggregator(rule, privacy, SIGNATURE_MARKETS, cfg.seed))
+    secure = privacy.secure_agg
     sizes = SIGNATURE_CTR_SIZES
     # The federated CTR model as FedMM builds it by default (which layers are shared follows the stage config).
     model_fn = functools.partial(build_ctr_model, backbone, **sizes,
@@ -78,9 +86,11 @@ def signature_report(rule: str = "mean", backbone: str = "deepfm") -> tuple[str,
     ctr = build_partial_fedavg_process(model_fn, ctr_element_spec(sizes["k_global"], sizes["k_local"]))
     model = model_fn()
     checks = [
-        (f"codebook process (rule={rule}, K_global={cfg.k_global}, K_local={cfg.k_local}, d={cfg.latent_dim})",
-         codebook, codebook_allowed(rule, cfg.k_global, cfg.latent_dim),
-         lambda: audit_codebook_process(codebook, rule, cfg.k_global, cfg.latent_dim)),
+        (f"codebook process (rule={rule}, K_global={cfg.k_global}, K_local={cfg.k_local}, d={cfg.latent_dim}"
+         + (f", DP z={privacy.noise_multiplier} clip={privacy.clip or 'adaptive'}" if privacy.dp else "")
+         + (", secure sum" if secure else "") + ")",
+         codebook, codebook_allowed(rule, cfg.k_global, cfg.latent_dim, secure),
+         lambda: audit_codebook_process(codebook, rule, cfg.k_global, cfg.latent_dim, secure)),
         (f"federated CTR process (partial FedAvg, backbone={backbone}, "
          + ", ".join(f"{k}={v}" for k, v in sizes.items()) + ")",
          ctr, shared_weights_allowed(model), lambda: audit_partial_fedavg_process(ctr, model)),

@@ -7,6 +7,7 @@ as its sole client (both levels private: the `local+codes` and `fedmm-local-only
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,12 +20,13 @@ from tff_fedmm.codes import MarketCodes, encode_market
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.eval.alignment import cluster_nmi, code_agreement
 from tff_fedmm.eval.codebook_stats import code_usage, collision_rate, perplexity
+from tff_fedmm.federated import privacy as dp
 from tff_fedmm.federated.codebook_process import (
     CodebookStageConfig, build_codebook_process, initial_client_state, rqvae_dataset,
 )
+from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.models.cf import CFConfig, build_cf_model, embedding_tables, rqvae_inputs, train_cf
 from tff_fedmm.pipelines.rounds import run_rounds
-
 
 
 @dataclass(frozen=True)
@@ -32,28 +34,34 @@ class CodesConfig:
     cf: CFConfig = field(default_factory=CFConfig)
     codebook: CodebookStageConfig = field(default_factory=CodebookStageConfig)
     rounds: int = 20
+    # Both apply to the federated stages only (the global codebook and the optional CF tower).
+    privacy: dp.PrivacyConfig = field(default_factory=dp.PrivacyConfig)
+    participation: Participation = field(default_factory=Participation)
 
 
 @dataclass
 class CodesResult:
     codes: dict[str, MarketCodes]
     history: list[dict]  # one row per round: round, loss, reconstruction, codes used
+    privacy: dict = field(default_factory=dict)  # `privacy.report` of a federated codebook stage
 
 
 def cf_inputs(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoints | None = None,
-              federated: bool = False) -> dict[str, np.ndarray]:
+              federated: bool = False, participation: Participation | None = None) -> dict[str, np.ndarray]:
     """Each market's RQ-VAE input rows (users then items), from its CF model.
 
     `federated` (with `config.tower`) trains the CF models together: the `shared_tower_*` layers are
     averaged across markets by partial FedAvg while every market's embeddings stay private, so all
-    markets' embeddings are read by one function. Otherwise each market trains alone.
+    markets' embeddings are read by one function (`participation` picks each round's markets).
+    Otherwise each market trains alone.
     """
     name = "cf-federated" if federated and config.tower else "cf"
     stage = checkpoints.stage(name) if checkpoints else None
     done = stage.load_done() if stage else None
     if done is None:
         progress.start_stage(name, config.epochs if name == "cf-federated" else 0)
-        tables = (_federated_cf_tables(market_set, config, stage) if name == "cf-federated" else
+        tables = (_federated_cf_tables(market_set, config, stage, participation or Participation())
+                  if name == "cf-federated" else
                   {n: embedding_tables(train_cf(m, config)) for n, m in market_set.markets.items()})
         done = {n: rqvae_inputs(*t) for n, t in tables.items()}
         if stage:
@@ -61,8 +69,8 @@ def cf_inputs(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoin
     return done
 
 
-def _federated_cf_tables(market_set: MarketSet, config: CFConfig,
-                         checkpoint: StageCheckpoint | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: StageCheckpoint | None,
+                         participation: Participation) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from tff_fedmm.data.pipelines import to_dataset
     from tff_fedmm.data.sampling import ctr_examples
     from tff_fedmm.federated import partial_fedavg as pf
@@ -72,20 +80,23 @@ def _federated_cf_tables(market_set: MarketSet, config: CFConfig,
     items = max(m.num_items for m in market_set.markets.values())
     model_fn = lambda: build_cf_model(users, items, config)  # noqa: E731
 
-    def datasets(round_num: int):
-        return [to_dataset(ctr_examples(market_set.markets[n], "train", neg_ratio=config.neg_ratio,
-                                        seed=config.seed, epoch=round_num),
-                           batch_size=config.batch_size, shuffle_seed=config.seed + round_num) for n in names]
+    def dataset(index: int, round_num: int):
+        return to_dataset(ctr_examples(market_set.markets[names[index]], "train", neg_ratio=config.neg_ratio,
+                                       seed=config.seed, epoch=round_num),
+                          batch_size=config.batch_size, shuffle_seed=config.seed + round_num)
 
     pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.learning_rate)
-    process = pf.build_partial_fedavg_process(model_fn, datasets(0)[0].element_spec, pf_config, seed=config.seed)
+    process = pf.build_partial_fedavg_process(model_fn, dataset(0, 0).element_spec, pf_config, seed=config.seed)
     clients = [pf.initial_client_state(model_fn, pf_config, i, seed=config.seed * 1000 + i)
                for i in range(len(names))]
 
     def step(state, round_num: int):
-        server, clients, metrics = process.next(state[0], state[1], datasets(round_num))
-        progress.round_done(cf_loss=float(metrics["client_work"]["loss"]))
-        return (server, list(clients)), np.array([metrics["client_work"]["loss"]])
+        present = participation.present("cf-federated", round_num, len(names))
+        server, clients, metrics = run_present(process.next, state[0], state[1],
+                                               lambda i: dataset(i, round_num), present)
+        loss = float(metrics["client_work"]["loss"]) if metrics else float("nan")
+        progress.round_done(cf_loss=loss)
+        return (server, clients), np.array([loss])
 
     server, clients = run_rounds((process.initialize(), clients), step, config.epochs, 1,
                                  checkpoint=checkpoint).best_state
@@ -99,33 +110,48 @@ def _federated_cf_tables(market_set: MarketSet, config: CFConfig,
 
 
 def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: CodesConfig,
-                 participants: list[str], process=None, checkpoint: StageCheckpoint | None = None) -> CodesResult:
-    """Trains the codebook process with `participants` as its clients and encodes each of them."""
-    process = process or build_codebook_process(config.codebook)
+                 participants: list[str], process=None, checkpoint: StageCheckpoint | None = None,
+                 federated: bool = True) -> CodesResult:
+    """Trains the codebook process with `participants` as its clients and encodes each of them.
+
+    With `federated`, the participants are sampled per round and the aggregation carries the privacy
+    options of `config` (a market alone, as in the private code variants, shares nothing to protect).
+    """
+    participation = config.participation if federated else Participation()
+    privacy = config.privacy if federated else dp.PrivacyConfig()
+    process = process or build_codebook_process(config.codebook, dp.codebook_aggregator(
+        config.codebook.rule, privacy, participation.expected(len(participants)), config.codebook.rqvae.seed))
     server = process.initialize()
     clients = [initial_client_state(config.codebook, i, server.global_model_weights, inputs[name])
                for i, name in enumerate(participants)]
 
+    def dataset(index: int, round_num: int):
+        return rqvae_dataset(inputs[participants[index]], seed=config.codebook.rqvae.seed + 1000 * round_num + index)
+
     def step(state, round_num: int):
-        server, clients = state
-        data = [rqvae_dataset(inputs[name], seed=config.codebook.rqvae.seed + 1000 * round_num + i)
-                for i, name in enumerate(participants)]
-        server, clients, metrics = process.next(server, clients, data)
-        work = metrics["client_work"]
-        row = [work["loss"], work["reconstruction"], work["local_codes_used"],
-               metrics["finalizer"]["global_codes_updated"]]
-        progress.round_done(rqvae_loss=float(work["loss"]))
-        return (server, list(clients)), np.array(row, np.float64)
+        present = participation.present("codebook", round_num, len(participants))
+        server, clients, metrics = run_present(process.next, *state, lambda i: dataset(i, round_num), present)
+        if metrics is None:
+            row = [np.nan] * len(_HISTORY)
+        else:
+            work = metrics["client_work"]
+            row = [work["loss"], work["reconstruction"], work["local_codes_used"],
+                   metrics["finalizer"]["global_codes_updated"]]
+        progress.round_done(rqvae_loss=float(row[0]))
+        return (server, clients), np.array(row, np.float64)
 
     result = run_rounds((server, clients), step, config.rounds, len(_HISTORY), checkpoint=checkpoint)
     server, clients = result.best_state
+    rounds_run = int(np.isfinite(result.metrics[:, 0]).sum())
+    report = dp.report(privacy, dp.round_event(server.aggregator) if privacy.dp and rounds_run else None,
+                       rounds_run)
     codes = {}
     for client in clients:
         name = participants[int(client["client_index"])]  # keyed by index, never by list position
         codes[name] = encode_market(config.codebook.rqvae, server.global_model_weights, client, inputs[name],
                                     market_set.markets[name].num_users)
     history = [{"round": i + 1, **dict(zip(_HISTORY, row))} for i, row in enumerate(result.metrics)]
-    return CodesResult(codes=codes, history=history)
+    return CodesResult(codes=codes, history=history, privacy=report)
 
 
 _HISTORY = ("loss", "reconstruction", "local_codes_used", "global_codes_updated")
@@ -136,35 +162,38 @@ def learn_codes(market_set: MarketSet, config: CodesConfig, federated: bool, pro
                 variant: str = "codes") -> CodesResult:
     """`inputs` (from `cf_inputs`) may be passed in so that code variants share one CF stage."""
     inputs = inputs if inputs is not None else cf_inputs(market_set, config.cf)
-    process = process or build_codebook_process(config.codebook)
+    if not federated:  # one plain process serves every market alone (the federated one is built per run)
+        process = process or build_codebook_process(config.codebook)
     groups = [market_set.names] if federated else [[name] for name in market_set.names]
-    codes, history = {}, []
+    codes, history, privacy = {}, [], {}
     for group in groups:
         stage = f"{variant}-{'-'.join(group)}"
         done = checkpoints.stage(stage).load_done() if checkpoints else None
         if done is None:
             progress.start_stage(stage, config.rounds)
             result = run_codebook(market_set, inputs, config, group, process,
-                                  checkpoints.stage(stage) if checkpoints else None)
+                                  checkpoints.stage(stage) if checkpoints else None, federated)
             if checkpoints:
                 checkpoints.stage(stage).save_done(_codes_arrays(result))
         else:
             result = _codes_from_arrays(done, group)
         codes.update(result.codes)
         history.extend(row if federated else {**row, "market": group[0]} for row in result.history)
-    return CodesResult(codes=codes, history=history)
+        privacy = result.privacy if federated else privacy
+    return CodesResult(codes=codes, history=history, privacy=privacy)
 
 
 def _codes_arrays(result: CodesResult) -> dict[str, np.ndarray]:
     arrays = {f"{name}/{field}": getattr(c, field) for name, c in result.codes.items() for field in CODE_FIELDS}
     arrays["history"] = np.array([[row[k] for k in _HISTORY] for row in result.history], np.float64)
+    arrays["privacy"] = np.array(json.dumps(result.privacy, sort_keys=True))
     return arrays
 
 
 def _codes_from_arrays(arrays: dict[str, np.ndarray], group: list[str]) -> CodesResult:
     codes = {name: MarketCodes(*(arrays[f"{name}/{field}"] for field in CODE_FIELDS)) for name in group}
     history = [{"round": i + 1, **dict(zip(_HISTORY, row))} for i, row in enumerate(arrays["history"])]
-    return CodesResult(codes=codes, history=history)
+    return CodesResult(codes=codes, history=history, privacy=json.loads(str(arrays["privacy"])))
 
 
 def codebook_report(market_set: MarketSet, codes: dict[str, MarketCodes], k_global: int,

@@ -53,6 +53,7 @@ class CompareResult:
     history: pd.DataFrame  # method, backbone, round, market, valid_auc, valid_logloss, train_loss
     codebooks: pd.DataFrame  # per code variant and market: usage, perplexity, collisions, alignment
     codebook_history: pd.DataFrame  # per code variant and round: loss, reconstruction, codes used
+    privacy: dict = field(default_factory=dict)  # code variant -> privacy report of its federated codebook stage
 
 
 class _Codes:
@@ -67,7 +68,8 @@ class _Codes:
     def _cf(self, federated: bool) -> dict:
         federated = federated and self.config.cf.tower  # without a tower there is nothing to federate
         if federated not in self._inputs:
-            self._inputs[federated] = cf_inputs(self.market_set, self.config.cf, self.checkpoints, federated)
+            self._inputs[federated] = cf_inputs(self.market_set, self.config.cf, self.checkpoints, federated,
+                                                self.config.participation)
         return self._inputs[federated]
 
     def canonical(self, variant: str) -> str:
@@ -97,6 +99,11 @@ class _Codes:
         if variant not in self._reports:
             self._reports[variant] = codebook_report(self.market_set, self.get(variant).codes, *self.k(variant))
         return self._reports[variant]
+
+    def privacy(self) -> dict[str, dict]:
+        """Per code variant with a federated codebook stage (`federated`, `global-only`): its privacy
+        report. Each is a separate experiment with its own ε."""
+        return {variant: result.privacy for variant, result in self._cache.items() if result.privacy}
 
     def reports(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         reports, histories = [], []
@@ -156,7 +163,7 @@ def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str],
             progress.stage_done()
     reports, code_history = codes.reports()
     return CompareResult(results=pd.DataFrame(rows, columns=RESULT_COLUMNS), history=pd.DataFrame(history),
-                         codebooks=reports, codebook_history=code_history)
+                         codebooks=reports, codebook_history=code_history, privacy=codes.privacy())
 
 
 def _stage_arrays(metrics: dict, history: list[dict], names: list[str]) -> dict[str, np.ndarray]:

@@ -25,6 +25,7 @@ from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.data.pipelines import to_dataset
 from tff_fedmm.data.sampling import ctr_examples
 from tff_fedmm.eval.evaluate import Featurize, evaluate_market
+from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.models.ctr import build_ctr_model
 from tff_fedmm.models.ctr_training import CTRTrainConfig, fit_ctr, fit_ctr_on_market
 from tff_fedmm import progress
@@ -43,6 +44,7 @@ class CTRStageConfig:
     # False: FedMM shares only the global-code embeddings; interaction layers stay in each market. Chosen
     # on XMarket validation (BUILD_NOTES); fedper, which has no codes, always shares its interaction layers.
     share_interaction: bool = False
+    participation: Participation = Participation()  # which markets take part in each federated round
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,12 @@ def train_local(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRS
     return _test_metrics(models, market_set, featurizers, config.train.seed), history
 
 
-def _federated_datasets(market_set: MarketSet, featurizers: dict, config: CTRStageConfig, round_num: int):
-    t = config.train
-    return [to_dataset(featurizers[name](ctr_examples(m, "train", neg_ratio=t.neg_ratio, seed=t.seed,
-                                                      epoch=round_num)),
-                       batch_size=t.batch_size, shuffle_seed=t.seed + round_num)
-            for name, m in market_set.markets.items()]
+def _federated_dataset(market_set: MarketSet, featurizers: dict, config: CTRStageConfig, round_num: int,
+                       index: int) -> tf.data.Dataset:
+    t, name = config.train, market_set.names[index]
+    return to_dataset(featurizers[name](ctr_examples(market_set.markets[name], "train", neg_ratio=t.neg_ratio,
+                                                     seed=t.seed, epoch=round_num)),
+                      batch_size=t.batch_size, shuffle_seed=t.seed + round_num)
 
 
 def _history(result: RoundsResult, names: list[str]) -> list[dict]:
@@ -141,10 +143,9 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     share_interaction = config.share_interaction or use.codes is None
     model_fn = _model_fn(backbone, users, items, use.sizes(*k), config, share_interaction)
     featurizers = {name: use.featurizer(name) for name in market_set.names}
-    datasets = _federated_datasets(market_set, featurizers, config, 0)
+    spec = _federated_dataset(market_set, featurizers, config, 0, 0).element_spec
     pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.train.learning_rate)
-    process = pf.build_partial_fedavg_process(model_fn, datasets[0].element_spec, pf_config,
-                                              seed=config.train.seed)
+    process = pf.build_partial_fedavg_process(model_fn, spec, pf_config, seed=config.train.seed)
     clients = [pf.initial_client_state(model_fn, pf_config, i, seed=config.train.seed * 1000 + i)
                for i in range(len(market_set.names))]
 
@@ -154,16 +155,19 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
         client = next(c for c in clients if int(c["client_index"]) == index)  # by index, never position
         return server.global_model_weights, client
 
+    market_models = pf.MarketModels(model_fn)  # one model per market, re-assigned: no rebuild/retrace per round
+
     def models_of(snapshots) -> dict:
-        return {name: pf.market_model(model_fn, *snapshots[i]) for i, name in enumerate(market_set.names)}
+        return {name: market_models(name, *snapshots[i]) for i, name in enumerate(market_set.names)}
 
     def step(state, round_num: int):
-        data = datasets if round_num == 0 else _federated_datasets(market_set, featurizers, config, round_num)
-        server, clients, metrics = process.next(state[0], state[1], data)
-        state = (server, list(clients))
+        present = config.participation.present("ctr", round_num, len(market_set.names))
+        server, clients, metrics = run_present(
+            process.next, *state, lambda i: _federated_dataset(market_set, featurizers, config, round_num, i), present)
+        state = (server, clients)
         snapshots = [pick(state, i) for i in range(len(market_set.names))]
         valid = _valid_row(models_of(snapshots), market_set, featurizers, config.train.seed)
-        return state, _round_row(valid, metrics["client_work"]["loss"])
+        return state, _round_row(valid, metrics["client_work"]["loss"] if metrics else np.nan)
 
     selection = Selection(_neg_logloss, pick, len(market_set.names), config.round_patience)
     result = run_rounds((process.initialize(), clients), step, config.rounds, 2 * len(market_set.names) + 1,
@@ -180,8 +184,7 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
     items = max(m.num_items for m in market_set.markets.values())
     model_fn = _model_fn(backbone, users, items, (0, 0), config)
     featurizers = {name: dict for name in market_set.names}
-    datasets = _federated_datasets(market_set, featurizers, config, 0)
-    spec = datasets[0].element_spec
+    spec = _federated_dataset(market_set, featurizers, config, 0, 0).element_spec
 
     def tff_model():
         return tff.learning.models.from_keras_model(model_fn(), loss=tf.keras.losses.BinaryCrossentropy(),
@@ -194,11 +197,15 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
     keras_model = model_fn()
 
     def step(server, round_num: int):
-        data = datasets if round_num == 0 else _federated_datasets(market_set, featurizers, config, round_num)
-        output = process.next(server, data)
-        process.get_model_weights(output.state).assign_weights_to(keras_model)
+        present = config.participation.present("ctr", round_num, len(market_set.names))
+        loss = np.nan
+        if present:
+            output = process.next(server, [_federated_dataset(market_set, featurizers, config, round_num, i)
+                                           for i in present])
+            server, loss = output.state, output.metrics["client_work"]["train"]["loss"]
+        process.get_model_weights(server).assign_weights_to(keras_model)
         valid = _valid_row({n: keras_model for n in market_set.names}, market_set, featurizers, config.train.seed)
-        return output.state, _round_row(valid, output.metrics["client_work"]["train"]["loss"])
+        return server, _round_row(valid, loss)
 
     def model_at(server) -> tf.keras.Model:
         model = model_fn()

@@ -1,0 +1,177 @@
+"""The CTR workload every bench figure shares: markets, codes, per-round datasets and the two processes.
+
+FedMM's side is built as `pipelines.ctr_stage.train_partial` builds it for a method with codes (same
+model builder and sizes, per-round examples, batches and shuffle seeds, partial-FedAvg config and seeds;
+`share_interaction` from `CTRStageConfig`, False by default: only the global-code embeddings are
+shared). The FedAvg side is `build_weighted_fed_avg` as `ctr_stage.train_fedavg` builds it (no codes,
+every variable averaged, one common ID table). Both see the same markets, the same positives and
+negatives per round, the same backbone, batch size and learning rates. This is written out here rather
+than calling the stage's private helpers, which change with the stage: keep the two in step.
+
+Codes are drawn at random with the default code-book sizes instead of being learned: the cost of a CTR
+round depends on how many code fields and code-book rows there are, not on which code a user has, and
+learning them (CF + codebook stages) would add minutes to a benchmark that does not measure them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from tff_fedmm.bench.timing import Sample, measure
+from tff_fedmm.codes import MarketCodes
+from tff_fedmm.data.markets import MarketSet
+from tff_fedmm.data.pipelines import to_dataset
+from tff_fedmm.data.sampling import ctr_examples
+from tff_fedmm.models.ctr import build_ctr_model
+from tff_fedmm.pipelines.ctr_stage import CodeUse, CTRStageConfig
+
+
+def random_codes(market_set: MarketSet, k_global: int, k_local: int, seed: int) -> dict[str, MarketCodes]:
+    """Uniform codes of the right sizes for every user and item: same shapes and cost as learned ones."""
+    rng = np.random.default_rng([seed, 7])
+    codes = {}
+    for name, m in market_set.markets.items():
+        codes[name] = MarketCodes(
+            user_global=rng.integers(0, k_global, m.num_users).astype(np.int32),
+            user_local=rng.integers(0, k_local, m.num_users).astype(np.int32),
+            item_global=rng.integers(0, k_global, m.num_items).astype(np.int32),
+            item_local=rng.integers(0, k_local, m.num_items).astype(np.int32),
+            errors=np.zeros(3))
+    return codes
+
+
+@dataclass(frozen=True, eq=False)
+class CTRWorkload:
+    """One set of markets with codes, and the models and per-round datasets both CTR processes train on."""
+
+    market_set: MarketSet
+    backbone: str
+    config: CTRStageConfig
+    k: tuple[int, int]  # (K_global, K_local) of the codes
+    codes: dict[str, MarketCodes]
+    users: int  # rows of the ID tables: the largest market's count, as the pipeline sizes them
+    items: int
+    _cache: dict = field(default_factory=dict, init=False, repr=False)  # per-round datasets
+
+    @property
+    def use(self) -> CodeUse:
+        return CodeUse(self.codes)
+
+    @property
+    def fedmm_model_fn(self) -> Callable[[], tf.keras.Model]:
+        return self._model_fn(self.k, self.config.share_interaction)  # with codes, as train_partial decides
+
+    @property
+    def fedavg_model_fn(self) -> Callable[[], tf.keras.Model]:
+        return self._model_fn((0, 0), True)
+
+    def _model_fn(self, k: tuple[int, int], share_interaction: bool) -> Callable[[], tf.keras.Model]:
+        c = self.config
+        return functools.partial(build_ctr_model, self.backbone, num_users=self.users, num_items=self.items,
+                                 k_global=k[0], k_local=k[1], embed_dim=c.embed_dim, hidden=c.hidden,
+                                 share_interaction=share_interaction)
+
+    def datasets(self, round_num: int, coded: bool) -> list[tf.data.Dataset]:
+        """Round `round_num`'s training datasets, in market order; with codes for FedMM, without for FedAvg.
+
+        Cached: every process and Keras see the very same examples for a round, and building them is
+        never inside a timed region.
+        """
+        key = ("datasets", round_num, coded)
+        if key not in self._cache:
+            t, use = self.config.train, self.use
+            self._cache[key] = [
+                to_dataset((use.featurizer(name) if coded else dict)(
+                    ctr_examples(m, "train", neg_ratio=t.neg_ratio, seed=t.seed, epoch=round_num)),
+                    batch_size=t.batch_size, shuffle_seed=t.seed + round_num)
+                for name, m in self.market_set.markets.items()]
+        return self._cache[key]
+
+    def examples(self, round_num: int) -> int:
+        """Training examples in round `round_num` over all markets (positives + sampled negatives)."""
+        return sum(int(ds.reduce(0, lambda n, batch: n + tf.shape(batch["y"])[0]))
+                   for ds in self.datasets(round_num, True))
+
+    def subset(self, names: list[str]) -> CTRWorkload:
+        """The same workload on a subset of markets; model sizes unchanged (one process serves all)."""
+        markets = {n: self.market_set.markets[n] for n in names}
+        return CTRWorkload(MarketSet(markets, self.market_set.same_item, None, self.market_set.source),
+                           self.backbone, self.config, self.k, {n: self.codes[n] for n in names},
+                           self.users, self.items)
+
+
+def make_workload(market_set: MarketSet, backbone: str, seed: int, users: int | None = None,
+                  items: int | None = None) -> CTRWorkload:
+    """FedMM's default CTR stage on `market_set`, with random codes of the default code-book sizes."""
+    from tff_fedmm.api import make_config
+
+    config = make_config(seed)
+    k = (config.codes.codebook.rqvae.k_global, config.codes.codebook.rqvae.k_local)
+    return CTRWorkload(
+        market_set=market_set, backbone=backbone, config=config.ctr, k=k,
+        codes=random_codes(market_set, *k, seed=seed),
+        users=users or max(m.num_users for m in market_set.markets.values()),
+        items=items or max(m.num_items for m in market_set.markets.values()))
+
+
+class FedMMCTR:
+    """FedMM's partial-FedAvg CTR process with its server and per-market states, as train_partial runs it."""
+
+    def __init__(self, workload: CTRWorkload, process=None):
+        from tff_fedmm.federated import partial_fedavg as pf
+
+        self.workload = workload
+        model_fn = workload.fedmm_model_fn
+        train = workload.config.train
+        self.pf_config = pf.PartialFedAvgConfig(client_learning_rate=train.learning_rate)
+        self.process = process or pf.build_partial_fedavg_process(
+            model_fn, workload.datasets(0, True)[0].element_spec, self.pf_config, seed=train.seed)
+        self.server = self.process.initialize()
+        self.clients = [pf.initial_client_state(model_fn, self.pf_config, i, seed=train.seed * 1000 + i)
+                        for i in range(len(workload.market_set.names))]
+
+    def __call__(self, round_num: int) -> Sample:
+        data = self.workload.datasets(round_num, True)
+        with measure() as sample:
+            server, clients, _ = self.process.next(self.server, self.clients, data)
+        self.server, self.clients = server, list(clients)
+        return sample
+
+
+class FedAvgCTR:
+    """TFF's `build_weighted_fed_avg` on the same markets, as `ctr_stage.train_fedavg` builds it.
+
+    `coded=True` is a diagnostic variant: FedAvg on FedMM's own coded model and examples, so that the
+    comparison with FedMM isolates the algorithm (partial averaging, client state) from the model (the
+    code fields FedMM adds as features).
+    """
+
+    def __init__(self, workload: CTRWorkload, coded: bool = False):
+        import tensorflow_federated as tff
+
+        self.workload, self.coded = workload, coded
+        model_fn = workload.fedmm_model_fn if coded else workload.fedavg_model_fn
+        spec = workload.datasets(0, coded)[0].element_spec
+        train = workload.config.train
+
+        def tff_model():
+            return tff.learning.models.from_keras_model(model_fn(), loss=tf.keras.losses.BinaryCrossentropy(),
+                                                        input_spec=spec)
+
+        tf.keras.utils.set_random_seed(train.seed)
+        self.process = tff.learning.algorithms.build_weighted_fed_avg(
+            tff_model, client_optimizer_fn=tff.learning.optimizers.build_adam(train.learning_rate),
+            server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
+        self.state = self.process.initialize()
+
+    def __call__(self, round_num: int) -> Sample:
+        data = self.workload.datasets(round_num, self.coded)
+        with measure() as sample:
+            output = self.process.next(self.state, data)
+        self.state = output.state
+        return sample

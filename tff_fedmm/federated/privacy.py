@@ -1,0 +1,148 @@
+"""Privacy options of the global-codebook aggregation: differential privacy, secure summation, ε.
+
+DP (`--dp-noise-multiplier z`, `--dp-clip C|adaptive`) wraps the codebook mean in TFF's
+`DifferentiallyPrivateFactory`: each market's codebook update is clipped to L2 norm C (fixed, or adapted
+towards the median update norm as in TFF's `gaussian_adaptive`), the clipped updates are summed, Gaussian
+noise of standard deviation z·C is added and the sum is divided by the expected number of markets per
+round. The unit of privacy is **one market's whole contribution to one round** (add/remove-one-market
+adjacency): ε bounds what the released global codebooks reveal about any one market's data. It is
+computed by the RDP accountant of `dp_accounting` from the `DpEvent`s the aggregator records in the
+server state, composed over every round in which the aggregation ran; no amplification by sampling is
+claimed, so market drop-out only makes the bound looser than necessary, never wrong.
+
+Secure aggregation (`--secure-agg`) replaces every summation of the codebook aggregation by TFF's
+`SecureSumFactory`: values are clipped to fixed bounds, quantized to 32-bit integers and summed with
+`federated_secure_sum_bitwidth`, so the server only ever sees the sum. In this simulation the protocol
+is replaced by its plain body at compile time (`tff.backends.test.replace_secure_intrinsics_with_bodies`,
+installed by `federated.context`); the computation, its types and its quantization are the real ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tff_fedmm.errors import UsageError
+
+if TYPE_CHECKING:  # TFF and dp_accounting load on first use: configs and checks stay fast
+    import dp_accounting
+
+    from tff_fedmm.federated.codebook_aggregator import GlobalCodebookFactory
+
+# Secure-sum bounds (clip, then quantize to 32 bits within them). A market's weighted codebook update
+# is its per-coordinate change (|Δ| < 1 after a round of Adam at lr 3e-3) times its number of RQ-VAE rows
+# (users + items, < 65,536 in every market here): 2^16 is reached by no coordinate in our runs, and the
+# sum's quantization step, 2^17·markets/2^32, is far below float32 resolution once divided by the total
+# weight. Weights (rows) up to 2^24. Under DP a record is already clipped to norm C, so no coordinate
+# exceeds C; adaptive clipping starts at 0.1 and grows geometrically, 2^8 bounds it with a wide margin.
+SECURE_VALUE_BOUND = 2.0**16
+SECURE_WEIGHT_BOUND = 2.0**24
+SECURE_DP_RECORD_BOUND = 2.0**8
+
+UNIT = "one market's whole codebook update in one round (add/remove one market)"
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    noise_multiplier: float | None = None  # None: no DP
+    clip: float | None = None  # a fixed L2 clip; None: adaptive clipping
+    delta: float = 1e-5
+    secure_agg: bool = False
+
+    @property
+    def dp(self) -> bool:
+        return self.noise_multiplier is not None
+
+
+def check_privacy(privacy: PrivacyConfig, rule: str, markets_per_round: float) -> None:
+    """Raises `UsageError`, naming the flag, for DP settings the mechanism cannot honour."""
+    if not privacy.dp:
+        if privacy.clip is not None:
+            raise UsageError("--dp-clip: only used with --dp-noise-multiplier (DP is off without it)")
+        return
+    if privacy.noise_multiplier < 0:
+        raise UsageError(f"--dp-noise-multiplier: expected a number >= 0, got {privacy.noise_multiplier}")
+    if privacy.clip is not None and privacy.clip <= 0:
+        raise UsageError(f"--dp-clip: expected a positive L2 norm or 'adaptive', got {privacy.clip}")
+    if not 0 < privacy.delta < 1:
+        raise UsageError(f"--dp-delta: expected a number in (0, 1), got {privacy.delta}")
+    if rule != "mean":
+        raise UsageError("--dp-noise-multiplier: DP needs --codebook-rule mean (the usage rule's per-code sums "
+                         "grow with a market's size, so no fixed clip bounds a market's contribution)")
+    limit = 0.1 * markets_per_round
+    if privacy.clip is None and privacy.noise_multiplier >= limit:
+        raise UsageError(f"--dp-clip adaptive: TFF's adaptive clipping needs --dp-noise-multiplier < 0.1 x markets "
+                         f"per round = {limit:g} here (it spends part of the budget on the clip); "
+                         "give a fixed --dp-clip instead")
+
+
+def codebook_aggregator(rule: str, privacy: PrivacyConfig, markets_per_round: float,
+                        seed: int) -> GlobalCodebookFactory:
+    """The global-codebook aggregator with DP and/or secure summation wrapped around its sums."""
+    import tensorflow_federated as tff
+
+    from tff_fedmm.federated import dp_noise
+    from tff_fedmm.federated.codebook_aggregator import GlobalCodebookFactory
+
+    secure = tff.aggregators.SecureSumFactory
+    if privacy.secure_agg:
+        _quiet_unused_assert_warnings()
+    if privacy.dp:
+        check_privacy(privacy, rule, markets_per_round)
+        record_sum = secure(SECURE_DP_RECORD_BOUND) if privacy.secure_agg else None
+        if privacy.clip is None:
+            dp = dp_noise.gaussian_adaptive(privacy.noise_multiplier, markets_per_round, seed,
+                                            record_sum=record_sum)
+        else:
+            dp = dp_noise.gaussian_fixed(privacy.noise_multiplier, markets_per_round, privacy.clip, seed,
+                                         record_sum=record_sum)
+        return GlobalCodebookFactory(rule, mean_factory=dp)
+    if privacy.secure_agg:
+        return GlobalCodebookFactory(
+            rule,
+            mean_factory=tff.aggregators.MeanFactory(value_sum_factory=secure(SECURE_VALUE_BOUND),
+                                                     weight_sum_factory=secure(SECURE_WEIGHT_BOUND)),
+            sum_factory=secure(SECURE_VALUE_BOUND))
+    return GlobalCodebookFactory(rule)
+
+
+class _UnusedAssertFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Object was never used" not in record.getMessage()
+
+
+def _quiet_unused_assert_warnings() -> None:
+    """TFF 0.87's secure sum builds an `assert_less_equal` whose op nothing in its graph reads, and
+    TensorFlow's `tf_should_use` logs a 20-line "Object was never used" error for it at every trace,
+    on every run with `--secure-agg`. It says nothing about the run; drop just that message."""
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _UnusedAssertFilter) for f in logger.filters):
+        logger.addFilter(_UnusedAssertFilter())
+
+
+def round_event(aggregator_state) -> dp_accounting.DpEvent:
+    """The `DpEvent` the DP aggregator recorded in the server state for its last round."""
+    from tensorflow_federated.python.aggregators.differential_privacy import extract_dp_event_from_state
+
+    return extract_dp_event_from_state(aggregator_state)
+
+
+def epsilon(event: dp_accounting.DpEvent, rounds: int, delta: float) -> float:
+    """ε of `rounds` compositions of one round's event at `delta` (RDP accountant, add/remove adjacency)."""
+    import dp_accounting
+
+    accountant = dp_accounting.rdp.RdpAccountant()
+    accountant.compose(event, rounds)
+    return float(accountant.get_epsilon(delta))
+
+
+def report(privacy: PrivacyConfig, event: dp_accounting.DpEvent | None, rounds: int) -> dict:
+    """What a run records about its privacy: settings, ε at δ, over how many rounds, and the unit."""
+    out = {"dp": privacy.dp, "secure_agg": privacy.secure_agg}
+    if privacy.dp:
+        out.update(noise_multiplier=privacy.noise_multiplier,
+                   clip="adaptive" if privacy.clip is None else privacy.clip, delta=privacy.delta,
+                   rounds=rounds, unit=UNIT,
+                   epsilon=epsilon(event, rounds, privacy.delta) if event is not None and rounds else 0.0)
+    return out
