@@ -2,12 +2,14 @@
 
     python tasks/xmarket_compare.py --data ../shared/data/xmarket-electronics --out runs/xmarket [--rounds N]
 
+At the end it prints the peak resident memory of Python and of the TFF worker to stderr.
 Any other flag goes to `fedmm compare` as given (--markets, --rounds, --seed, --codebook-rule, --cf-tower,
 --resume, --quiet; a later --methods or --backbones overrides the defaults here).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -29,10 +31,24 @@ def compare_argv(argv: list[str] | None = None) -> list[str]:
             "--out", args.out, *passthrough]
 
 
+def peak_memory_line() -> str:
+    """Peak resident memory (VmHWM) of this process and of the TFF worker it owns, for the record."""
+    from tff_fedmm.bench.procfs import proc_status_mb, worker_pid
+
+    pid = worker_pid()
+    worker = f"{proc_status_mb(pid)['VmHWM']:.0f} MB" if pid is not None else "n/a"
+    return f"xmarket_compare: peak resident memory: python {proc_status_mb(os.getpid())['VmHWM']:.0f} MB, TFF worker {worker}"
+
+
 def main(argv: list[str] | None = None) -> int:
     command: list[str] = []
     status = run_guarded(lambda: command.extend(compare_argv(argv)) or 0)  # a bad flag: one line, status 2
-    return cli.main(command) if command else status  # cli.main: `fedmm`'s logging, then run_command
+    if not command:
+        return status
+    status = cli.main(command)  # cli.main: `fedmm`'s logging, then run_command
+    if status == 0:
+        print(peak_memory_line(), file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -137,3 +137,9 @@ def test_dp_tradeoff_bad_flags_are_one_line_errors(argv, fragment, capsys):
     assert load_task("dp_tradeoff").main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0], err
+
+
+def test_xmarket_compare_peak_memory_line_reads_both_processes(tff_context):
+    line = load_task("xmarket_compare").peak_memory_line()
+    python_mb, worker_mb = (int(part.split()[-2]) for part in line.split(": ", 1)[1].split(", "))
+    assert line.startswith("xmarket_compare: peak resident memory: python ") and python_mb > 100 and worker_mb > 10
