@@ -3,8 +3,8 @@
     python tasks/dp_tradeoff.py --data ../shared/data/xmarket-electronics --out runs/dp
 
 Runs `fedmm` on one backbone once without DP and once per noise multiplier Z (fixed L2 clip `--dp-clip`,
-the same seed and data), each as `fedmm compare --methods fedmm --dp-noise-multiplier Z --dp-clip C`
-would; `global_usage` is the mean over markets of the fraction of global codes in use. ε is per market at `--dp-delta` over the codebook rounds run (see `tff_fedmm.federated.privacy`:
+the same seed and data), each as `fedmm compare --methods fedmm --dp-noise-multiplier Z --dp-clip C` in a
+process of its own (run folders OUT/no_dp, OUT/z<Z>); `global_usage` is the mean over markets of the fraction of global codes in use. ε is per market at `--dp-delta` over the codebook rounds run (see `tff_fedmm.federated.privacy`:
 it covers the global-codebook aggregation; the CTR stage's shared code embeddings are not noised).
 Writes OUT/dp_tradeoff.csv (rewritten after every run), OUT/dp_tradeoff.png and OUT/config.json, and
 prints the table as Markdown.
@@ -67,6 +67,29 @@ def markdown(table) -> str:
     return "\n".join(lines)
 
 
+def _compare_in_fresh_process(args: argparse.Namespace, z: float | None, folder):
+    """`fedmm compare --methods fedmm ...` in its own process, its run folder read back.
+
+    One process per noise level, because a FedMM result depends on what else ran earlier in the same
+    process (measured: `fedmm-global-only,fedmm` and `fedmm` alone give different FedMM codes, cause not
+    yet found, BUILD_NOTES); levels run in one process would confound noise with position.
+    """
+    import subprocess
+
+    from tff_fedmm.api import read_run
+
+    command = [sys.executable, "-m", "tff_fedmm", "compare", "--methods", "fedmm", "--backbones", args.backbone,
+               "--data", args.data, "--seed", str(args.seed), "--out", str(folder), "--quiet"]
+    command += ["--markets", ",".join(args.markets)] if args.markets else []
+    command += ["--rounds", str(args.rounds)] if args.rounds else []
+    if z is not None:
+        command += ["--dp-noise-multiplier", str(z), "--dp-clip", str(args.dp_clip), "--dp-delta", str(args.dp_delta)]
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return read_run(folder)
+
+
 def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -91,14 +114,12 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{i}/{len(args.noise) + 1}] noise multiplier {z or 'none (no DP)'}", file=sys.stderr, flush=True)
         started = time.monotonic()
-        config = api.make_config(args.seed, args.rounds, dp_noise_multiplier=z, dp_clip=args.dp_clip if z else None,
-                                 dp_delta=args.dp_delta)
-        result = api.compare(market_set, ["fedmm"], [args.backbone], config, progress=not args.quiet)
-        privacy = result.privacy.get("federated", {})
+        run = _compare_in_fresh_process(args, z, out / ("no_dp" if z is None else f"z{z:g}"))
+        privacy = run.config["privacy"].get("federated", {})
         rows.append({"noise_multiplier": z or 0.0, "clip": args.dp_clip if z else float("nan"),
                      "epsilon": privacy.get("epsilon", float("inf")), "delta": args.dp_delta,
-                     "rounds": privacy.get("rounds", 0), **summary_row(result.results, weights),
-                     "global_usage": float(result.codebooks["global_usage"].mean()),
+                     "rounds": privacy.get("rounds", 0), **summary_row(run.results, weights),
+                     "global_usage": float(run.codebooks["global_usage"].mean()),
                      "seconds": round(time.monotonic() - started, 1)})
         write_csv(out, "dp_tradeoff.csv", pd.DataFrame(rows, columns=COLUMNS))
     table = pd.DataFrame(rows, columns=COLUMNS)
