@@ -117,6 +117,11 @@ def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: C
     With `federated`, the participants are sampled per round and the aggregation carries the privacy
     options of `config` (a market alone, as in the private code variants, shares nothing to protect).
     """
+    import tensorflow as tf
+
+    # The datasets' shuffle seeds combine with TensorFlow's global seed, which the stage before may
+    # have left anywhere: without this, a variant's codes depended on which methods ran before it.
+    tf.keras.utils.set_random_seed(config.codebook.rqvae.seed)
     participation = config.participation if federated else Participation()
     privacy = config.privacy if federated else dp.PrivacyConfig()
     process = process or build_codebook_process(config.codebook, dp.codebook_aggregator(
