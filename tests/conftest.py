@@ -33,6 +33,21 @@ def raw_market(rows: list[tuple[str, str, str]], name: str = "de") -> RawMarket:
     return RawMarket(name=name, frame=frame[["userId", "itemId", "rate", "date"]], source="test", duplicates_dropped=0)
 
 
+def small_market_files(markets, users: int = 40, items: int = 110, per_user: int = 6) -> dict[str, str]:
+    """Markets of `users` users with `per_user` dated interactions each over the same `items` item IDs
+    (so real-data alignment, which pairs identical raw IDs, has pairs to score). Ranking evaluation draws
+    99 never-interacted items per user, so `items` must exceed 99 + `per_user`."""
+    files = {}
+    for m, name in enumerate(markets):
+        lines = [HEADER]
+        for u in range(users):
+            for k in range(per_user):
+                item = (u * per_user + k + 7 * m) % items
+                lines.append(f"{name}u{u} i{item} {1 + (u + k) % 5}.0 2020-01-{k + 1:02d}")
+        files[f"{name}_5core.txt"] = "\n".join(lines) + "\n"
+    return files
+
+
 @pytest.fixture
 def market_dir(tmp_path: Path) -> Callable[..., Path]:
     """Writes `{file name: text}` into a fresh directory and returns it."""

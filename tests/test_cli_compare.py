@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HEADER, REPO_ROOT
+from conftest import REPO_ROOT, small_market_files
 
 from tff_fedmm.cli import main
 
@@ -31,17 +31,8 @@ PIPE_TIMEOUT_S = 240
 
 
 def tiny_market_files() -> dict[str, str]:
-    """Two markets of 40 users with 6 dated interactions each over the same 110 item IDs (so real-data
-    alignment, which pairs identical raw IDs, has pairs to score)."""
-    files = {}
-    for m, name in enumerate(MARKETS):
-        lines = [HEADER]
-        for u in range(USERS):
-            for k in range(PER_USER):
-                item = (u * PER_USER + k + 7 * m) % ITEMS
-                lines.append(f"{name}u{u} i{item} {1 + (u + k) % 5}.0 2020-01-{k + 1:02d}")
-        files[f"{name}_5core.txt"] = "\n".join(lines) + "\n"
-    return files
+    """Two markets of 40 users with 6 dated interactions each over the same 110 item IDs."""
+    return small_market_files(MARKETS, USERS, ITEMS, PER_USER)
 
 
 def fedmm_cmd(*args: str) -> list[str]:

@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import HEADER, REPO_ROOT
+from conftest import REPO_ROOT, small_market_files
 
 MARKETS = ("aa", "bb")
 USERS, ITEMS, PER_USER = 40, 110, 6  # ranking evaluation needs > 99 + PER_USER items per market
@@ -24,12 +24,7 @@ def load_task(name: str):
 
 
 def tiny_market_files() -> dict[str, str]:
-    files = {}
-    for m, name in enumerate(MARKETS):
-        lines = [HEADER] + [f"{name}u{u} i{(u * PER_USER + k + 7 * m) % ITEMS} {1 + (u + k) % 5}.0 2020-01-{k + 1:02d}"
-                            for u in range(USERS) for k in range(PER_USER)]
-        files[f"{name}_5core.txt"] = "\n".join(lines) + "\n"
-    return files
+    return small_market_files(MARKETS, USERS, ITEMS, PER_USER)
 
 
 @pytest.mark.slow

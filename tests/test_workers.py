@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import HEADER, REPO_ROOT
+from conftest import REPO_ROOT, small_market_files
+from test_cli_compare import fedmm_cmd, tail
 
 from tff_fedmm.cli import main
 from tff_fedmm.federated import context
@@ -46,23 +47,7 @@ TOLERANCE = 1e-4
 
 
 def three_market_files() -> dict[str, str]:
-    files = {}
-    for m, name in enumerate(MARKETS):
-        lines = [HEADER]
-        for u in range(USERS):
-            for k in range(PER_USER):
-                item = (u * PER_USER + k + 7 * m) % ITEMS
-                lines.append(f"{name}u{u} i{item} {1 + (u + k) % 5}.0 2020-01-{k + 1:02d}")
-        files[f"{name}_5core.txt"] = "\n".join(lines) + "\n"
-    return files
-
-
-def fedmm_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tff_fedmm", *args]
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+    return small_market_files(MARKETS, USERS, ITEMS, PER_USER)
 
 
 def is_worker_binary(proc) -> bool:

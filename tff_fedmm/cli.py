@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from tff_fedmm.bench.command import add_bench_command
-from tff_fedmm.cli_compare import add_compare_commands
+from tff_fedmm.cli_compare import add_compare_commands, add_privacy_arguments
 from tff_fedmm.errors import UsageError
 from tff_fedmm.worker_cli import add_worker_command
 
@@ -96,11 +96,7 @@ def _add_signature_command(commands: argparse._SubParsersAction) -> None:
                            help="global-codebook aggregation rule (default mean)")
     signature.add_argument("--backbone", choices=("deepfm", "dcnv2"), default="deepfm",
                            help="CTR backbone of the federated CTR process (default deepfm)")
-    signature.add_argument("--dp-noise-multiplier", type=float, default=None, metavar="Z",
-                           help="show the codebook process with DP aggregation (as on run/compare)")
-    signature.add_argument("--dp-clip", type=float, default=None, metavar="C",
-                           help="fixed L2 clip for --dp-noise-multiplier (default: adaptive)")
-    signature.add_argument("--secure-agg", action="store_true", help="show the codebook process with secure sums")
+    add_privacy_arguments(signature, epsilon=False)  # as on run/compare
     signature.set_defaults(handler=_signature)
 
 

@@ -54,17 +54,7 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (same data and flags)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    privacy = parser.add_argument_group("privacy of the global-codebook aggregation")
-    privacy.add_argument("--dp-noise-multiplier", type=float, default=None, metavar="Z",
-                         help="differential privacy: Gaussian noise of Z x clip on the sum of the markets' clipped "
-                              "codebook updates; the run reports (epsilon, delta) per market (default: no DP)")
-    privacy.add_argument("--dp-clip", type=_clip, default=None, metavar="C|adaptive",
-                         help="L2 clip of a market's codebook update per round, or 'adaptive' (TFF's adaptive "
-                              "clipping to the median norm; needs Z < 0.1 x markets per round). Default adaptive")
-    privacy.add_argument("--dp-delta", type=float, default=1e-5, help="the delta of the reported epsilon (1e-5)")
-    privacy.add_argument("--secure-agg", action="store_true",
-                         help="sum the codebook aggregation with TFF's secure sum (simulated protocol, documented "
-                              "fixed bounds): the server sees only sums")
+    add_privacy_arguments(parser)
     rounds = parser.add_argument_group("participation in every federated round")
     rounds.add_argument("--clients-per-round", type=int, default=None, metavar="K",
                         help="sample K markets per round, uniformly, seeded (default: all)")
@@ -76,6 +66,23 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
                         help="run the federated computations on TFF workers started with `fedmm worker --port "
                              "PORT` (insecure gRPC: trusted network only); two or more split the markets "
                              "between them (default: one local worker)")
+
+
+def add_privacy_arguments(parser: argparse.ArgumentParser, epsilon: bool = True) -> None:
+    """The DP and secure-sum flags of the global-codebook aggregation (`fedmm run/compare/signature`);
+    `epsilon=False` leaves out `--dp-delta`, which only matters where a run reports its epsilon."""
+    privacy = parser.add_argument_group("privacy of the global-codebook aggregation")
+    privacy.add_argument("--dp-noise-multiplier", type=float, default=None, metavar="Z",
+                         help="differential privacy: Gaussian noise of Z x clip on the sum of the markets' clipped "
+                              "codebook updates; the run reports (epsilon, delta) per market (default: no DP)")
+    privacy.add_argument("--dp-clip", type=_clip, default=None, metavar="C|adaptive",
+                         help="L2 clip of a market's codebook update per round, or 'adaptive' (TFF's adaptive "
+                              "clipping to the median norm; needs Z < 0.1 x markets per round). Default adaptive")
+    if epsilon:
+        privacy.add_argument("--dp-delta", type=float, default=1e-5, help="the delta of the reported epsilon (1e-5)")
+    privacy.add_argument("--secure-agg", action="store_true",
+                         help="sum the codebook aggregation with TFF's secure sum (simulated protocol, documented "
+                              "fixed bounds): the server sees only sums")
 
 
 def _clip(text: str) -> float | None:

@@ -31,6 +31,7 @@ from tff_fedmm.federated.codebook_process import (
     initial_client_state,
     rqvae_dataset,
 )
+from tff_fedmm.federated.participation import run_present
 from tff_fedmm.models.cf import rqvae_inputs
 from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae, rqvae_losses
 
@@ -131,9 +132,9 @@ class FedMMCodebook:
 
     def __call__(self, round_num: int) -> Sample:
         data = self.workload.datasets(round_num)
-        with measure() as sample:
-            server, clients, _ = self.process.next(self.server, self.clients, data)
-        self.server, self.clients = server, list(clients)
+        with measure() as sample:  # states put back by client_index, as the pipeline does
+            self.server, self.clients, _ = run_present(self.process.next, self.server, self.clients,
+                                                       data.__getitem__, list(range(len(data))))
         return sample
 
 

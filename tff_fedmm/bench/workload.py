@@ -1,12 +1,11 @@
 """The CTR workload every bench figure shares: markets, codes, per-round datasets and the two processes.
 
-FedMM's side is built as `pipelines.ctr_stage.train_partial` builds it for a method with codes (same
-model builder and sizes, per-round examples, batches and shuffle seeds, partial-FedAvg config and seeds;
+FedMM's side is built as `pipelines.ctr_stage.train_partial` builds it for a method with codes, from the
+stage's own builders (`model_fn_for`, `federated_dataset`; partial-FedAvg config and seeds;
 `share_interaction` from `CTRStageConfig`, False by default: only the global-code embeddings are
-shared). The FedAvg side is `build_weighted_fed_avg` as `ctr_stage.train_fedavg` builds it (no codes,
-every variable averaged, one common ID table). Both see the same markets, the same positives and
-negatives per round, the same backbone, batch size and learning rates. This is written out here rather
-than calling the stage's private helpers, which change with the stage: keep the two in step.
+shared). The FedAvg side is the stage's `build_fedavg_process` (TFF's `build_weighted_fed_avg`: no
+codes, every variable averaged, one common ID table). Both see the same markets, the same positives and
+negatives per round, the same backbone, batch size and learning rates.
 
 Codes are drawn at random with the default code-book sizes instead of being learned: the cost of a CTR
 round depends on how many code fields and code-book rows there are, not on which code a user has, and
@@ -15,7 +14,6 @@ learning them (CF + codebook stages) would add minutes to a benchmark that does 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,10 +23,10 @@ import tensorflow as tf
 from tff_fedmm.bench.timing import Sample, measure
 from tff_fedmm.codes import MarketCodes
 from tff_fedmm.data.markets import MarketSet
-from tff_fedmm.data.pipelines import to_dataset
-from tff_fedmm.data.sampling import ctr_examples
-from tff_fedmm.models.ctr import build_ctr_model
-from tff_fedmm.pipelines.ctr_stage import CodeUse, CTRStageConfig
+from tff_fedmm.federated.participation import run_present
+from tff_fedmm.pipelines.ctr_stage import (
+    CodeUse, CTRStageConfig, build_fedavg_process, federated_dataset, model_fn_for,
+)
 
 
 def random_codes(market_set: MarketSet, k_global: int, k_local: int, seed: int) -> dict[str, MarketCodes]:
@@ -71,10 +69,7 @@ class CTRWorkload:
         return self._model_fn((0, 0), True)
 
     def _model_fn(self, k: tuple[int, int], share_interaction: bool) -> Callable[[], tf.keras.Model]:
-        c = self.config
-        return functools.partial(build_ctr_model, self.backbone, num_users=self.users, num_items=self.items,
-                                 k_global=k[0], k_local=k[1], embed_dim=c.embed_dim, hidden=c.hidden,
-                                 share_interaction=share_interaction)
+        return model_fn_for(self.backbone, self.users, self.items, k, self.config, share_interaction)
 
     def datasets(self, round_num: int, coded: bool) -> list[tf.data.Dataset]:
         """Round `round_num`'s training datasets, in market order; with codes for FedMM, without for FedAvg.
@@ -84,12 +79,9 @@ class CTRWorkload:
         """
         key = ("datasets", round_num, coded)
         if key not in self._cache:
-            t, use = self.config.train, self.use
-            self._cache[key] = [
-                to_dataset((use.featurizer(name) if coded else dict)(
-                    ctr_examples(m, "train", neg_ratio=t.neg_ratio, seed=t.seed, epoch=round_num)),
-                    batch_size=t.batch_size, shuffle_seed=t.seed + round_num)
-                for name, m in self.market_set.markets.items()]
+            featurizers = {name: self.use.featurizer(name) if coded else dict for name in self.market_set.names}
+            self._cache[key] = [federated_dataset(self.market_set, featurizers, self.config, round_num, i)
+                                for i in range(len(self.market_set.names))]
         return self._cache[key]
 
     def examples(self, round_num: int) -> int:
@@ -137,36 +129,25 @@ class FedMMCTR:
 
     def __call__(self, round_num: int) -> Sample:
         data = self.workload.datasets(round_num, True)
-        with measure() as sample:
-            server, clients, _ = self.process.next(self.server, self.clients, data)
-        self.server, self.clients = server, list(clients)
+        with measure() as sample:  # states put back by client_index, as the pipeline does
+            self.server, self.clients, _ = run_present(self.process.next, self.server, self.clients,
+                                                       data.__getitem__, list(range(len(data))))
         return sample
 
 
 class FedAvgCTR:
     """TFF's `build_weighted_fed_avg` on the same markets, as `ctr_stage.train_fedavg` builds it.
 
-    `coded=True` is a diagnostic variant: FedAvg on FedMM's own coded model and examples, so that the
-    comparison with FedMM isolates the algorithm (partial averaging, client state) from the model (the
-    code fields FedMM adds as features).
+    `coded=True`: FedAvg on FedMM's own coded model and examples (the headline `ctr` ratio), so that the
+    comparison isolates the algorithm (partial averaging, client state) from the model (the code fields
+    FedMM adds as features).
     """
 
     def __init__(self, workload: CTRWorkload, coded: bool = False):
-        import tensorflow_federated as tff
-
         self.workload, self.coded = workload, coded
         model_fn = workload.fedmm_model_fn if coded else workload.fedavg_model_fn
-        spec = workload.datasets(0, coded)[0].element_spec
-        train = workload.config.train
-
-        def tff_model():
-            return tff.learning.models.from_keras_model(model_fn(), loss=tf.keras.losses.BinaryCrossentropy(),
-                                                        input_spec=spec)
-
-        tf.keras.utils.set_random_seed(train.seed)
-        self.process = tff.learning.algorithms.build_weighted_fed_avg(
-            tff_model, client_optimizer_fn=tff.learning.optimizers.build_adam(train.learning_rate),
-            server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
+        self.process = build_fedavg_process(model_fn, workload.datasets(0, coded)[0].element_spec,
+                                            workload.config.train)
         self.state = self.process.initialize()
 
     def __call__(self, round_num: int) -> Sample:

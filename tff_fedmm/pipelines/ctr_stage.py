@@ -67,8 +67,8 @@ class CodeUse:
         return lambda ex: with_codes(ex, codes, use_global=self.use_global, use_local=self.use_local)
 
 
-def _model_fn(backbone: str, users: int, items: int, k: tuple[int, int], config: CTRStageConfig,
-              share_interaction: bool = True):
+def model_fn_for(backbone: str, users: int, items: int, k: tuple[int, int], config: CTRStageConfig,
+                 share_interaction: bool = True):
     return lambda: build_ctr_model(backbone, num_users=users, num_items=items, k_global=k[0], k_local=k[1],
                                    embed_dim=config.embed_dim, hidden=config.hidden,
                                    share_interaction=share_interaction)
@@ -110,7 +110,7 @@ def train_local(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRS
     for index, (name, market) in enumerate(market_set.markets.items()):
         featurizers[name] = use.featurizer(name)
         tf.keras.utils.set_random_seed(config.train.seed * 1000 + index)
-        models[name] = _model_fn(backbone, market.num_users, market.num_items, use.sizes(*k), config)()
+        models[name] = model_fn_for(backbone, market.num_users, market.num_items, use.sizes(*k), config)()
         for epoch, (auc, ll, loss) in enumerate(fit_ctr_on_market(models[name], market, config.train,
                                                                   featurizers[name])):
             history.append({"round": epoch + 1, "market": name, "valid_auc": auc, "valid_logloss": ll,
@@ -118,7 +118,7 @@ def train_local(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRS
     return _test_metrics(models, market_set, featurizers, config.train.seed), history
 
 
-def _federated_dataset(market_set: MarketSet, featurizers: dict, config: CTRStageConfig, round_num: int,
+def federated_dataset(market_set: MarketSet, featurizers: dict, config: CTRStageConfig, round_num: int,
                        index: int) -> tf.data.Dataset:
     t, name = config.train, market_set.names[index]
     return to_dataset(featurizers[name](ctr_examples(market_set.markets[name], "train", neg_ratio=t.neg_ratio,
@@ -141,9 +141,9 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     items = max(m.num_items for m in market_set.markets.values())
     # Sharing only code embeddings needs codes: without them (fedper) the interaction layers are shared.
     share_interaction = config.share_interaction or use.codes is None
-    model_fn = _model_fn(backbone, users, items, use.sizes(*k), config, share_interaction)
+    model_fn = model_fn_for(backbone, users, items, use.sizes(*k), config, share_interaction)
     featurizers = {name: use.featurizer(name) for name in market_set.names}
-    spec = _federated_dataset(market_set, featurizers, config, 0, 0).element_spec
+    spec = federated_dataset(market_set, featurizers, config, 0, 0).element_spec
     pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.train.learning_rate)
     process = pf.build_partial_fedavg_process(model_fn, spec, pf_config, seed=config.train.seed)
     clients = [pf.initial_client_state(model_fn, pf_config, i, seed=config.train.seed * 1000 + i)
@@ -163,7 +163,7 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     def step(state, round_num: int):
         present = config.participation.present("ctr", round_num, len(market_set.names))
         server, clients, metrics = run_present(
-            process.next, *state, lambda i: _federated_dataset(market_set, featurizers, config, round_num, i), present)
+            process.next, *state, lambda i: federated_dataset(market_set, featurizers, config, round_num, i), present)
         state = (server, clients)
         snapshots = [pick(state, i) for i in range(len(market_set.names))]
         valid = _valid_row(models_of(snapshots), market_set, featurizers, config.train.seed)
@@ -176,31 +176,37 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
             _history(result, market_set.names))
 
 
-def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
-                 checkpoint: StageCheckpoint | None = None) -> tuple[Metrics, list[dict]]:
+def build_fedavg_process(model_fn, element_spec, train: CTRTrainConfig):
+    """TFF's `build_weighted_fed_avg` on `model_fn`'s Keras model: client Adam at the stage's rate, server
+    SGD at 1.0 (the plain FedAvg step), initial weights from the training seed."""
     import tensorflow_federated as tff
-
-    users = max(m.num_users for m in market_set.markets.values())
-    items = max(m.num_items for m in market_set.markets.values())
-    model_fn = _model_fn(backbone, users, items, (0, 0), config)
-    featurizers = {name: dict for name in market_set.names}
-    spec = _federated_dataset(market_set, featurizers, config, 0, 0).element_spec
 
     def tff_model():
         return tff.learning.models.from_keras_model(model_fn(), loss=tf.keras.losses.BinaryCrossentropy(),
-                                                    input_spec=spec)
+                                                    input_spec=element_spec)
 
-    tf.keras.utils.set_random_seed(config.train.seed)
-    process = tff.learning.algorithms.build_weighted_fed_avg(
-        tff_model, client_optimizer_fn=tff.learning.optimizers.build_adam(config.train.learning_rate),
+    tf.keras.utils.set_random_seed(train.seed)
+    return tff.learning.algorithms.build_weighted_fed_avg(
+        tff_model, client_optimizer_fn=tff.learning.optimizers.build_adam(train.learning_rate),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
+
+
+def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
+                 checkpoint: StageCheckpoint | None = None) -> tuple[Metrics, list[dict]]:
+    users = max(m.num_users for m in market_set.markets.values())
+    items = max(m.num_items for m in market_set.markets.values())
+    model_fn = model_fn_for(backbone, users, items, (0, 0), config)
+    featurizers = {name: dict for name in market_set.names}
+    spec = federated_dataset(market_set, featurizers, config, 0, 0).element_spec
+
+    process = build_fedavg_process(model_fn, spec, config.train)
     keras_model = model_fn()
 
     def step(server, round_num: int):
         present = config.participation.present("ctr", round_num, len(market_set.names))
         loss = np.nan
         if present:
-            output = process.next(server, [_federated_dataset(market_set, featurizers, config, round_num, i)
+            output = process.next(server, [federated_dataset(market_set, featurizers, config, round_num, i)
                                            for i in present])
             server, loss = output.state, output.metrics["client_work"]["train"]["loss"]
         process.get_model_weights(server).assign_weights_to(keras_model)
@@ -226,7 +232,7 @@ def train_centralized(market_set: MarketSet, backbone: str, config: CTRStageConf
     user_offset = dict(zip(names, np.cumsum([0] + [market_set.markets[n].num_users for n in names])))
     item_offset = dict(zip(names, np.cumsum([0] + [market_set.markets[n].num_items for n in names])))
     tf.keras.utils.set_random_seed(config.train.seed)
-    model = _model_fn(backbone, int(user_offset[names[-1]] + market_set.markets[names[-1]].num_users),
+    model = model_fn_for(backbone, int(user_offset[names[-1]] + market_set.markets[names[-1]].num_users),
                       int(item_offset[names[-1]] + market_set.markets[names[-1]].num_items), (0, 0), config)()
 
     def offset(name: str) -> Featurize:
