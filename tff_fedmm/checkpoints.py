@@ -2,9 +2,14 @@
 
 Round state (server state, every market's client state, the early-stopping bookkeeping) is saved with
 `tff.program.FileProgramStateManager` under `OUT/checkpoints/<stage>/`, after every round. A stage that
-finished stores its outputs (`.npz` arrays, `.json` metrics) and is skipped on resume. Every stage is a
-deterministic function of its inputs, the seed and the round number, so `--resume` reproduces the
-uninterrupted run exactly. A run without `--resume` starts from scratch and clears old checkpoints.
+finished stores its outputs (one `.npz`) and is skipped on resume. Every stage is a deterministic function
+of its inputs, the seed and the round number, so `--resume` reproduces the uninterrupted run exactly. A run
+without `--resume` starts from scratch and clears old checkpoints.
+
+Write protocol, so that a kill at any instant (SIGKILL, Ctrl-C, out of memory) leaves nothing resume trips
+on: every file and round folder is written under a temporary name and renamed into place (a rename is
+atomic), so a reader sees a version whole or not at all; a save first removes whatever a cut-short run left
+at or past its round; a round that still cannot be read is deleted and recomputed from the one before.
 """
 
 from __future__ import annotations
@@ -50,37 +55,57 @@ class StageCheckpoint:
     def _manager(self):
         import tensorflow_federated as tff
 
-        return tff.program.FileProgramStateManager(self.root / self.name, prefix="round_", keep_total=2,
+        return tff.program.FileProgramStateManager(self._folder(), prefix="round_", keep_total=2,
                                                    keep_first=False)
 
     def load_round(self, structure):
         """The latest readable round state (shaped like `structure`), or None when none was saved.
 
-        A save cut short by SIGKILL or Ctrl-C leaves a torn latest version; the one before it (two are
-        kept) is then used, and the rounds after it are recomputed, deterministically.
+        A version that cannot be read (a save or a removal cut short) is deleted, and the one before it is
+        used: the rounds after it are recomputed, deterministically, and saved again.
         """
         manager = self._manager()
-        versions = sorted(run_sync(manager.get_versions()) or [], reverse=True)
         errors = []
-        for version in versions:
+        for version in sorted(run_sync(manager.get_versions()) or [], reverse=True):
             try:
                 return run_sync(manager.load(version, structure))
             except Exception as err:  # torn or foreign SavedModel
                 errors.append(f"round {version}: {type(err).__name__}")
+                shutil.rmtree(self._version_path(version), ignore_errors=True)
         if errors:
             raise UsageError(f"--resume: no readable checkpoint of stage {self.name!r} under {self.root} "
                              f"({'; '.join(errors)}); rerun without --resume")
         return None
 
     def save_round(self, state, round_num: int) -> None:
-        run_sync(self._manager().save(state, round_num))
+        """Saves round `round_num`'s state; TFF writes it to a temporary folder and renames it into place.
+
+        Whatever a kill left in the stage's folder at or past this round (a version from a timeline that
+        is being recomputed, a temporary folder of a save cut short) is removed first, so the save never
+        meets an existing version.
+        """
+        manager = self._manager()
+        stale = [v for v in run_sync(manager.get_versions()) or [] if v >= round_num]
+        for path in [*map(self._version_path, stale), *self._folder().glob("round_*_temp*")]:
+            shutil.rmtree(path, ignore_errors=True)
+        run_sync(manager.save(state, round_num))
+
+    def _folder(self) -> Path:
+        return self.root / self.name
+
+    def _version_path(self, version: int) -> Path:
+        return self._folder() / f"round_{version}"
 
     def load_done(self) -> dict[str, np.ndarray] | None:
         path = self.root / f"{self.name}.npz"
         if not path.exists():
             return None
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {key: data[key] for key in data.files}
+        except (OSError, ValueError) as err:  # not written by save_done, which renames a whole file
+            raise UsageError(f"--resume: the finished stage {self.name!r} in {path} cannot be read "
+                             f"({type(err).__name__}); rerun without --resume") from None
 
     def save_done(self, arrays: dict[str, np.ndarray]) -> None:
         tmp = self.root / f".{self.name}.tmp.npz"
