@@ -83,7 +83,9 @@ def _compare_in_fresh_process(args: argparse.Namespace, z: float | None, folder)
     command += ["--markets", ",".join(args.markets)] if args.markets else []
     command += ["--rounds", str(args.rounds)] if args.rounds else []
     if z is not None:
-        command += ["--dp-noise-multiplier", str(z), "--dp-clip", str(args.dp_clip), "--dp-delta", str(args.dp_delta)]
+        # Reproducible noise (not private) so the table can be regenerated; secret noise has the same law.
+        command += ["--dp-noise-multiplier", str(z), "--dp-clip", str(args.dp_clip), "--dp-delta", str(args.dp_delta),
+                    "--dp-noise-seed", str(args.seed)]
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")

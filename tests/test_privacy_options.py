@@ -178,6 +178,7 @@ def test_a_round_without_a_market_leaves_its_private_state_bit_identical(tff_con
 
 @pytest.mark.parametrize("flags, message", [
     (["--dp-clip", "0.5"], "--dp-clip: only used with --dp-noise-multiplier"),
+    (["--dp-noise-seed", "3"], "--dp-noise-seed: only used with --dp-noise-multiplier"),
     (["--dp-noise-multiplier", "1", "--dp-clip", "-2"], "--dp-clip: expected a positive"),
     (["--dp-noise-multiplier", "1", "--dp-clip", "wide"], "--dp-clip"),
     (["--dp-noise-multiplier", "1"], "--dp-clip adaptive: TFF's adaptive clipping needs"),
@@ -194,9 +195,10 @@ def test_bad_privacy_and_participation_flags_are_one_line(flags, message, market
 
 
 @pytest.mark.slow
-def test_dp_secure_dropout_run_is_deterministic_and_reports_epsilon(market_dir, tmp_path):
+def test_dp_secure_dropout_run_with_a_noise_seed_is_deterministic_and_reports_epsilon(market_dir, tmp_path):
     data = market_dir(tiny_market_files())
-    flags = ["--dp-noise-multiplier", "1.0", "--dp-clip", "0.5", "--secure-agg", "--dropout-rate", "0.3"]
+    flags = ["--dp-noise-multiplier", "1.0", "--dp-clip", "0.5", "--secure-agg", "--dropout-rate", "0.3",
+             "--dp-noise-seed", "11"]
     outputs = []
     for name in ("a", "b"):
         done = subprocess.run([sys.executable, "-m", "tff_fedmm", "compare", "--methods", "fedmm", "--backbones",
@@ -208,5 +210,42 @@ def test_dp_secure_dropout_run_is_deterministic_and_reports_epsilon(market_dir, 
     report = json.loads((tmp_path / "a" / "config.json").read_text())["privacy"]["federated"]
     # Seed 0 drops both markets in codebook rounds 1 and 2: only round 3 aggregated, and only it counts.
     assert report["rounds"] == 1 and report["dp"] and report["secure_agg"] and report["unit"] == dp.UNIT
+    assert report["noise"] == dp.NOISE_REPRODUCIBLE and "noise: reproducible" in outputs[0]
     assert report["epsilon"] == pytest.approx(dp.epsilon(dp_accounting.GaussianDpEvent(1.0), 1, 1e-5))
     assert f"epsilon = {report['epsilon']:.3g}" in outputs[0]
+
+
+SECRET = 0x2D1B3F5E7A9C4B  # stands in for the OS entropy, so the test can look for it
+
+
+def _occurrences(folder, seed: int) -> list[str]:
+    """Files under `folder` holding `seed` as decimal text or as the int64 the DP query state stores."""
+    needles = (str(seed).encode(), np.int64(seed).tobytes())
+    return [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+            and any(needle in p.read_bytes() for needle in needles)]
+
+
+@pytest.mark.slow
+def test_dp_noise_is_secret_by_default_and_a_finished_run_folder_cannot_regenerate_it(market_dir, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """The noise comes from the drawn seed alone (same draw, same codebooks; another draw, other codebooks),
+    and once the run has finished no file in its folder holds that seed: the round checkpoints that carried
+    it in the server state are gone. `--dp-noise-seed` is the control that the search finds a seed."""
+    data = market_dir(tiny_market_files())
+    flags = ["compare", "--methods", "fedmm", "--backbones", "deepfm", "--rounds", "2", "--quiet",
+             "--data", str(data), "--dp-noise-multiplier", "1.0", "--dp-clip", "0.5"]
+    codebooks = {}
+    for name, drawn in (("a", SECRET), ("b", SECRET), ("c", SECRET + 1)):
+        monkeypatch.setattr(dp.secrets, "randbits", lambda bits, drawn=drawn: drawn)
+        assert main([*flags, "--out", str(tmp_path / name)]) == 0
+        codebooks[name] = (tmp_path / name / "codebooks.csv").read_text()
+    assert codebooks["a"] == codebooks["b"] != codebooks["c"]
+    assert "noise: secret" in capsys.readouterr().out
+
+    folder = tmp_path / "a"
+    assert json.loads((folder / "config.json").read_text())["privacy"]["federated"]["noise"] == dp.NOISE_SECRET
+    assert not [p for p in (folder / "checkpoints").rglob("round_*")], "round states outlived their stage"
+    assert _occurrences(folder, SECRET) == []
+
+    assert main([*flags, "--out", str(tmp_path / "seeded"), "--dp-noise-seed", str(SECRET)]) == 0
+    assert "config.json" in _occurrences(tmp_path / "seeded", SECRET)

@@ -43,7 +43,7 @@ def _kill_after(path_glob: str, out: Path, process: subprocess.Popen, timeout: f
 RESUME_CASES = {
     "plain": ([], "checkpoints/ctr-fedmm-deepfm/round_1"),
     "dp-secure-dropout": (["--dp-noise-multiplier", "0.5", "--dp-clip", "0.5", "--secure-agg", "--dropout-rate",
-                           "0.3", "--seed", "1"], "checkpoints/codes-federated-*/round_1"),
+                           "0.3", "--seed", "1", "--dp-noise-seed", "1"], "checkpoints/codes-federated-*/round_1"),
 }
 
 

@@ -80,6 +80,9 @@ def add_privacy_arguments(parser: argparse.ArgumentParser, epsilon: bool = True)
                               "clipping to the median norm; needs Z < 0.1 x markets per round). Default adaptive")
     if epsilon:
         privacy.add_argument("--dp-delta", type=float, default=1e-5, help="the delta of the reported epsilon (1e-5)")
+        privacy.add_argument("--dp-noise-seed", type=int, default=None, metavar="N",
+                             help="reproducible DP noise for research: anyone with the run's settings can "
+                                  "regenerate it, so it is NOT private (default: secret noise from OS entropy)")
     privacy.add_argument("--secure-agg", action="store_true",
                          help="sum the codebook aggregation with TFF's secure sum (simulated protocol, documented "
                               "fixed bounds): the server sees only sums")
@@ -113,7 +116,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     config = api.make_config(args.seed, args.rounds, args.codebook_rule, args.cf_tower,
                              dp_noise_multiplier=args.dp_noise_multiplier, dp_clip=args.dp_clip,
-                             dp_delta=args.dp_delta, secure_agg=args.secure_agg,
+                             dp_delta=args.dp_delta, secure_agg=args.secure_agg, dp_noise_seed=args.dp_noise_seed,
                              clients_per_round=args.clients_per_round, dropout_rate=args.dropout_rate)
     result = api.compare(market_set, args.methods, args.backbones, config, out=args.out, resume=args.resume,
                          progress=not args.quiet, command={k: v for k, v in vars(args).items() if k != "handler"},
@@ -122,7 +125,7 @@ def _compare(args: argparse.Namespace) -> int:
     for variant, privacy in result.privacy.items():
         if privacy.get("dp"):
             print(f"DP ({variant} codes): epsilon = {privacy['epsilon']:.3g} at delta = {privacy['delta']:g} over "
-                  f"{privacy['rounds']} rounds, per market; unit: {privacy['unit']}")
+                  f"{privacy['rounds']} rounds, per market; unit: {privacy['unit']}; noise: {privacy['noise']}")
     return 0
 
 

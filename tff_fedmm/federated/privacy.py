@@ -15,11 +15,18 @@ Secure aggregation (`--secure-agg`) replaces every summation of the codebook agg
 `federated_secure_sum_bitwidth`, so the server only ever sees the sum. In this simulation the protocol
 is replaced by its plain body at compile time (`tff.backends.test.replace_secure_intrinsics_with_bodies`,
 installed by `federated.context`); the computation, its types and its quantization are the real ones.
+
+DP noise is secret by default: its seed is drawn from the operating system's entropy when the stage is
+built and lives only in the server state (the DP query's state) and the stage's round checkpoints, which
+are deleted once the stage has finished (`checkpoints.StageCheckpoint.save_done`). Nothing in a finished
+run folder can regenerate it. `--dp-noise-seed N` makes the noise reproducible for research; the run
+folder then records that anyone who knows the run's settings can regenerate and subtract it.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,6 +48,9 @@ SECURE_WEIGHT_BOUND = 2.0**24
 SECURE_DP_RECORD_BOUND = 2.0**8
 
 UNIT = "one market's whole codebook update in one round (add/remove one market)"
+NOISE_SECRET = "secret: seeded from OS entropy, deleted with the stage's round checkpoints"
+NOISE_REPRODUCIBLE = ("reproducible (--dp-noise-seed): anyone who knows the run's settings can regenerate and "
+                      "subtract it, so the reported epsilon does not hold against them")
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,7 @@ class PrivacyConfig:
     clip: float | None = None  # a fixed L2 clip; None: adaptive clipping
     delta: float = 1e-5
     secure_agg: bool = False
+    noise_seed: int | None = None  # None: secret noise (OS entropy); an int: reproducible, not private
 
     @property
     def dp(self) -> bool:
@@ -58,8 +69,9 @@ class PrivacyConfig:
 def check_privacy(privacy: PrivacyConfig, rule: str, markets_per_round: float) -> None:
     """Raises `UsageError`, naming the flag, for DP settings the mechanism cannot honour."""
     if not privacy.dp:
-        if privacy.clip is not None:
-            raise UsageError("--dp-clip: only used with --dp-noise-multiplier (DP is off without it)")
+        for flag, value in (("--dp-clip", privacy.clip), ("--dp-noise-seed", privacy.noise_seed)):
+            if value is not None:
+                raise UsageError(f"{flag}: only used with --dp-noise-multiplier (DP is off without it)")
         return
     if privacy.noise_multiplier < 0:
         raise UsageError(f"--dp-noise-multiplier: expected a number >= 0, got {privacy.noise_multiplier}")
@@ -77,9 +89,15 @@ def check_privacy(privacy: PrivacyConfig, rule: str, markets_per_round: float) -
                          "give a fixed --dp-clip instead")
 
 
+def noise_seed(privacy: PrivacyConfig) -> int:
+    """The seed of a stage's DP noise: `--dp-noise-seed`, or 62 bits of OS entropy nobody else can redraw."""
+    return privacy.noise_seed if privacy.noise_seed is not None else secrets.randbits(62)
+
+
 def codebook_aggregator(rule: str, privacy: PrivacyConfig, markets_per_round: float,
                         seed: int) -> GlobalCodebookFactory:
-    """The global-codebook aggregator with DP and/or secure summation wrapped around its sums."""
+    """The global-codebook aggregator with DP and/or secure summation wrapped around its sums; `seed` seeds
+    the DP noise (`noise_seed`)."""
     import tensorflow_federated as tff
 
     from tff_fedmm.federated import dp_noise
@@ -143,6 +161,7 @@ def report(privacy: PrivacyConfig, event: dp_accounting.DpEvent | None, rounds: 
     if privacy.dp:
         out.update(noise_multiplier=privacy.noise_multiplier,
                    clip="adaptive" if privacy.clip is None else privacy.clip, delta=privacy.delta,
+                   noise=NOISE_SECRET if privacy.noise_seed is None else NOISE_REPRODUCIBLE,
                    rounds=rounds, unit=UNIT,
                    epsilon=epsilon(event, rounds, privacy.delta) if event is not None and rounds else 0.0)
     return out

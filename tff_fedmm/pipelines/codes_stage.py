@@ -125,7 +125,7 @@ def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: C
     participation = config.participation if federated else Participation()
     privacy = config.privacy if federated else dp.PrivacyConfig()
     process = process or build_codebook_process(config.codebook, dp.codebook_aggregator(
-        config.codebook.rule, privacy, participation.expected(len(participants)), config.codebook.rqvae.seed))
+        config.codebook.rule, privacy, participation.expected(len(participants)), dp.noise_seed(privacy)))
     server = process.initialize()
     clients = [initial_client_state(config.codebook, i, server.global_model_weights, inputs[name])
                for i, name in enumerate(participants)]
