@@ -108,9 +108,12 @@ class StageCheckpoint:
                              f"({type(err).__name__}); rerun without --resume") from None
 
     def save_done(self, arrays: dict[str, np.ndarray]) -> None:
+        """Stores a finished stage's outputs, then deletes its round states: resume no longer needs them,
+        and they hold what must not outlive the stage (the seed of secret DP noise)."""
         tmp = self.root / f".{self.name}.tmp.npz"
         np.savez(tmp, **arrays)
         os.replace(tmp, self.root / f"{self.name}.npz")
+        shutil.rmtree(self._folder(), ignore_errors=True)
 
 
 def run_sync(coroutine):
