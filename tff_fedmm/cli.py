@@ -9,10 +9,13 @@ line `fedmm: error: <message>` on stderr with exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from tff_fedmm.bench.command import add_bench_command
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 
 USAGE_ERROR_STATUS = 2
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report it
+INTERRUPTED = "fedmm: interrupted; an unfinished run folder stays marked INCOMPLETE and continues with --resume"
 
 
 class Parser(argparse.ArgumentParser):
@@ -117,8 +121,7 @@ def run_guarded(body: Callable[[], int]) -> int:
     try:
         return body()
     except KeyboardInterrupt:
-        print("fedmm: interrupted; an unfinished run folder stays marked INCOMPLETE and continues with "
-              "--resume", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return INTERRUPTED_STATUS
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else USAGE_ERROR_STATUS
@@ -136,9 +139,36 @@ def run_command(argv: Sequence[str] | None = None) -> int:
     return run_guarded(body)
 
 
+@contextlib.contextmanager
+def exit_at_once_on_ctrl_c() -> Iterator[None]:
+    """Ctrl-C ends the command on the spot: one line, status 130.
+
+    Not Python's KeyboardInterrupt, which is raised wherever the main thread happens to be: inside a
+    garbage-collection callback (JAX registers one) Python prints it as an ignored exception, traceback
+    and all, and the run carries on. Stopping at any instant is safe: every file and checkpoint is written
+    under a temporary name and renamed into place, the run folder stays INCOMPLETE, and the TFF worker dies
+    with this process (PR_SET_PDEATHSIG). The previous handler is restored when the command returns.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        os.write(2, f"\n{INTERRUPTED}\n".encode())  # not the buffered sys.stderr: it may be mid-write
+        os._exit(INTERRUPTED_STATUS)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler not installed from Python, which cannot be put back
+            signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter (CPU features, TensorRT) is not a log a user can act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="fedmm: %(levelname)s: %(message)s")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices from per-round Keras models
-    return run_command(argv)
+    with exit_at_once_on_ctrl_c():
+        return run_command(argv)

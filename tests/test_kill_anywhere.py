@@ -1,0 +1,153 @@
+"""Kill it anywhere, resume identically: a run killed (SIGKILL or Ctrl-C) at seeded random moments spread
+over the whole run, and once in the middle of a checkpoint save, then resumed with --resume after each kill,
+ends with a `results.csv` equal byte for byte to the uninterrupted run's; no resume prints a traceback and
+no TFF worker outlives the chain.
+
+A kill moment is a seeded fraction of the uninterrupted run's wall time, counted from each (re)start, so
+kills land in start-up, in every stage and in the final writes alike, whatever the machine's speed. A
+mid-save kill waits for a temporary checkpoint entry to appear, freezes the process (SIGSTOP) and kills it
+only if the entry is still there, so the save is cut short for certain.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_cli_compare import alive, subreaper, tiny_market_files, worker_descendants  # noqa: F401 (fixture)
+
+RUN = ["run", "--rounds", "3", "--quiet"]
+COMPARE = ["compare", "--methods", "local,fedper,fedavg,fedmm", "--backbones", "deepfm", "--rounds", "3",
+           "--quiet"]
+DP_SECURE = ["--dp-noise-multiplier", "0.5", "--dp-clip", "0.5", "--dp-noise-seed", "3", "--secure-agg",
+             "--dropout-rate", "0.3"]  # reproducible noise: secret noise differs between any two runs
+KILLS = 4  # per chain; the last one is a mid-save kill
+TIMEOUT = 600
+
+
+def _command(args: list[str], data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tff_fedmm", *args, "--data", str(data), "--out", str(out), *extra]
+
+
+def _straight(args: list[str], data: Path, out: Path) -> float:
+    started = time.monotonic()
+    done = subprocess.run(_command(args, data, out), capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return time.monotonic() - started
+
+
+def _saving(out: Path) -> bool:
+    """A save is under way: TFF's temporary round folder or one of our temporary files exists."""
+    checkpoints = out / "checkpoints"
+    return any(checkpoints.glob("*/round_*_temp*")) or any(checkpoints.glob(".*.tmp*")) or any(out.glob(".*.tmp"))
+
+
+def _stop(process: subprocess.Popen, sig: int) -> str:
+    """Delivers `sig`; returns the process's stderr once it has exited."""
+    os.kill(process.pid, sig)
+    _, err = process.communicate(timeout=120)
+    return err
+
+
+def _kill_at(process: subprocess.Popen, delay: float, sig: int) -> str | None:
+    """`sig` after `delay` seconds; None if the run finished first."""
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return None
+        time.sleep(0.05)
+    return _stop(process, sig) if process.poll() is None else None
+
+
+def _kill_mid_save(process: subprocess.Popen, out: Path) -> str | None:
+    """SIGKILL while a checkpoint save is half-written; None if the run finished first."""
+    while process.poll() is None:
+        if _saving(out):
+            os.kill(process.pid, signal.SIGSTOP)
+            if _saving(out):
+                return _stop(process, signal.SIGKILL)
+            os.kill(process.pid, signal.SIGCONT)
+        time.sleep(0.002)
+    return None
+
+
+def _chain(args: list[str], data: Path, out: Path, straight: float, sig: int, seed: int,
+           reference: str) -> list[str]:
+    """Runs, kills at KILLS moments (resuming after each), then resumes to the end; returns each kill's
+    moment as text for failure messages. A killed run must look unfinished unless it had written
+    everything (`reference`: the uninterrupted run's results.csv)."""
+    rng = random.Random(seed)
+    log = []
+    for kill in range(KILLS):
+        extra = ("--resume",) if kill else ()
+        process = subprocess.Popen(_command(args, data, out, *extra), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        if kill == KILLS - 1:
+            err, moment = _kill_mid_save(process, out), "mid-save"
+        else:
+            delay = rng.uniform(0.1, 0.95) * straight
+            err, moment = _kill_at(process, delay, sig), f"{delay:.1f}s"
+        if err is None:  # finished before this kill: nothing more to interrupt
+            assert process.returncode == 0, f"kills {log}: run failed"
+            break
+        log.append(moment)
+        assert "Traceback" not in err, f"kills {log}:\n{err[-3000:]}"
+        if sig == signal.SIGINT and moment != "mid-save":
+            assert process.returncode in (130, -signal.SIGINT), f"kills {log}: exit {process.returncode}\n{err}"
+        results = out / "results.csv"
+        if results.exists() and not (out / "INCOMPLETE").exists():  # only a run that had written everything
+            assert results.read_text() == reference, f"kills {log}: a killed run looks finished"
+    done = subprocess.run(_command(args, data, out, "--resume"), capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, f"kills {log}:\n{done.stderr[-3000:]}"
+    return log
+
+
+def _assert_no_live_worker(since: float) -> None:
+    """Killed runs' workers die with them (dead ones linger as zombies of the subreaper until reaped)."""
+    time.sleep(1)
+    assert [w for w in worker_descendants(os.getpid(), since=since) if alive(w)] == []
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("data")
+    for name, text in tiny_market_files().items():
+        (data / name).write_text(text)
+    return data
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_data, tmp_path_factory) -> tuple[Path, float]:
+    out = tmp_path_factory.mktemp("straight") / "run"
+    return out, _straight(RUN, tiny_data, out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
+def test_fedmm_run_killed_anywhere_resumes_to_the_same_results(sig, tiny_data, straight_run, tmp_path, subreaper):
+    reference, seconds = straight_run
+    launched = time.time()
+    out = tmp_path / "killed"
+    expected = (reference / "results.csv").read_text()
+    kills = _chain(RUN, tiny_data, out, seconds, sig, seed=17 + sig, reference=expected)
+    assert (out / "results.csv").read_text() == expected, f"kills {kills}"
+    assert not (out / "INCOMPLETE").exists()
+    _assert_no_live_worker(launched)
+
+
+@pytest.mark.slow
+def test_compare_with_dp_and_secure_sums_killed_anywhere_resumes_to_the_same_results(tiny_data, tmp_path,
+                                                                                    subreaper):
+    args = [*COMPARE, *DP_SECURE]
+    seconds = _straight(args, tiny_data, tmp_path / "straight")
+    launched = time.time()
+    expected = (tmp_path / "straight" / "results.csv").read_text()
+    kills = _chain(args, tiny_data, tmp_path / "killed", seconds, signal.SIGKILL, seed=29, reference=expected)
+    assert (tmp_path / "killed" / "results.csv").read_text() == expected, f"kills {kills}"
+    _assert_no_live_worker(launched)
