@@ -2,7 +2,7 @@
 
     python tasks/local_baseline.py --data ../shared/data/xmarket-electronics --out runs/local
 
-Writes OUT/results.csv with exactly the columns method,backbone,market,auc,logloss,hr@10,ndcg@10.
+Writes OUT/results.csv with the columns method,backbone,market and every metric (auc ... recall@20_full).
 """
 
 from __future__ import annotations

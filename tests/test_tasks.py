@@ -90,7 +90,9 @@ def test_xmarket_compare_runs_every_method_on_both_backbones():
 
     argv = task.compare_argv(["--data", "d", "--out", "o", "--rounds", "3", "--markets", "de,fr"])
     assert argv == ["compare", "--data", "d", "--methods", ",".join(METHODS), "--backbones", ",".join(BACKBONES),
-                    "--out", "o", "--rounds", "3", "--markets", "de,fr"]
+                    "--seeds", "0", "--out", "o", "--rounds", "3", "--markets", "de,fr"]
+    argv = task.compare_argv(["--seeds", "0,1,2,3,4", "--methods", "local,fedper"])
+    assert argv[argv.index("--seeds") + 1] == "0,1,2,3,4" and argv[argv.index("--methods") + 1] == "local,fedper"
     assert task.compare_argv([])[task.compare_argv([]).index("--data") + 1].endswith("shared/data/xmarket-electronics")
 
 
