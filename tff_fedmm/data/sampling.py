@@ -52,7 +52,8 @@ def ranking_sets(
     """Users [n] and candidate items [n, 1 + num_negatives]; column 0 is the held-out positive.
 
     The negatives of a row are distinct, so hit-rate and NDCG are computed against exactly
-    `num_negatives` alternatives; they are fixed by `seed` so every model is ranked on the same sets.
+    `num_negatives` alternatives; they are fixed by `seed` (the DATA seed) so every model and every
+    training seed is ranked on the same sets.
     """
     if num_negatives < 1:
         raise UsageError(f"num_negatives must be 1 or more, got {num_negatives}")
