@@ -119,12 +119,12 @@ def _compare(args: argparse.Namespace) -> int:
     from tff_fedmm.cli import load_market_set
 
     api.check_choices(args.methods, args.backbones, args.rounds)
+    seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
+    api.check_seeds(seeds)
     market_set = load_market_set(args)
 
     from tff_fedmm.report import format_table, markdown_intervals
 
-    seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
-    api.check_seeds(seeds)
     config = api.make_config(seeds[0], args.rounds, args.codebook_rule, args.cf_tower,
                              dp_noise_multiplier=args.dp_noise_multiplier, dp_clip=args.dp_clip,
                              dp_delta=args.dp_delta, secure_agg=args.secure_agg,
