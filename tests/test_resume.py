@@ -117,9 +117,13 @@ def test_every_methods_rows_do_not_depend_on_the_order_methods_run_in(market_dir
     """Each stage seeds itself from (seed, stage, ...) through `seeding`: running every method forwards and
     backwards gives every method identical rows (before, FedMM's codes depended on the CTR stages run
     before them)."""
+    from conftest import small_market_files
+
     from tff_fedmm.pipelines.compare_names import METHODS
 
-    data = market_dir(tiny_market_files())
+    # 200 users + 110 items: more RQ-VAE rows than one batch (256), so a shuffle that depended on the order
+    # would change the codes (with everything in one batch, the order-dependent bug went unseen).
+    data = market_dir(small_market_files(("aa", "bb"), users=200, items=110, per_user=6))
     rows = {}
     for name, methods in (("forwards", list(METHODS)), ("backwards", list(reversed(METHODS)))):
         out = tmp_path / name
