@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import replace
 
-from tff_fedmm.cli import Parser, add_data_arguments, load_market_set, run_guarded
+from tff_fedmm.cli import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 from tff_fedmm.errors import UsageError
 from tff_fedmm.pipelines.compare_names import BACKBONES
 
@@ -40,6 +40,7 @@ def _sizes(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="ablation_codebook_size", description=__doc__.splitlines()[0])
     add_data_arguments(parser)
+    add_seed_argument(parser)
     parser.add_argument("--k-global", type=_sizes, default=[16, 64, 256], metavar="K,K,...",
                         help="global codebook sizes (default 16,64,256)")
     parser.add_argument("--k-local", type=_sizes, default=[8, 32, 128], metavar="K,K,...",
@@ -52,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     return run_guarded(lambda: _run(parser.parse_args(argv)))
 
 
-def config_for(seed: int, rounds: int | None, k_global: int, k_local: int):
+def config_for(seed: int, rounds: int | None, k_global: int, k_local: int, data_seed: int = 0):
     """`make_config`'s configuration with the RQ-VAE's codebook sizes replaced (its input_dim, CF dim + 2,
     is unchanged)."""
     from tff_fedmm.api import make_config
 
-    config = make_config(seed, rounds)
+    config = make_config(seed, rounds, data_seed=data_seed)
     codebook = config.codes.codebook
     rqvae = replace(codebook.rqvae, k_global=k_global, k_local=k_local)
     return replace(config, codes=replace(config.codes, codebook=replace(codebook, rqvae=rqvae)))
@@ -97,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{i}/{len(cells)}] K_global={k_global} K_local={k_local}", file=sys.stderr, flush=True)
         started = time.monotonic()
-        config = config_for(args.seed, args.rounds, k_global, k_local)
+        config = config_for(args.seed, args.rounds, k_global, k_local, args.data_seed)
         result = api.compare(market_set, ["fedmm"], [args.backbone], config, progress=not args.quiet)
         rows.append({"k_global": k_global, "k_local": k_local, "backbone": args.backbone,
                      **validation_row(result.history, result.codebooks),

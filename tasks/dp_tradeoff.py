@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from tff_fedmm.cli import Parser, add_data_arguments, load_market_set, run_guarded
+from tff_fedmm.cli import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 from tff_fedmm.errors import UsageError
 from tff_fedmm.pipelines.compare_names import BACKBONES
 
@@ -40,6 +40,7 @@ def _noise_levels(text: str) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="dp_tradeoff", description=__doc__.splitlines()[0])
     add_data_arguments(parser)
+    add_seed_argument(parser)
     parser.add_argument("--noise", type=_noise_levels, default=[0.1, 0.3, 1.0, 3.0], metavar="Z,Z,...",
                         help="noise multipliers (default 0.1,0.3,1,3); a run without DP is always added")
     parser.add_argument("--dp-clip", type=float, default=0.3, help="fixed L2 clip of a market's update (0.3)")
@@ -79,7 +80,7 @@ def _compare_in_fresh_process(args: argparse.Namespace, z: float | None, folder)
     from tff_fedmm.api import read_run
 
     command = [sys.executable, "-m", "tff_fedmm", "compare", "--methods", "fedmm", "--backbones", args.backbone,
-               "--data", args.data, "--seed", str(args.seed), "--out", str(folder), "--quiet"]
+               "--data", args.data, "--seed", str(args.seed), "--data-seed", str(args.data_seed), "--out", str(folder), "--quiet"]
     command += ["--markets", ",".join(args.markets)] if args.markets else []
     command += ["--rounds", str(args.rounds)] if args.rounds else []
     if z is not None:

@@ -2,7 +2,7 @@
 
     python tasks/local_baseline.py --data ../shared/data/xmarket-electronics --out runs/local
 
-Writes OUT/results.csv with exactly the columns method,backbone,market,auc,logloss,hr@10,ndcg@10.
+Writes OUT/results.csv with the columns method,backbone,market and every metric (auc ... recall@20_full).
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tff_fedmm.cli import Parser, add_data_arguments, load_market_set, run_guarded
+from tff_fedmm.cli import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 from tff_fedmm.errors import UsageError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="local_baseline", description=__doc__.splitlines()[0])
     add_data_arguments(parser)
+    add_seed_argument(parser)
     parser.add_argument("--backbone", default="deepfm,dcnv2", help="deepfm, dcnv2 or both, comma-separated")
     parser.add_argument("--out", required=True, help="run folder for results.csv")
     return run_guarded(lambda: _run(parser.parse_args(argv)))
@@ -38,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     from tff_fedmm.report import format_table
 
     install_execution_context()
-    config = make_config(args.seed)
+    config = make_config(args.seed, data_seed=args.data_seed)
     results = run_local(market_set, backbones, LocalPipelineConfig(codes=config.codes, ctr=config.ctr))
     write_csv(out, "results.csv", results)
     write_json(out, "config.json", {"data": market_set.source, "interactions": interactions(market_set),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 
-from tff_fedmm.cli import Parser, add_data_arguments, load_market_set, run_guarded
+from tff_fedmm.cli import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 from tff_fedmm.errors import UsageError
 
 VARIANTS = {
@@ -24,6 +24,7 @@ VARIANTS = {
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="tune_cf", description=__doc__.splitlines()[0])
     add_data_arguments(parser)
+    add_seed_argument(parser)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"from: {', '.join(VARIANTS)}")
     return run_guarded(lambda: _run(parser.parse_args(argv)))
 
@@ -43,7 +44,7 @@ def _run(args) -> int:
     for variant in variants:
         config = replace(CFConfig(seed=args.seed), **VARIANTS[variant])
         for name, market in market_set.markets.items():
-            metrics = evaluate_market(train_cf(market, config), market, "valid", seed=args.seed)
+            metrics = evaluate_market(train_cf(market, config), market, "valid", data_seed=args.data_seed)
             rows.append({"variant": variant, "market": name, **metrics})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)

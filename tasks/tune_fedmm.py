@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tff_fedmm.cli import Parser, add_data_arguments, load_market_set, run_guarded
+from tff_fedmm.cli import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 
 VARIANTS = {
     "usage+share-all": dict(rule="usage", share_interaction=True),
@@ -26,6 +26,7 @@ VARIANTS = {
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="tune_fedmm", description=__doc__.splitlines()[0])
     add_data_arguments(parser)
+    add_seed_argument(parser)
     parser.add_argument("--backbones", default="deepfm,dcnv2")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"from: {', '.join(VARIANTS)}")
     parser.add_argument("--rounds", type=int, default=None)
@@ -55,9 +56,9 @@ def _run(args) -> int:
     api.check_choices(["fedmm"], backbones, args.rounds)
     market_set = load_market_set(args)
     rows = []
-    runs = [] if args.no_reference else [("local", "local", api.make_config(args.seed, args.rounds))]
+    runs = [] if args.no_reference else [("local", "local", api.make_config(args.seed, args.rounds, data_seed=args.data_seed))]
     for name in variants:
-        base = api.make_config(args.seed, args.rounds, VARIANTS[name]["rule"])
+        base = api.make_config(args.seed, args.rounds, VARIANTS[name]["rule"], data_seed=args.data_seed)
         rq = base.codes.codebook.rqvae
         rq = replace(rq, k_global=args.k_global or rq.k_global, k_local=args.k_local or rq.k_local)
         base = replace(base, codes=replace(base.codes, codebook=replace(base.codes.codebook, rqvae=rq)))

@@ -1,16 +1,17 @@
-"""The full comparison on XMarket: every method, both backbones, one run folder.
+"""The full comparison on XMarket: the methods, both backbones, several paired training seeds, one run folder.
 
-    python tasks/xmarket_compare.py --data ../shared/data/xmarket-electronics --out runs/xmarket [--rounds N]
+    python tasks/xmarket_compare.py --seeds 0,1,2,3,4 --methods local,fedper,fedavg,centralized,fedmm
 
-At the end it prints the peak resident memory of Python and of the TFF worker to stderr.
-Any other flag goes to `fedmm compare` as given (--markets, --rounds, --seed, --codebook-rule, --cf-tower,
---resume, --quiet; a later --methods or --backbones overrides the defaults here).
+At the end it prints the wall time and the peak resident memory of Python and of the TFF worker to stderr.
+Any other flag goes to `fedmm compare` as given (--markets, --rounds, --data-seed, --codebook-rule,
+--cf-tower, --resume, --quiet; a later --backbones overrides both backbones).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from tff_fedmm import cli
@@ -26,9 +27,11 @@ def compare_argv(argv: list[str] | None = None) -> list[str]:
                     epilog="Every other flag is passed to `fedmm compare` (see `fedmm compare --help`).")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help=f"XMarket directory (default {DEFAULT_DATA})")
     parser.add_argument("--out", default="runs/xmarket", help="run folder (default runs/xmarket)")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (default: all)")
     args, passthrough = parser.parse_known_args(argv)
-    return ["compare", "--data", args.data, "--methods", ",".join(METHODS), "--backbones", ",".join(BACKBONES),
-            "--out", args.out, *passthrough]
+    return ["compare", "--data", args.data, "--methods", args.methods, "--backbones", ",".join(BACKBONES),
+            "--seeds", args.seeds, "--out", args.out, *passthrough]
 
 
 def peak_memory_line() -> str:
@@ -45,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     status = run_guarded(lambda: command.extend(compare_argv(argv)) or 0)  # a bad flag: one line, status 2
     if not command:
         return status
+    started = time.monotonic()
     status = cli.main(command)  # cli.main: `fedmm`'s logging, then run_command
     if status == 0:
+        print(f"xmarket_compare: wall time {time.monotonic() - started:.0f} s", file=sys.stderr)
         print(peak_memory_line(), file=sys.stderr)
     return status
 

@@ -22,8 +22,9 @@ from tff_fedmm.cli import main
 
 psutil = pytest.importorskip("psutil")
 
-RESULT_COLUMNS = ["method", "backbone", "market", "auc", "logloss", "hr@10", "ndcg@10", "alignment"]
-LOCAL_COLUMNS = RESULT_COLUMNS[:-1]
+RESULT_COLUMNS = ["seed", "method", "backbone", "market", "auc", "logloss", "hr@10", "ndcg@10", "hr@10_full",
+                  "ndcg@10_full", "recall@20_full", "alignment"]
+LOCAL_COLUMNS = RESULT_COLUMNS[1:-1]
 MARKETS = ("aa", "bb")
 # Ranking evaluation draws 99 distinct never-interacted items per user, so a market needs > 99 + 6 items.
 USERS, ITEMS, PER_USER = 40, 110, 6
@@ -70,6 +71,9 @@ def test_compare_writes_a_complete_run_folder(market_dir, tmp_path):
     for row in rows:
         assert 0.0 <= float(row["auc"]) <= 1.0 and float(row["logloss"]) > 0.0
         assert 0.0 <= float(row["ndcg@10"]) <= float(row["hr@10"]) <= 1.0
+        assert 0.0 <= float(row["ndcg@10_full"]) <= float(row["hr@10_full"]) <= float(row["recall@20_full"]) <= 1.0
+        # 99 sampled negatives are a subset of the full catalogue's: the sampled rank can only be better.
+        assert float(row["hr@10_full"]) <= float(row["hr@10"])
         if row["method"] in ("local", "fedavg"):
             assert row["alignment"] == "", row
         else:
@@ -80,6 +84,34 @@ def test_compare_writes_a_complete_run_folder(market_dir, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["command"]["rounds"] == 2 and config["config"]["codes"]["rounds"] == 2
     assert "fedmm" in result.stdout
+
+
+@pytest.mark.slow
+def test_two_seeds_write_both_and_a_confidence_interval(market_dir, tmp_path):
+    data = market_dir(tiny_market_files())
+    out = tmp_path / "seeds"
+    result = subprocess.run(
+        fedmm_cmd("compare", "--data", str(data), "--methods", "local,fedper", "--backbones", "deepfm",
+                  "--rounds", "1", "--seeds", "0,1", "--quiet", "--out", str(out)),
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, rows = read_csv(out / "results.csv")
+    assert sorted({r["seed"] for r in rows}) == ["0", "1"] and len(rows) == 2 * 2 * len(MARKETS)
+    seed_rows = {s: [(r["method"], r["market"], r["auc"]) for r in rows if r["seed"] == s] for s in ("0", "1")}
+    assert seed_rows["0"] != seed_rows["1"]  # training differs between seeds
+    assert json.loads((out / "config.json").read_text())["seeds"] == [0, 1]
+    assert {p.name for p in (out / "checkpoints").glob("seed*-ctr-fedper-deepfm.npz")} == {
+        "seed0-ctr-fedper-deepfm.npz", "seed1-ctr-fedper-deepfm.npz"}
+    report = (out / "results.md").read_text()
+    assert "±" in report and "paired difference to local" in report and "over 2 training seed(s)" in report
+    # A resumed run finds every stage of both seeds done and writes the same results.
+    before = (out / "results.csv").read_text()
+    again = subprocess.run(
+        fedmm_cmd("compare", "--data", str(data), "--methods", "local,fedper", "--backbones", "deepfm",
+                  "--rounds", "1", "--seeds", "0,1", "--quiet", "--out", str(out), "--resume"),
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "results.csv").read_text() == before
 
 
 @pytest.mark.slow
@@ -121,6 +153,9 @@ def load_local_baseline():
         (["run", "--markets", "zz"], "no market 'zz'"),
         (["compare", "--methods", "local", "--backbones", "deepfm", "--out", "{file}/run"], "--out: cannot write"),
         (["run", "--out", "{file}/run"], "--out: cannot write"),
+        (["compare", "--methods", "local", "--backbones", "deepfm", "--seeds", "0,x"], "--seeds: expected comma-separated integers"),
+        (["compare", "--methods", "local", "--backbones", "deepfm", "--seeds", "1,1"], "--seeds: expected distinct"),
+        (["run", "--seed", "1", "--seeds", "0,1"], "not allowed with argument"),
         (["baseline", "--backbone", "resnet"], "--backbone: expected deepfm, dcnv2"),
         (["baseline", "--markets", "zz"], "no market 'zz'"),
         (["baseline", "--out", "{file}/run"], "--out: cannot write"),

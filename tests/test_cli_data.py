@@ -54,7 +54,7 @@ def test_bad_file_is_one_line_naming_file_and_line(market_dir, capsys, case):
         (["data", "summary", "--data", "{data}", "--markets", "de,xx"], "no market 'xx'; available markets: de"),
         (["data", "summary", "--markets", "m0,zz"], "synthetic data: no market 'zz'"),
         (["data", "summary", "--markets", ","], "argument --markets: expected comma-separated market names"),
-        (["data", "summary", "--seed", "x"], "argument --seed: invalid int value"),
+        (["data", "summary", "--data-seed", "x"], "argument --data-seed: invalid int value"),
         (["data"], "required: COMMAND"),
         ([], "required: COMMAND"),
     ],
@@ -69,7 +69,7 @@ def test_usage_errors_are_one_line(market_dir, tmp_path, capsys, argv, fragment)
 
 
 def test_synthetic_summary_with_selected_markets(capsys):
-    status, out, err = run(["data", "summary", "--markets", "m1,m3", "--seed", "2"], capsys)
+    status, out, err = run(["data", "summary", "--markets", "m1,m3", "--data-seed", "2"], capsys)
     assert status == 0
     assert [line.split()[0] for line in out.splitlines()] == ["market", "m1", "m3"]
     assert "400" in out.splitlines()[1].split()

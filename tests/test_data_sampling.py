@@ -16,18 +16,35 @@ def keys(market, users, items):
 
 
 @pytest.mark.parametrize("split", ["train", "valid", "test"])
-def test_positives_then_negatives_never_interacted(synthetic_set, split):
+def test_positives_then_negatives_never_excluded(synthetic_set, split):
+    """Train negatives avoid train positives only; valid/test negatives avoid every positive."""
     market = synthetic_set.markets["m0"]
+    excluded = market.train_interacted if split == "train" else market.interacted
     ex = ctr_examples(market, split, neg_ratio=4)
     assert ex["user"].dtype == np.int32 and ex["item"].dtype == np.int32 and ex["label"].dtype == np.float32
     positives = market.split(split)
     assert ex["label"].sum() == len(positives)
     assert len(ex["label"]) == 5 * len(positives)
     negative = ex["label"] == 0
-    assert not np.isin(keys(market, ex["user"][negative], ex["item"][negative]), market.interacted).any()
-    assert np.isin(keys(market, ex["user"][~negative], ex["item"][~negative]), market.interacted).all()
+    assert not np.isin(keys(market, ex["user"][negative], ex["item"][negative]), excluded).any()
+    assert np.isin(keys(market, ex["user"][~negative], ex["item"][~negative]), excluded).all()
     # Each positive's user gets exactly neg_ratio negatives.
     np.testing.assert_array_equal(np.bincount(ex["user"][negative]), 4 * np.bincount(positives["user"]))
+
+
+def test_the_training_sampler_can_draw_a_held_out_item():
+    """A user whose only non-train items are held out gets them as train negatives (no leak by absence)."""
+    rows = [("u", f"i{k}", f"2020-01-{k + 1:02d}") for k in range(6)] + [("v", "i0", "2020-01-01")]
+    market = prepare_market(raw_market(rows))
+    user = int(np.flatnonzero(market.user_ids == "u")[0])
+    held = {int(market.valid.loc[market.valid["user"] == user, "item"].iloc[0]),
+            int(market.test.loc[market.test["user"] == user, "item"].iloc[0])}
+    assert market.num_items == 6  # u touched every item: only its 2 held-out items are not train positives
+    ex = ctr_examples(market, "train", neg_ratio=4, seed=3)
+    drawn = set(ex["item"][(ex["label"] == 0) & (ex["user"] == user)].tolist())
+    assert drawn == held
+    assert not ((ctr_examples(market, "test", neg_ratio=4)["label"] == 0)
+                & (ctr_examples(market, "test", neg_ratio=4)["user"] == user)).any()
 
 
 def test_train_negatives_change_by_epoch_eval_ones_do_not(synthetic_set):
@@ -67,7 +84,7 @@ def saturated_market():
 
 def test_users_who_saw_every_item_are_handled():
     market = saturated_market()
-    ex = ctr_examples(market, "train", neg_ratio=3)
+    ex = ctr_examples(market, "valid", neg_ratio=3)  # evaluation negatives avoid every positive
     most = int(np.flatnonzero(market.user_ids == "most")[0])
     negative = ex["label"] == 0
     assert set(ex["user"][negative]) == {most}

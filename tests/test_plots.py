@@ -48,12 +48,24 @@ def _codebooks() -> pd.DataFrame:
 
 
 def _results() -> pd.DataFrame:
-    rows = [{"method": method, "backbone": backbone, "market": m, "auc": 0.65 + 0.01 * i, "logloss": 0.47,
+    rows = [{"seed": 0, "method": method, "backbone": backbone, "market": m, "auc": 0.65 + 0.01 * i, "logloss": 0.47,
              "hr@10": 0.3, "ndcg@10": 0.17, "alignment": np.nan}
             for method, backbone in [("fedmm", "deepfm"), ("fedavg", "deepfm"), ("fedmm", "dcnv2"),
                                      ("local", "deepfm"), ("centralized", "deepfm")]
             for i, m in enumerate(MARKETS)]
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def test_auc_by_market_draws_the_seed_interval_as_error_bars() -> None:
+    from tff_fedmm.plots import auc_by_market
+
+    two = pd.concat([_results(), _results().assign(seed=1, auc=lambda f: f["auc"] + 0.02)], ignore_index=True)
+    ax = auc_by_market(two).axes[0]
+    half_widths = [seg[1][1] - seg[0][1] for coll in ax.collections for seg in coll.get_segments()]
+    # Two seeds 0.02 apart: sd 0.01414, t(0.975, 1) = 12.706 → half-width 12.706 * 0.01414 / sqrt(2) = 0.127.
+    assert half_widths and np.allclose(np.array(half_widths) / 2, 12.7062 * 0.02 / 2, rtol=1e-3)
+    assert auc_by_market(_results()).axes[0].collections == [] or all(
+        np.allclose([seg[1][1] - seg[0][1] for seg in c.get_segments()], 0) for c in auc_by_market(_results()).axes[0].collections)
 
 
 def _result(**frames: pd.DataFrame) -> CompareResult:

@@ -41,9 +41,9 @@ def _kill_after(path_glob: str, out: Path, process: subprocess.Popen, timeout: f
 # done); with DP, secure sums and drop-out, once the federated codebook stage has (the DP noise seed and
 # the absent markets' state must come back from the checkpoint).
 RESUME_CASES = {
-    "plain": ([], "checkpoints/ctr-fedmm-deepfm/round_1"),
+    "plain": ([], "checkpoints/seed0-ctr-fedmm-deepfm/round_1"),
     "dp-secure-dropout": (["--dp-noise-multiplier", "0.5", "--dp-clip", "0.5", "--secure-agg", "--dropout-rate",
-                           "0.3", "--seed", "1", "--dp-noise-seed", "1"], "checkpoints/codes-federated-*/round_1"),
+                           "0.3", "--seed", "1", "--dp-noise-seed", "1"], "checkpoints/seed1-codes-federated-*/round_1"),
 }
 
 
@@ -79,8 +79,8 @@ def test_resume_refuses_changed_data_and_torn_checkpoints(market_dir, tmp_path, 
     assert len(err) == 1 and "--resume" in err[0] and "data" in err[0]
 
     (data / first).write_text(files[first])
-    stage = out / "checkpoints" / "ctr-fedper-deepfm"
-    (out / "checkpoints" / "ctr-fedper-deepfm.npz").unlink()
+    stage = out / "checkpoints" / "seed0-ctr-fedper-deepfm"
+    (out / "checkpoints" / "seed0-ctr-fedper-deepfm.npz").unlink()
     for saved in stage.rglob("*"):
         if saved.is_file():
             saved.write_bytes(b"torn")
@@ -114,6 +114,28 @@ def test_ctrl_c_stops_quickly_leaves_folder_incomplete_and_no_worker(market_dir,
 
 
 @pytest.mark.slow
+def test_every_methods_rows_do_not_depend_on_the_order_methods_run_in(market_dir, tmp_path):
+    """Each stage seeds itself from (seed, stage, ...) through `seeding`: running every method forwards and
+    backwards gives every method identical rows (before, FedMM's codes depended on the CTR stages run
+    before them)."""
+    from conftest import small_market_files
+
+    from tff_fedmm.pipelines.compare_names import METHODS
+
+    # 200 users + 110 items: more RQ-VAE rows than one batch (256), so a shuffle that depended on the order
+    # would change the codes (with everything in one batch, the order-dependent bug went unseen).
+    data = market_dir(small_market_files(("aa", "bb"), users=200, items=110, per_user=6))
+    rows = {}
+    for name, methods in (("forwards", list(METHODS)), ("backwards", list(reversed(METHODS)))):
+        out = tmp_path / name
+        done = subprocess.run(_command(data, out, "--methods", ",".join(methods), "--rounds", "1"),
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows[name] = sorted((out / "results.csv").read_text().splitlines()[1:])
+    assert len(rows["forwards"]) == len(METHODS) * 2 and rows["forwards"] == rows["backwards"]
+
+
+@pytest.mark.slow
 def test_a_methods_result_does_not_depend_on_the_methods_run_before_it(tmp_path):
     """`fedmm-global-only` trains a CTR stage (which moves TensorFlow's global seed) before FedMM's codes
     are learned; FedMM's rows must be those of `--methods fedmm` alone. (The embedded synthetic markets:
@@ -125,5 +147,5 @@ def test_a_methods_result_does_not_depend_on_the_methods_run_before_it(tmp_path)
                                "deepfm", "--rounds", "2", "--quiet", "--out", str(out)],
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
-        rows[methods] = [line for line in (out / "results.csv").read_text().splitlines() if line.startswith("fedmm,")]
+        rows[methods] = [line for line in (out / "results.csv").read_text().splitlines() if line.startswith("0,fedmm,")]
     assert rows["fedmm"] and rows["fedmm"] == rows["fedmm-global-only,fedmm"]

@@ -90,7 +90,9 @@ def test_xmarket_compare_runs_every_method_on_both_backbones():
 
     argv = task.compare_argv(["--data", "d", "--out", "o", "--rounds", "3", "--markets", "de,fr"])
     assert argv == ["compare", "--data", "d", "--methods", ",".join(METHODS), "--backbones", ",".join(BACKBONES),
-                    "--out", "o", "--rounds", "3", "--markets", "de,fr"]
+                    "--seeds", "0", "--out", "o", "--rounds", "3", "--markets", "de,fr"]
+    argv = task.compare_argv(["--seeds", "0,1,2,3,4", "--methods", "local,fedper"])
+    assert argv[argv.index("--seeds") + 1] == "0,1,2,3,4" and argv[argv.index("--methods") + 1] == "local,fedper"
     assert task.compare_argv([])[task.compare_argv([]).index("--data") + 1].endswith("shared/data/xmarket-electronics")
 
 
@@ -138,3 +140,16 @@ def test_xmarket_compare_peak_memory_line_reads_both_processes(tff_context):
     line = load_task("xmarket_compare").peak_memory_line()
     python_mb, worker_mb = (int(part.split()[-2]) for part in line.split(": ", 1)[1].split(", "))
     assert line.startswith("xmarket_compare: peak resident memory: python ") and python_mb > 100 and worker_mb > 10
+
+
+def test_tune_baselines_variants_change_one_setting_each():
+    from tff_fedmm.api import make_config
+
+    task = load_task("tune_baselines")
+    base = make_config()
+    assert task.variant_config(base, task.VARIANTS["defaults"]) == base
+    lr = task.variant_config(base, task.VARIANTS["lr-3e-3"]).ctr
+    assert lr.train.learning_rate == 3e-3 and lr.embed_dim == base.ctr.embed_dim
+    patience = task.variant_config(base, task.VARIANTS["patience-10"]).ctr
+    assert patience.train.patience == patience.round_patience == 10
+    assert task.variant_config(base, task.VARIANTS["embed-32"]).ctr.embed_dim == 32

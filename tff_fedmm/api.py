@@ -1,9 +1,14 @@
 """The Python API: the same objects the `fedmm` command uses, for scripts and notebooks.
 
     from tff_fedmm import load_markets, make_config, compare, read_run
-    markets = load_markets("synthetic")
-    result = compare(markets, ["fedmm", "local", "fedavg"], ["deepfm"], make_config(rounds=5), out="runs/nb")
+    markets = load_markets("synthetic")   # SyntheticConfig(seed=D) for data seed D
+    result = compare(markets, ["fedmm", "local", "fedavg"], ["deepfm"], make_config(rounds=5), out="runs/nb",
+                     seeds=[0, 1, 2])
     run = read_run("runs/nb")          # results, history, codebooks, config of any finished run folder
+
+Two seeds: the DATA seed (`make_config(data_seed=...)`, and the synthetic generator's seed) fixes every
+evaluation candidate set; the training seeds (`compare(seeds=...)`) vary initialisation, shuffles and
+drawn training negatives only, so seeds are paired and their differences can be averaged.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS
 def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "mean", cf_tower: bool = False, *,
                 dp_noise_multiplier: float | None = None, dp_clip: float | None = None, dp_delta: float = 1e-5,
                 secure_agg: bool = False, dp_noise_seed: int | None = None, clients_per_round: int | None = None,
-                dropout_rate: float = 0.0):
-    """A `CompareConfig` with every seed set to `seed`; `rounds` bounds each federated stage's rounds
-    and the Keras epochs (None keeps the defaults: 20).
+                dropout_rate: float = 0.0, data_seed: int = 0):
+    """A `CompareConfig` with every training seed set to `seed` (`compare(seeds=...)` overrides it) and the
+    evaluation candidates drawn from `data_seed`; `rounds` bounds each federated stage's rounds and the
+    Keras epochs (None keeps the defaults: 20).
 
     Privacy of the global-codebook aggregation (`tff_fedmm.federated.privacy`): `dp_noise_multiplier`
     turns DP on, with a fixed L2 `dp_clip` or adaptive clipping when it is None; its noise is secret unless
@@ -36,22 +42,27 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
     `clients_per_round` markets sampled per round, each then absent with probability `dropout_rate`."""
     from tff_fedmm.federated.participation import Participation, check_participation
     from tff_fedmm.federated.privacy import PrivacyConfig
-    from tff_fedmm.pipelines.compare import CompareConfig
+    from tff_fedmm.pipelines.compare import CompareConfig, with_training_seed
 
     participation = Participation(clients_per_round, dropout_rate, seed)
     check_participation(participation)
     config = CompareConfig()
     codes, ctr = config.codes, config.ctr
-    codes = replace(codes, cf=replace(codes.cf, seed=seed, tower=cf_tower),
-                    codebook=replace(codes.codebook, rule=codebook_rule,
-                                     rqvae=replace(codes.codebook.rqvae, seed=seed)),
+    codes = replace(codes, cf=replace(codes.cf, tower=cf_tower),
+                    codebook=replace(codes.codebook, rule=codebook_rule),
                     privacy=PrivacyConfig(dp_noise_multiplier, dp_clip, dp_delta, secure_agg, dp_noise_seed),
                     participation=participation)
-    ctr = replace(ctr, train=replace(ctr.train, seed=seed), participation=participation)
+    ctr = replace(ctr, train=replace(ctr.train, data_seed=data_seed), participation=participation)
     if rounds is not None:
         codes = replace(codes, rounds=rounds)
         ctr = replace(ctr, rounds=rounds, train=replace(ctr.train, epochs=rounds))
-    return CompareConfig(codes=codes, ctr=ctr)
+    return with_training_seed(CompareConfig(codes=codes, ctr=ctr), seed)
+
+
+def check_seeds(seeds: list[int] | None) -> None:
+    """Raises `UsageError` naming the flag for an empty or repeated seed list."""
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise UsageError(f"--seeds: expected distinct comma-separated integers such as 0,1,2, got {seeds}")
 
 
 def check_choices(methods: list[str], backbones: list[str], rounds: int | None = None) -> None:
@@ -74,10 +85,11 @@ def check_config(config, market_set: MarketSet) -> None:
 
 
 def compare(market_set: MarketSet, methods: list[str], backbones: list[str], config=None, *,
-            out: str | Path | None = None, resume: bool = False, progress: bool = True,
-            command: dict | None = None, workers: str | list[str] | None = None):
-    """Runs `methods` × `backbones` and returns a `CompareResult`; with `out`, also writes a run folder
-    (checkpointed every round, resumable with `resume=True`). `command` (the CLI's flags) is recorded
+            seeds: list[int] | None = None, out: str | Path | None = None, resume: bool = False,
+            progress: bool = True, command: dict | None = None, workers: str | list[str] | None = None):
+    """Runs `methods` × `backbones` for each training seed in `seeds` (default: the config's seed) and
+    returns a `CompareResult` whose tables have a `seed` column; with `out`, also writes one run folder
+    for all seeds (checkpointed every round per seed, resumable with `resume=True`). `command` (the CLI's flags) is recorded
     in config.json. `workers` (`host:port` of `fedmm worker`s, a list or comma-separated) runs the federated
     computations on those TFF workers instead of a local one."""
     from tff_fedmm.checkpoints import RunCheckpoints
@@ -87,30 +99,35 @@ def compare(market_set: MarketSet, methods: list[str], backbones: list[str], con
     from tff_fedmm.run_folder import open_run_folder
 
     config = config or make_config()
+    seeds = [config.ctr.train.seed] if seeds is None else list(seeds)
+    check_seeds(seeds)
     check_choices(methods, backbones)
     check_config(config, market_set)
     if workers:  # reach the workers before touching the run folder: an unreachable one leaves it as it was
         install_execution_context(workers)
     folder = open_run_folder(out) if out is not None else None
     checkpoints = (RunCheckpoints(folder, resume, {"data": market_fingerprint(market_set),
-                                                   "config": json.dumps(asdict(config), sort_keys=True)})
+                                                   "config": json.dumps(asdict(config), sort_keys=True),
+                                                   "seeds": json.dumps(seeds)})
                    if folder is not None else None)
     install_execution_context(workers)
     started = time.monotonic()
-    with reporting(enabled=progress, stages=len(methods) * len(backbones)):
-        result = run_compare(market_set, methods, backbones, config, checkpoints=checkpoints)
+    with reporting(enabled=progress, stages=len(seeds) * len(methods) * len(backbones)):
+        result = run_compare(market_set, methods, backbones, config, checkpoints=checkpoints, seeds=seeds)
     if folder is not None:
         _write_run_folder(folder, result, {"command": command, "workers": workers or None, "methods": methods, "backbones": backbones, "data": market_set.source,
                                            "markets": market_set.names, "interactions": interactions(market_set),
-                                           "seed": config.ctr.train.seed, "privacy": result.privacy,
+                                           "seeds": seeds, "data_seed": config.ctr.train.data_seed,
+                                           "privacy": result.privacy,
                                            "config": asdict(config),
                                            "versions": versions(), "seconds": round(time.monotonic() - started, 1)})
     return result
 
 
-def run_method(market_set: MarketSet, method: str, backbone: str = "deepfm", config=None) -> pd.DataFrame:
-    """One method on one backbone, no run folder: the per-market results table."""
-    return compare(market_set, [method], [backbone], config, progress=False).results
+def run_method(market_set: MarketSet, method: str, backbone: str = "deepfm", config=None,
+               seeds: list[int] | None = None) -> pd.DataFrame:
+    """One method on one backbone, no run folder: the per-seed, per-market results table."""
+    return compare(market_set, [method], [backbone], config, seeds=seeds, progress=False).results
 
 
 @dataclass
@@ -174,7 +191,7 @@ def versions() -> dict[str, str]:
 
 def _write_run_folder(folder: Path, result, config: dict) -> None:
     from tff_fedmm.plots import write_plots
-    from tff_fedmm.report import markdown_by_market
+    from tff_fedmm.report import markdown_report
     from tff_fedmm.run_folder import mark_complete, write_csv, write_json, write_text
     from tff_fedmm.tensorboard import write_tensorboard
 
@@ -182,7 +199,8 @@ def _write_run_folder(folder: Path, result, config: dict) -> None:
     write_csv(folder, "history.csv", result.history)
     write_csv(folder, "codebooks.csv", result.codebooks)
     write_csv(folder, "codebook_history.csv", result.codebook_history)
-    write_text(folder, "results.md", markdown_by_market(result.results, "auc", config["interactions"]) + "\n")
+    write_text(folder, "results.md", "\n\n".join(markdown_report(result.results, metric, config["interactions"])
+                                                  for metric in ("auc", "ndcg@10_full")) + "\n")
     write_json(folder, "config.json", config)
     write_plots(folder, result)
     write_tensorboard(folder, result)

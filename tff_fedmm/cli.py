@@ -68,7 +68,14 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--markets", type=market_list, metavar="A,B,...", help="comma-separated markets to use (default: all)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator (default 0)")
+    parser.add_argument("--data-seed", type=int, default=0,
+                        help="seed of the synthetic generator and of every evaluation candidate set (default 0)")
+
+
+def add_seed_argument(parser: argparse.ArgumentParser) -> None:
+    """`--seed`: the training seed of commands and tasks that train one seed (`--data-seed` fixes the data)."""
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed: initialisation, shuffles, drawn training negatives (default 0)")
 
 
 def market_list(text: str) -> list[str]:
@@ -82,7 +89,7 @@ def load_market_set(args: argparse.Namespace) -> MarketSet:
     from tff_fedmm.data.markets import load_markets
     from tff_fedmm.data.synthetic import SyntheticConfig
 
-    return load_markets(args.data, args.markets, SyntheticConfig(seed=args.seed))
+    return load_markets(args.data, args.markets, SyntheticConfig(seed=args.data_seed))
 
 
 def _data_summary(args: argparse.Namespace) -> int:

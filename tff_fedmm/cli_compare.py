@@ -35,12 +35,24 @@ def add_compare_commands(commands: argparse._SubParsersAction, add_data_argument
 
     report = commands.add_parser("report", help="Markdown tables (one per metric) of a finished run folder")
     report.add_argument("folder", help="a run folder written by run, compare or tasks/local_baseline.py")
-    report.add_argument("--metrics", type=_comma_list, default=["auc", "logloss", "hr@10", "ndcg@10"],
-                        help="comma-separated columns of results.csv (default auc,logloss,hr@10,ndcg@10)")
+    report.add_argument("--metrics", type=_comma_list, default=["auc", "logloss", "hr@10", "ndcg@10", "ndcg@10_full"],
+                        help="comma-separated columns of results.csv (default auc,logloss,hr@10,ndcg@10,ndcg@10_full)")
     report.set_defaults(handler=_report)
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in _comma_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
+
+
 def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> None:
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...",
+                       help="training seeds (initialisation, shuffles, drawn training negatives), run one after "
+                            "another into one run folder; the evaluation candidates stay those of --data-seed")
+    seeds.add_argument("--seed", type=int, default=None, help="one training seed: --seed S is --seeds S (default 0)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="federated rounds per stage (and max Keras epochs); default 20")
     parser.add_argument("--out", default=out_default, required=out_default is None,
@@ -110,18 +122,24 @@ def _compare(args: argparse.Namespace) -> int:
     from tff_fedmm.cli import load_market_set
 
     api.check_choices(args.methods, args.backbones, args.rounds)
+    seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
+    api.check_seeds(seeds)
     market_set = load_market_set(args)
 
-    from tff_fedmm.report import format_table
+    from tff_fedmm.report import format_table, markdown_intervals
 
-    config = api.make_config(args.seed, args.rounds, args.codebook_rule, args.cf_tower,
+    config = api.make_config(seeds[0], args.rounds, args.codebook_rule, args.cf_tower,
                              dp_noise_multiplier=args.dp_noise_multiplier, dp_clip=args.dp_clip,
                              dp_delta=args.dp_delta, secure_agg=args.secure_agg, dp_noise_seed=args.dp_noise_seed,
-                             clients_per_round=args.clients_per_round, dropout_rate=args.dropout_rate)
-    result = api.compare(market_set, args.methods, args.backbones, config, out=args.out, resume=args.resume,
+                             clients_per_round=args.clients_per_round, dropout_rate=args.dropout_rate,
+                             data_seed=args.data_seed)
+    result = api.compare(market_set, args.methods, args.backbones, config, seeds=seeds, out=args.out,
+                         resume=args.resume,
                          progress=not args.quiet, command={k: v for k, v in vars(args).items() if k != "handler"},
                          workers=args.workers)
     print(format_table(result.results, api.interactions(market_set)))
+    if len(seeds) > 1:
+        print("\n" + markdown_intervals(result.results, "auc"))
     for variant, privacy in result.privacy.items():
         if privacy.get("dp"):
             print(f"DP ({variant} codes): epsilon = {privacy['epsilon']:.3g} at delta = {privacy['delta']:g} over "
@@ -131,7 +149,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from tff_fedmm.api import read_run
-    from tff_fedmm.report import markdown_by_market
+    from tff_fedmm.report import markdown_report
 
     run = read_run(args.folder)
     results, weights = run.results, run.config.get("interactions")
@@ -141,7 +159,7 @@ def _report(args: argparse.Namespace) -> int:
     missing = [m for m in args.metrics if m not in results.columns]
     if missing:
         raise UsageError(f"--metrics: {missing} not in {args.folder}/results.csv; "
-                         f"columns are: {', '.join(results.columns[3:])}")
+                         f"columns are: {', '.join(c for c in results.columns if c not in ('seed', 'method', 'backbone', 'market'))}")
     for metric in args.metrics:
-        print(f"{metric}:\n\n{markdown_by_market(results, metric, weights)}\n")
+        print(markdown_report(results, metric, weights) + "\n")
     return 0

@@ -8,7 +8,8 @@
 - `codebook_usage.png`: per code variant and round, the fraction of the global codebook updated and of
   the local codebook used (mean over markets for variants trained market by market); with the final
   codebook report, also each market's global and local code usage.
-- `auc_by_market.png`: test AUC per market (and the mean over markets), one bar per method × backbone.
+- `auc_by_market.png`: test AUC per market (and the mean over markets), one bar per method × backbone:
+  the mean over training seeds, with the 95% t-interval over seeds as an error bar (none for one seed).
 
 A figure whose table is empty or lacks its columns (e.g. no code method ran) is skipped, not an error.
 Figures are `matplotlib.figure.Figure` objects printed by `FigureCanvasAgg`, so calling this from a
@@ -26,6 +27,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from tff_fedmm.eval.seed_stats import summary
 from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS
 
 _LINESTYLES = ["-", "--", ":", "-."]
@@ -123,10 +125,12 @@ def codebook_usage(history: pd.DataFrame, codebooks: pd.DataFrame | None = None)
 def auc_by_market(results: pd.DataFrame) -> Figure | None:
     if not _has(results, "method", "backbone", "market", "auc"):
         return None
-    wide = results.pivot_table(index="market", columns=["method", "backbone"], values="auc", sort=False)
-    if wide.empty:
+    table = summary(results, "auc")
+    if table.empty:
         return None
-    wide.loc["mean"] = wide.mean(axis=0)
+    wide = table.pivot_table(index="market", columns=["method", "backbone"], values="mean", sort=False)
+    errors = table.pivot_table(index="market", columns=["method", "backbone"], values="ci", sort=False,
+                               dropna=False).reindex(index=wide.index, columns=wide.columns)
     style = _Styles(results)
     series = [((method, backbone), {"color": style(method, backbone)["color"],
                                     "hatch": "//" if style.backbone_index(backbone) % 2 else None,
@@ -134,12 +138,14 @@ def auc_by_market(results: pd.DataFrame) -> Figure | None:
               for method, backbone in wide.columns]
     figure = _figure(1, 1, width=float(np.clip(2.0 + 0.2 * wide.size, 7.0, 18.0)))
     ax = figure.subplots()
-    _bars(ax, wide, series, labels=[style.label(m, b) for m, b in wide.columns])
+    _bars(ax, wide, series, labels=[style.label(m, b) for m, b in wide.columns], errors=errors)
     values = wide.to_numpy(dtype=float)
     low, high = np.nanmin(values), np.nanmax(values)
     ax.set_ylim(min(0.5, low) - 0.02, min(1.0, high + 0.03) + 0.01)
     ax.axhline(0.5, color="grey", linewidth=0.8, linestyle="--", label="chance (0.5)")
-    ax.set_title("Test AUC per market, per method × backbone")
+    seeds = int(table["seeds"].max())
+    ax.set_title(f"Test AUC per market, per method × backbone (mean over {seeds} seed(s)"
+                 + (", bars: 95% CI)" if seeds > 1 else ")"))
     ax.set_xlabel("market")
     ax.set_ylabel("test AUC")
     _legend_below(figure, ax)
@@ -198,13 +204,16 @@ def _color(i: int) -> str:
     return f"C{i % 10}"
 
 
-def _bars(ax, wide: pd.DataFrame, series: list[tuple[object, dict]], labels: list[str] | None = None) -> None:
-    """Grouped bars: one group per row of `wide`, one bar per column (styled by `series`)."""
+def _bars(ax, wide: pd.DataFrame, series: list[tuple[object, dict]], labels: list[str] | None = None,
+          errors: pd.DataFrame | None = None) -> None:
+    """Grouped bars: one group per row of `wide`, one bar per column (styled by `series`); `errors`
+    (shaped like `wide`, NaN for none) draws symmetric error bars."""
     x = np.arange(len(wide.index))
     width = 0.8 / max(1, len(series))
     for i, (column, style) in enumerate(series):
+        yerr = None if errors is None else np.nan_to_num(errors[column].to_numpy(dtype=float), nan=0.0)
         ax.bar(x - 0.4 + width * (i + 0.5), wide[column].to_numpy(dtype=float), width,
-               label=labels[i] if labels else str(column), **style)
+               label=labels[i] if labels else str(column), yerr=yerr, capsize=2 if yerr is not None else 0, **style)
     ax.set_xticks(x, [str(v) for v in wide.index])
     ax.grid(axis="y", alpha=0.3)
 

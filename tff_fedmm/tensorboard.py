@@ -2,7 +2,7 @@
 
     write_tensorboard(folder, result)  # result: a CompareResult, or the RunFolder `read_run` returns
 
-- `tensorboard/<method>_<backbone>/`: `valid_auc` and `valid_logloss`, mean over markets, step = round
+- `tensorboard/<method>_<backbone>/`: `valid_auc` and `valid_logloss`, mean over markets (and seeds), step = round
   (Keras methods: epoch; a market that stopped early leaves that epoch's mean to the others);
 - `tensorboard/codebook_<variant>/`: every numeric column of the codebook history (`loss`,
   `reconstruction`, `local_codes_used`, `global_codes_updated`), mean over markets where the variant
@@ -50,7 +50,7 @@ def scalar_runs(result) -> dict[str, dict[int, dict[str, float]]]:
             runs.setdefault(_safe(f"{method}_{backbone}"), {})[int(step)] = row.to_dict()
     codebook = _frame(result, "codebook_history")
     if {"codes", "round"} <= set(codebook.columns):
-        numeric = [c for c in codebook.columns if c not in ("codes", "round", "market")
+        numeric = [c for c in codebook.columns if c not in ("codes", "round", "market", "seed")
                    and pd.api.types.is_numeric_dtype(codebook[c])]
         means = codebook.groupby(["codes", "round"], sort=False)[numeric].mean()
         for (variant, step), row in means.iterrows():

@@ -56,6 +56,8 @@ def quick_settings(**overrides) -> BenchSettings:
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags after the data flags (`cli.add_data_arguments`, added by the caller)."""
     parser.add_argument("--backbone", default="deepfm", help="CTR backbone: deepfm (default) or dcnv2")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the benchmark's models, workloads and generated markets (default 0)")
     parser.add_argument("--rounds", type=str, default=None, metavar="N",
                         help="timed rounds per process, after warm-up (default 5; --quick 2)")
     parser.add_argument("--warmup", type=str, default=None, metavar="N",

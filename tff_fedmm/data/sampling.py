@@ -1,26 +1,22 @@
 """Negative sampling for CTR training and for ranking evaluation.
 
-Negatives are items the user never interacted with in ANY split, so a held-out positive can never
-be shown to the model as a negative. Randomness is derived from (seed, market, split, epoch) with a
-stable hash rather than Python's salted `hash`, so the same call gives the same examples in every
-process, including TFF workers.
+Training negatives exclude only the user's TRAIN positives: refusing the held-out valid/test items too
+would tell the model, by their absence, which items are held out (a leak from evaluation into
+training). Valid/test candidates exclude every item the user interacted with, in any split, so an
+evaluation negative is never in fact a positive. Randomness comes from `seeding.derive_rng` on
+(seed, market, split, epoch); for valid/test the seed is the DATA seed, so every training seed is
+scored on the same candidates.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 
 from tff_fedmm.data.splits import Market
 from tff_fedmm.errors import DataError, UsageError
+from tff_fedmm.seeding import derive_rng
 
 _REJECTION_ROUNDS = 32  # after this, the few users left have touched most items: sample them exactly
-
-
-def derive_rng(*parts: object) -> np.random.Generator:
-    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).digest()
-    return np.random.default_rng(int.from_bytes(digest, "little"))
 
 
 def ctr_examples(
@@ -28,9 +24,11 @@ def ctr_examples(
 ) -> dict[str, np.ndarray]:
     """Every positive of `split` plus `neg_ratio` uniform negatives per positive.
 
-    Train negatives are redrawn each epoch so the model sees fresh negatives; valid/test ignore
-    `epoch` so evaluation is comparable across rounds. A user who interacted with every item has no
-    negatives to offer and simply contributes positives only.
+    Train negatives are redrawn each epoch so the model sees fresh negatives and may be any item
+    outside the user's train positives (held-out items included); `seed` is then the training seed.
+    Valid/test ignore `epoch` so evaluation is comparable across rounds, avoid all of the user's
+    positives, and take the data seed as `seed`. A user with no item left to draw contributes
+    positives only.
     """
     if neg_ratio < 0:
         raise UsageError(f"neg_ratio must be 0 or more, got {neg_ratio}")
@@ -39,7 +37,7 @@ def ctr_examples(
     items = frame["item"].to_numpy(np.int32)
     rng = derive_rng("ctr", seed, market.name, split, epoch if split == "train" else 0)
     neg_users = np.repeat(users, neg_ratio)
-    neg_items = _sample_negatives(market, neg_users, rng)
+    neg_items = _sample_negatives(market, _excluded(market, split), neg_users, rng)
     found = neg_items >= 0
     return {
         "user": np.concatenate([users, neg_users[found]]).astype(np.int32),
@@ -54,7 +52,8 @@ def ranking_sets(
     """Users [n] and candidate items [n, 1 + num_negatives]; column 0 is the held-out positive.
 
     The negatives of a row are distinct, so hit-rate and NDCG are computed against exactly
-    `num_negatives` alternatives; they are fixed by `seed` so every model is ranked on the same sets.
+    `num_negatives` alternatives; they are fixed by `seed` (the DATA seed) so every model and every
+    training seed is ranked on the same sets.
     """
     if num_negatives < 1:
         raise UsageError(f"num_negatives must be 1 or more, got {num_negatives}")
@@ -73,38 +72,46 @@ def ranking_sets(
     return users, items.astype(np.int32)
 
 
-def _available_counts(market: Market) -> np.ndarray:
-    """How many items each user never interacted with."""
-    touched = np.bincount(market.interacted // market.num_items, minlength=market.num_users)
+def _excluded(market: Market, split: str) -> np.ndarray:
+    """The sorted user-item keys a negative of `split` must avoid (see the module docstring)."""
+    return market.train_interacted if split == "train" else market.interacted
+
+
+def _available_counts(market: Market, excluded: np.ndarray | None = None) -> np.ndarray:
+    """How many items each user may draw as negatives (default: never interacted with)."""
+    excluded = market.interacted if excluded is None else excluded
+    touched = np.bincount(excluded // market.num_items, minlength=market.num_users)
     return market.num_items - touched
 
 
-def _is_interacted(market: Market, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    keys = users.astype(np.int64) * market.num_items + items
-    pos = np.searchsorted(market.interacted, keys)
-    pos = np.minimum(pos, len(market.interacted) - 1)
-    return market.interacted[pos] == keys
+def _is_excluded(excluded: np.ndarray, num_items: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    keys = users.astype(np.int64) * num_items + items
+    if not len(excluded):
+        return np.zeros(keys.shape, bool)
+    pos = np.minimum(np.searchsorted(excluded, keys), len(excluded) - 1)
+    return excluded[pos] == keys
 
 
-def _complement(market: Market, user: int) -> np.ndarray:
-    lo, hi = np.searchsorted(market.interacted, [user * market.num_items, (user + 1) * market.num_items])
-    return np.setdiff1d(np.arange(market.num_items), market.interacted[lo:hi] - user * market.num_items)
+def _complement(excluded: np.ndarray, num_items: int, user: int) -> np.ndarray:
+    lo, hi = np.searchsorted(excluded, [user * num_items, (user + 1) * num_items])
+    return np.setdiff1d(np.arange(num_items), excluded[lo:hi] - user * num_items)
 
 
-def _sample_negatives(market: Market, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One uniform non-interacted item per entry of `users`, or -1 where the user has none."""
+def _sample_negatives(market: Market, excluded: np.ndarray, users: np.ndarray,
+                      rng: np.random.Generator) -> np.ndarray:
+    """One uniform item outside `excluded` per entry of `users`, or -1 where the user has none."""
     items = np.full(len(users), -1, np.int64)
-    todo = np.flatnonzero(_available_counts(market)[users] > 0)
+    todo = np.flatnonzero(_available_counts(market, excluded)[users] > 0)
     for _ in range(_REJECTION_ROUNDS):
         if not todo.size:
             break
         draw = rng.integers(0, market.num_items, size=todo.size)
-        good = ~_is_interacted(market, users[todo], draw)
+        good = ~_is_excluded(excluded, market.num_items, users[todo], draw)
         items[todo[good]] = draw[good]
         todo = todo[~good]
     for user in np.unique(users[todo]):
         slots = todo[users[todo] == user]
-        items[slots] = rng.choice(_complement(market, int(user)), size=len(slots))
+        items[slots] = rng.choice(_complement(excluded, market.num_items, int(user)), size=len(slots))
     return items
 
 
@@ -122,11 +129,11 @@ def _distinct_negatives(market: Market, users: np.ndarray, k: int, rng: np.rando
             break
         block, block_bad = out[rows], bad[rows]
         block[block_bad] = rng.integers(0, market.num_items, size=int(block_bad.sum()))
-        block_bad = _is_interacted(market, users[rows][:, None], block) | _repeats(block)
+        block_bad = _is_excluded(market.interacted, market.num_items, users[rows][:, None], block) | _repeats(block)
         out[rows], bad[rows] = block, block_bad
         rows = rows[block_bad.any(axis=1)]
     for row in rows:
-        out[row] = rng.choice(_complement(market, int(users[row])), size=k, replace=False)
+        out[row] = rng.choice(_complement(market.interacted, market.num_items, int(users[row])), size=k, replace=False)
     return out
 
 

@@ -23,8 +23,9 @@ class Market:
 
     `item_ids` maps item index to raw item ID. It is EVALUATION-ONLY: cross-market identity of
     raw IDs must never reach a model, it only measures alignment after training.
-    `interacted` holds sorted keys `user * num_items + item` over all splits, so negative sampling
-    can reject anything the user ever touched (including held-out items) with one searchsorted.
+    `interacted` holds sorted keys `user * num_items + item` over all splits (what evaluation
+    candidates avoid), `train_interacted` those of the train split only (what training negatives
+    avoid: the held-out items must stay drawable, see `data.sampling`); one searchsorted each.
     `file_rows` counts data rows before duplicates and repeated user-item pairs were removed, so a
     summary can be reconciled with `wc -l` on the source file.
     """
@@ -38,6 +39,7 @@ class Market:
     valid: pd.DataFrame
     test: pd.DataFrame
     interacted: np.ndarray
+    train_interacted: np.ndarray
     file_rows: int
 
     @property
@@ -74,6 +76,7 @@ def prepare_market(raw: RawMarket) -> Market:
     train, valid, test = _leave_last_two_out(ordered)
     num_items = len(item_ids)
     keys = np.unique(ordered["user"].to_numpy(np.int64) * num_items + ordered["item"].to_numpy(np.int64))
+    train_keys = np.unique(train["user"].to_numpy(np.int64) * num_items + train["item"].to_numpy(np.int64))
     return Market(
         name=raw.name,
         num_users=len(user_ids),
@@ -84,6 +87,7 @@ def prepare_market(raw: RawMarket) -> Market:
         valid=valid,
         test=test,
         interacted=keys,
+        train_interacted=train_keys,
         file_rows=len(frame) + raw.duplicates_dropped,
     )
 

@@ -49,14 +49,23 @@ def _check_k(k: int) -> None:
 
 def hit_rate_at_k(scores: np.ndarray, k: int = 10) -> float:
     """Fraction of rows whose positive has rank < k (see `positive_ranks` for the tie rule)."""
-    _check_k(k)
-    return float(np.mean(positive_ranks(scores) < k))
+    return hits_from_ranks(positive_ranks(scores), k)
 
 
 def ndcg_at_k(scores: np.ndarray, k: int = 10) -> float:
     """Mean over rows of 1 / log2(rank + 2) if rank < k else 0: one relevant item, so IDCG = 1."""
+    return ndcg_from_ranks(positive_ranks(scores), k)
+
+
+def hits_from_ranks(ranks: np.ndarray, k: int) -> float:
+    """Fraction of 0-based ranks below k. With one held-out item per user this is also Recall@k."""
     _check_k(k)
-    ranks = positive_ranks(scores)
+    return float(np.mean(np.asarray(ranks) < k))
+
+
+def ndcg_from_ranks(ranks: np.ndarray, k: int) -> float:
+    _check_k(k)
+    ranks = np.asarray(ranks)
     return float(np.mean(np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)))
 
 

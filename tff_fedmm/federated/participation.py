@@ -10,13 +10,13 @@ markets present. Evaluation is unaffected: every market scores its model every r
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from tff_fedmm.errors import UsageError
+from tff_fedmm.seeding import derive_rng
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Participation:
         """Indices (sorted) of the markets present in `round_num` of `stage`."""
         if self.everyone:
             return list(range(markets))
-        rng = np.random.default_rng([self.seed, zlib.crc32(stage.encode()), round_num])
+        rng = derive_rng("participation", self.seed, stage, round_num)
         asked = np.arange(markets)
         if self.clients_per_round is not None and self.clients_per_round < markets:
             asked = np.sort(rng.choice(markets, size=self.clients_per_round, replace=False))

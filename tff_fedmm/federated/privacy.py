@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tff_fedmm.errors import UsageError
+from tff_fedmm.seeding import derive_seed
 
 if TYPE_CHECKING:  # TFF and dp_accounting load on first use: configs and checks stay fast
     import dp_accounting
@@ -89,9 +90,12 @@ def check_privacy(privacy: PrivacyConfig, rule: str, markets_per_round: float) -
                          "give a fixed --dp-clip instead")
 
 
-def noise_seed(privacy: PrivacyConfig) -> int:
-    """The seed of a stage's DP noise: `--dp-noise-seed`, or 62 bits of OS entropy nobody else can redraw."""
-    return privacy.noise_seed if privacy.noise_seed is not None else secrets.randbits(62)
+def noise_seed(privacy: PrivacyConfig, training_seed: int) -> int:
+    """The seed of a stage's DP noise: 62 bits of OS entropy nobody else can redraw, or, with
+    `--dp-noise-seed`, one derived from it and the training seed (each seed of a run gets its own noise)."""
+    if privacy.noise_seed is None:
+        return secrets.randbits(62)
+    return derive_seed(privacy.noise_seed, "dp-noise", training_seed)
 
 
 def codebook_aggregator(rule: str, privacy: PrivacyConfig, markets_per_round: float,

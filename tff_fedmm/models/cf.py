@@ -16,6 +16,7 @@ import tensorflow as tf
 from tff_fedmm.data.pipelines import to_dataset
 from tff_fedmm.data.sampling import ctr_examples
 from tff_fedmm.data.splits import Market
+from tff_fedmm.seeding import set_global_seed
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def _bpr_dataset(market: Market, config: CFConfig, epoch: int) -> tf.data.Datase
 
 def train_cf(market: Market, config: CFConfig) -> tf.keras.Model:
     """Trains one market's CF model alone (no federation), re-drawing train negatives every epoch."""
-    tf.keras.utils.set_random_seed(config.seed)
+    set_global_seed(config.seed, "cf", market.name)
     model = build_cf_model(market.num_users, market.num_items, config)
     optimizer = tf.keras.optimizers.Adam(config.learning_rate)
     if config.loss == "bce":

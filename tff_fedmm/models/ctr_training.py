@@ -1,7 +1,8 @@
 """Trains a CTR model on one market (or the pooled markets) with Keras, early-stopped on validation.
 
-Used by the non-federated methods (`local`, `local+codes`, `centralized`). Train negatives are
-re-drawn every epoch; the epoch with the lowest validation LogLoss is kept (never the test split).
+Used by the non-federated methods (`local`, `local+codes`; `centralized` runs its epochs through
+`pipelines.rounds` to select per market). Train negatives are re-drawn every epoch; the epoch with the
+lowest validation LogLoss is kept (never the test split).
 Validation AUC keeps creeping up long after the model turns overconfident (on XMarket de, epoch 18
 had valid LogLoss 0.87 and test LogLoss 1.16, against 0.40/0.44 at epoch 1, at equal test AUC), so
 LogLoss is the criterion, for the federated rounds too.
@@ -20,6 +21,7 @@ from tff_fedmm.data.pipelines import to_dataset
 from tff_fedmm.data.sampling import ctr_examples
 from tff_fedmm.data.splits import Market
 from tff_fedmm.eval.evaluate import Featurize, evaluate_market
+from tff_fedmm.seeding import derive_seed
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,8 @@ class CTRTrainConfig:
     batch_size: int = 256
     learning_rate: float = 1e-3
     neg_ratio: int = 4
-    seed: int = 0
+    seed: int = 0  # training: initialisation, shuffles, drawn training negatives
+    data_seed: int = 0  # evaluation: the valid/test candidate sets, shared by every training seed
 
 
 def train_examples(market: Market, config: CTRTrainConfig, epoch: int) -> dict[str, np.ndarray]:
@@ -62,10 +65,10 @@ def fit_ctr_on_market(model: tf.keras.Model, market: Market, config: CTRTrainCon
                       featurize: Featurize = dict) -> list[tuple[float, float, float]]:
     def make_dataset(epoch: int) -> tf.data.Dataset:
         return to_dataset(featurize(train_examples(market, config, epoch)), batch_size=config.batch_size,
-                          shuffle_seed=config.seed + epoch)
+                          shuffle_seed=derive_seed(config.seed, "ctr-shuffle", market.name, epoch))
 
     def validate() -> tuple[float, float]:
-        result = evaluate_market(model, market, "valid", featurize, seed=config.seed, ranking=False)
+        result = evaluate_market(model, market, "valid", featurize, data_seed=config.data_seed, ranking=False)
         return result["auc"], result["logloss"]
 
     return fit_ctr(model, make_dataset, validate, config)

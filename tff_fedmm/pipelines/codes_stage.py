@@ -27,6 +27,7 @@ from tff_fedmm.federated.codebook_process import (
 from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.models.cf import CFConfig, build_cf_model, embedding_tables, rqvae_inputs, train_cf
 from tff_fedmm.pipelines.rounds import run_rounds
+from tff_fedmm.seeding import derive_seed, set_global_seed
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,15 @@ def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: St
     def dataset(index: int, round_num: int):
         return to_dataset(ctr_examples(market_set.markets[names[index]], "train", neg_ratio=config.neg_ratio,
                                        seed=config.seed, epoch=round_num),
-                          batch_size=config.batch_size, shuffle_seed=config.seed + round_num)
+                          batch_size=config.batch_size,
+                          shuffle_seed=derive_seed(config.seed, "cf-shuffle", names[index], round_num))
 
+    set_global_seed(config.seed, "cf-federated")
     pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.learning_rate)
-    process = pf.build_partial_fedavg_process(model_fn, dataset(0, 0).element_spec, pf_config, seed=config.seed)
-    clients = [pf.initial_client_state(model_fn, pf_config, i, seed=config.seed * 1000 + i)
-               for i in range(len(names))]
+    process = pf.build_partial_fedavg_process(model_fn, dataset(0, 0).element_spec, pf_config,
+                                              seed=derive_seed(config.seed, "cf-federated-server"))
+    clients = [pf.initial_client_state(model_fn, pf_config, i, seed=derive_seed(config.seed, "cf-federated", name))
+               for i, name in enumerate(names)]
 
     def step(state, round_num: int):
         present = participation.present("cf-federated", round_num, len(names))
@@ -117,15 +121,14 @@ def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: C
     With `federated`, the participants are sampled per round and the aggregation carries the privacy
     options of `config` (a market alone, as in the private code variants, shares nothing to protect).
     """
-    import tensorflow as tf
-
     # The datasets' shuffle seeds combine with TensorFlow's global seed, which the stage before may
     # have left anywhere: without this, a variant's codes depended on which methods ran before it.
-    tf.keras.utils.set_random_seed(config.codebook.rqvae.seed)
+    set_global_seed(config.codebook.rqvae.seed, "codebook", *participants)
     participation = config.participation if federated else Participation()
     privacy = config.privacy if federated else dp.PrivacyConfig()
     process = process or build_codebook_process(config.codebook, dp.codebook_aggregator(
-        config.codebook.rule, privacy, participation.expected(len(participants)), dp.noise_seed(privacy)))
+        config.codebook.rule, privacy, participation.expected(len(participants)),
+        dp.noise_seed(privacy, config.codebook.rqvae.seed)))
     server = process.initialize()
     clients = [initial_client_state(config.codebook, i, server.global_model_weights, inputs[name])
                for i, name in enumerate(participants)]

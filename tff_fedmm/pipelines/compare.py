@@ -9,6 +9,11 @@ Methods and what they share across markets:
     fedmm-local-only   CTR interaction layers + global-code embeddings; codes from private codebooks
     fedmm-global-only  the federated level-1 codebook only (one code level in the CTR)
     fedmm              federated global codebook, private local codebook, codes in a partial-FedAvg CTR
+
+Several training seeds run one after another on the same markets and evaluation candidates (the data
+seed is part of the config and never varies); within a seed, methods share their CF and codes stages.
+Each seed's stages are checkpointed under their own names (`seed<S>-<stage>`), so a resumed multi-seed
+run skips every stage any seed finished.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from tff_fedmm.pipelines.codes_stage import CodesConfig, CodesResult, cf_inputs,
 
 log = logging.getLogger(__name__)
 
-RESULT_COLUMNS = ["method", "backbone", "market", "auc", "logloss", "hr@10", "ndcg@10", "alignment"]
+RESULT_COLUMNS = ["seed", "method", "backbone", "market", *METRICS, "alignment"]
 # Which codes each code-using method reads: (code variant, use_global, use_local). A variant names
 # how its CF stage ran (alone, or with the shared tower federated) and how its codebooks did.
 _CODE_METHODS = {
@@ -56,10 +61,32 @@ class CompareResult:
     privacy: dict = field(default_factory=dict)  # code variant -> privacy report of its federated codebook stage
 
 
+def with_training_seed(config: CompareConfig, seed: int) -> CompareConfig:
+    """`config` with every TRAINING seed (CF, codebook, participation, CTR) set to `seed`; the data seed,
+    which fixes the evaluation candidates, is left as it is."""
+    codes, ctr = config.codes, config.ctr
+    codes = replace(codes, cf=replace(codes.cf, seed=seed),
+                    codebook=replace(codes.codebook, rqvae=replace(codes.codebook.rqvae, seed=seed)),
+                    participation=replace(codes.participation, seed=seed))
+    ctr = replace(ctr, train=replace(ctr.train, seed=seed), participation=replace(ctr.participation, seed=seed))
+    return CompareConfig(codes=codes, ctr=ctr)
+
+
+@dataclass(frozen=True)
+class _SeedCheckpoints:
+    """One seed's view of a run's checkpoints: the same stages, named `seed<S>-<stage>`."""
+
+    run: RunCheckpoints
+    seed: int
+
+    def stage(self, name: str):
+        return self.run.stage(f"seed{self.seed}-{name}")
+
+
 class _Codes:
     """Learns each code variant at most once; variants share the CF stage they have in common."""
 
-    def __init__(self, market_set: MarketSet, config: CodesConfig, checkpoints: RunCheckpoints | None):
+    def __init__(self, market_set: MarketSet, config: CodesConfig, checkpoints: _SeedCheckpoints | None):
         self.market_set, self.config, self.checkpoints = market_set, config, checkpoints
         self._inputs: dict[bool, dict] = {}
         self._cache: dict[str, CodesResult] = {}
@@ -137,7 +164,33 @@ def _trainer(method: str, codes: _Codes, market_set: MarketSet, config: CompareC
 
 
 def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str], config: CompareConfig,
-                checkpoints: RunCheckpoints | None = None) -> CompareResult:
+                checkpoints: RunCheckpoints | None = None, seeds: list[int] | None = None) -> CompareResult:
+    """Every method × backbone for each training seed in `seeds` (default: the config's own seed); every
+    table gains a `seed` column. A privacy report is the one with the largest epsilon over seeds."""
+    seeds = [config.ctr.train.seed] if seeds is None else list(seeds)
+    parts = [_run_seed(market_set, methods, backbones, with_training_seed(config, seed),
+                       _SeedCheckpoints(checkpoints, seed) if checkpoints else None) for seed in seeds]
+
+    def stacked(name: str) -> pd.DataFrame:
+        frames = [getattr(p, name).assign(seed=s) for s, p in zip(seeds, parts) if len(getattr(p, name))]
+        if not frames:
+            return getattr(parts[0], name) if parts else pd.DataFrame()
+        frame = pd.concat(frames, ignore_index=True)
+        return frame[["seed", *[c for c in frame.columns if c != "seed"]]]
+
+    privacy: dict = {}
+    for part in parts:
+        for variant, report in part.privacy.items():
+            if report.get("epsilon", 0.0) >= privacy.get(variant, {}).get("epsilon", -1.0):
+                privacy[variant] = report
+    results = stacked("results") if parts else pd.DataFrame(columns=RESULT_COLUMNS)
+    return CompareResult(results=results.reindex(columns=RESULT_COLUMNS), history=stacked("history"),
+                         codebooks=stacked("codebooks"), codebook_history=stacked("codebook_history"),
+                         privacy=privacy)
+
+
+def _run_seed(market_set: MarketSet, methods: list[str], backbones: list[str], config: CompareConfig,
+              checkpoints: _SeedCheckpoints | None) -> CompareResult:
     codes = _Codes(market_set, config.codes, checkpoints)
     rows, history = [], []
     for method in methods:
@@ -162,7 +215,7 @@ def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str],
             history.extend({"method": method, "backbone": backbone, **h} for h in hist)
             progress.stage_done()
     reports, code_history = codes.reports()
-    return CompareResult(results=pd.DataFrame(rows, columns=RESULT_COLUMNS), history=pd.DataFrame(history),
+    return CompareResult(results=pd.DataFrame(rows, columns=RESULT_COLUMNS[1:]), history=pd.DataFrame(history),
                          codebooks=reports, codebook_history=code_history, privacy=codes.privacy())
 
 

@@ -7,8 +7,10 @@
   one common table, so ID k of every market shares a row (the naive approach FedMM argues against).
 - `train_centralized`: one Keras model on the pooled markets with market-offset IDs (not private).
 
-Every market keeps the round (federated) or epoch (Keras) with its lowest validation LogLoss (see
-`pipelines.rounds` and `models.ctr_training`); the test split is only ever used for the final numbers.
+Every market keeps the round (federated) or epoch (Keras; for `centralized` each market's own best
+epoch of the pooled model) with its lowest validation LogLoss on that market (see `pipelines.rounds` and
+`models.ctr_training`); the test split is only ever used for the final numbers. Each trainer seeds
+TensorFlow from (training seed, stage) first; evaluation candidates come from `train.data_seed`.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from tff_fedmm.data.sampling import ctr_examples
 from tff_fedmm.eval.evaluate import Featurize, evaluate_market
 from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.models.ctr import build_ctr_model
-from tff_fedmm.models.ctr_training import CTRTrainConfig, fit_ctr, fit_ctr_on_market
+from tff_fedmm.models.ctr_training import CTRTrainConfig, fit_ctr_on_market
 from tff_fedmm import progress
 from tff_fedmm.pipelines.rounds import RoundsResult, Selection, run_rounds
+from tff_fedmm.seeding import derive_seed, set_global_seed
 
 Metrics = dict[str, dict[str, float]]  # market -> metric -> value
 
@@ -74,19 +77,19 @@ def model_fn_for(backbone: str, users: int, items: int, k: tuple[int, int], conf
                                    share_interaction=share_interaction)
 
 
-def _test_metrics(models: dict, market_set: MarketSet, featurizers: dict, seed: int) -> Metrics:
-    return {name: evaluate_market(models[name], m, "test", featurizers[name], seed=seed)
+def _test_metrics(models: dict, market_set: MarketSet, featurizers: dict, data_seed: int) -> Metrics:
+    return {name: evaluate_market(models[name], m, "test", featurizers[name], data_seed=data_seed)
             for name, m in market_set.markets.items()}
 
 
-def _valid(model, market, featurize, seed) -> tuple[float, float]:
-    result = evaluate_market(model, market, "valid", featurize, seed=seed, ranking=False)
+def _valid(model, market, featurize, data_seed) -> tuple[float, float]:
+    result = evaluate_market(model, market, "valid", featurize, data_seed=data_seed, ranking=False)
     return result["auc"], result["logloss"]
 
 
-def _valid_row(models: dict, market_set: MarketSet, featurizers: dict, seed: int) -> np.ndarray:
+def _valid_row(models: dict, market_set: MarketSet, featurizers: dict, data_seed: int) -> np.ndarray:
     """Every market's valid AUC, then every market's valid LogLoss (the selection criterion)."""
-    pairs = [_valid(models[n], market_set.markets[n], featurizers[n], seed) for n in market_set.names]
+    pairs = [_valid(models[n], market_set.markets[n], featurizers[n], data_seed) for n in market_set.names]
     return np.array([a for a, _ in pairs] + [ll for _, ll in pairs])
 
 
@@ -109,13 +112,13 @@ def train_local(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRS
     models, featurizers, history = {}, {}, []
     for index, (name, market) in enumerate(market_set.markets.items()):
         featurizers[name] = use.featurizer(name)
-        tf.keras.utils.set_random_seed(config.train.seed * 1000 + index)
+        set_global_seed(config.train.seed, "ctr-local", name)
         models[name] = model_fn_for(backbone, market.num_users, market.num_items, use.sizes(*k), config)()
         for epoch, (auc, ll, loss) in enumerate(fit_ctr_on_market(models[name], market, config.train,
                                                                   featurizers[name])):
             history.append({"round": epoch + 1, "market": name, "valid_auc": auc, "valid_logloss": ll,
                             "train_loss": loss})
-    return _test_metrics(models, market_set, featurizers, config.train.seed), history
+    return _test_metrics(models, market_set, featurizers, config.train.data_seed), history
 
 
 def federated_dataset(market_set: MarketSet, featurizers: dict, config: CTRStageConfig, round_num: int,
@@ -123,7 +126,7 @@ def federated_dataset(market_set: MarketSet, featurizers: dict, config: CTRStage
     t, name = config.train, market_set.names[index]
     return to_dataset(featurizers[name](ctr_examples(market_set.markets[name], "train", neg_ratio=t.neg_ratio,
                                                      seed=t.seed, epoch=round_num)),
-                      batch_size=t.batch_size, shuffle_seed=t.seed + round_num)
+                      batch_size=t.batch_size, shuffle_seed=derive_seed(t.seed, "ctr-shuffle", name, round_num))
 
 
 def _history(result: RoundsResult, names: list[str]) -> list[dict]:
@@ -137,6 +140,7 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
                   k: tuple[int, int], checkpoint: StageCheckpoint | None = None) -> tuple[Metrics, list[dict]]:
     from tff_fedmm.federated import partial_fedavg as pf
 
+    set_global_seed(config.train.seed, "ctr-partial")
     users = max(m.num_users for m in market_set.markets.values())
     items = max(m.num_items for m in market_set.markets.values())
     # Sharing only code embeddings needs codes: without them (fedper) the interaction layers are shared.
@@ -145,9 +149,10 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     featurizers = {name: use.featurizer(name) for name in market_set.names}
     spec = federated_dataset(market_set, featurizers, config, 0, 0).element_spec
     pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.train.learning_rate)
-    process = pf.build_partial_fedavg_process(model_fn, spec, pf_config, seed=config.train.seed)
-    clients = [pf.initial_client_state(model_fn, pf_config, i, seed=config.train.seed * 1000 + i)
-               for i in range(len(market_set.names))]
+    process = pf.build_partial_fedavg_process(model_fn, spec, pf_config,
+                                              seed=derive_seed(config.train.seed, "ctr-partial-server"))
+    clients = [pf.initial_client_state(model_fn, pf_config, i, seed=derive_seed(config.train.seed, "ctr-partial", name))
+               for i, name in enumerate(market_set.names)]
 
     def pick(state, index: int):
         """Market `index`'s model: the round's shared weights and its own client state."""
@@ -166,13 +171,13 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
             process.next, *state, lambda i: federated_dataset(market_set, featurizers, config, round_num, i), present)
         state = (server, clients)
         snapshots = [pick(state, i) for i in range(len(market_set.names))]
-        valid = _valid_row(models_of(snapshots), market_set, featurizers, config.train.seed)
+        valid = _valid_row(models_of(snapshots), market_set, featurizers, config.train.data_seed)
         return state, _round_row(valid, metrics["client_work"]["loss"] if metrics else np.nan)
 
     selection = Selection(_neg_logloss, pick, len(market_set.names), config.round_patience)
     result = run_rounds((process.initialize(), clients), step, config.rounds, 2 * len(market_set.names) + 1,
                         selection=selection, checkpoint=checkpoint)
-    return (_test_metrics(models_of(result.best_state), market_set, featurizers, config.train.seed),
+    return (_test_metrics(models_of(result.best_state), market_set, featurizers, config.train.data_seed),
             _history(result, market_set.names))
 
 
@@ -185,7 +190,7 @@ def build_fedavg_process(model_fn, element_spec, train: CTRTrainConfig):
         return tff.learning.models.from_keras_model(model_fn(), loss=tf.keras.losses.BinaryCrossentropy(),
                                                     input_spec=element_spec)
 
-    tf.keras.utils.set_random_seed(train.seed)
+    set_global_seed(train.seed, "ctr-fedavg")
     return tff.learning.algorithms.build_weighted_fed_avg(
         tff_model, client_optimizer_fn=tff.learning.optimizers.build_adam(train.learning_rate),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
@@ -210,7 +215,8 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
                                            for i in present])
             server, loss = output.state, output.metrics["client_work"]["train"]["loss"]
         process.get_model_weights(server).assign_weights_to(keras_model)
-        valid = _valid_row({n: keras_model for n in market_set.names}, market_set, featurizers, config.train.seed)
+        valid = _valid_row({n: keras_model for n in market_set.names}, market_set, featurizers,
+                           config.train.data_seed)
         return server, _round_row(valid, loss)
 
     def model_at(server) -> tf.keras.Model:
@@ -223,17 +229,20 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
     result = run_rounds(process.initialize(), step, config.rounds, 2 * len(market_set.names) + 1,
                         selection=selection, checkpoint=checkpoint)
     models = {name: model_at(result.best_state[i]) for i, name in enumerate(market_set.names)}
-    return _test_metrics(models, market_set, featurizers, config.train.seed), _history(result, market_set.names)
+    return _test_metrics(models, market_set, featurizers, config.train.data_seed), _history(result, market_set.names)
 
 
 def train_centralized(market_set: MarketSet, backbone: str, config: CTRStageConfig) -> tuple[Metrics, list[dict]]:
-    """Pools every market's examples; IDs are offset per market so they never collide."""
+    """Pools every market's examples; IDs are offset per market so they never collide. Each market keeps
+    the pooled model's epoch with its own lowest validation LogLoss, as every other method does."""
     names = market_set.names
     user_offset = dict(zip(names, np.cumsum([0] + [market_set.markets[n].num_users for n in names])))
     item_offset = dict(zip(names, np.cumsum([0] + [market_set.markets[n].num_items for n in names])))
-    tf.keras.utils.set_random_seed(config.train.seed)
+    t = config.train
+    set_global_seed(t.seed, "ctr-centralized")
     model = model_fn_for(backbone, int(user_offset[names[-1]] + market_set.markets[names[-1]].num_users),
-                      int(item_offset[names[-1]] + market_set.markets[names[-1]].num_items), (0, 0), config)()
+                         int(item_offset[names[-1]] + market_set.markets[names[-1]].num_items), (0, 0), config)()
+    model.compile(optimizer=tf.keras.optimizers.Adam(t.learning_rate), loss="binary_crossentropy")
 
     def offset(name: str) -> Featurize:
         def featurize(ex):
@@ -242,18 +251,22 @@ def train_centralized(market_set: MarketSet, backbone: str, config: CTRStageConf
         return featurize
 
     featurizers = {n: offset(n) for n in names}
-    t = config.train
 
-    def make_dataset(epoch: int) -> tf.data.Dataset:
+    def step(_, epoch: int):
         parts = [featurizers[n](ctr_examples(market_set.markets[n], "train", neg_ratio=t.neg_ratio, seed=t.seed,
                                              epoch=epoch)) for n in names]
         pooled = collections.OrderedDict((key, np.concatenate([p[key] for p in parts])) for key in parts[0])
-        return to_dataset(pooled, batch_size=t.batch_size, shuffle_seed=t.seed + epoch)
+        dataset = to_dataset(pooled, batch_size=t.batch_size,
+                             shuffle_seed=derive_seed(t.seed, "ctr-shuffle", "pooled", epoch))
+        fitted = model.fit(dataset.map(lambda e: (e["x"], e["y"])), epochs=1, verbose=0)
+        valid = _valid_row({n: model for n in names}, market_set, featurizers, t.data_seed)
+        return model.get_weights(), _round_row(valid, float(fitted.history["loss"][0]))
 
-    def validate() -> tuple[float, float]:
-        pairs = [_valid(model, market_set.markets[n], featurizers[n], t.seed) for n in names]
-        return float(np.mean([a for a, _ in pairs])), float(np.mean([ll for _, ll in pairs]))
-
-    history = [{"round": e + 1, "market": "all", "valid_auc": a, "valid_logloss": ll, "train_loss": loss}
-               for e, (a, ll, loss) in enumerate(fit_ctr(model, make_dataset, validate, t))]
-    return _test_metrics({n: model for n in names}, market_set, featurizers, t.seed), history
+    selection = Selection(_neg_logloss, lambda weights, _: weights, len(names), t.patience)
+    result = run_rounds(model.get_weights(), step, t.epochs, 2 * len(names) + 1, selection=selection)
+    metrics = {}
+    for i, name in enumerate(names):  # one model, given each market's best weights in turn
+        model.set_weights(result.best_state[i])
+        metrics[name] = evaluate_market(model, market_set.markets[name], "test", featurizers[name],
+                                        data_seed=t.data_seed)
+    return metrics, _history(result, names)

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from tff_fedmm.data.markets import MarketSet
+from tff_fedmm.eval.evaluate import METRICS
 from tff_fedmm.pipelines.codes_stage import CodesConfig, learn_codes
 from tff_fedmm.pipelines.ctr_stage import CodeUse, CTRStageConfig, train_local
 
-RESULT_COLUMNS = ["method", "backbone", "market", "auc", "logloss", "hr@10", "ndcg@10"]
+RESULT_COLUMNS = ["method", "backbone", "market", *METRICS]
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class LocalPipelineConfig:
 
 
 def run_local(market_set: MarketSet, backbones: list[str], config: LocalPipelineConfig) -> pd.DataFrame:
-    """Rows `method,backbone,market,auc,logloss,hr@10,ndcg@10` for methods `local` and `local+codes`."""
+    """Rows `method,backbone,market` and every metric of `eval.evaluate.METRICS`, for `local` and `local+codes`."""
     rq = config.codes.codebook.rqvae
     k = (rq.k_global, rq.k_local)
     codes = learn_codes(market_set, config.codes, federated=False).codes
