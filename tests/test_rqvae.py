@@ -173,7 +173,7 @@ def test_round_fn_code_sums_are_the_latents_of_the_last_epoch():
     rt.global_codebook(model).assign(state["global_cb"])
     for v, w in zip(rt.private_variables(model), state["private"]):
         v.assign(w)
-    _, z, _, _, idx_g, _ = model(x, training=False)
+    _, _, _, _, idx_g, _, z = model(x, training=False)
     _, stats = run(round_fn, state, dataset(x, batch_size=len(x)), 0)
     expected_counts = np.bincount(idx_g.numpy(), minlength=CFG.k_global)
     expected_sums = np.zeros((CFG.k_global, CFG.latent_dim), np.float32)

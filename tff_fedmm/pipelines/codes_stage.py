@@ -25,7 +25,10 @@ from tff_fedmm.federated.codebook_process import (
     CodebookStageConfig, build_codebook_process, initial_client_state, rqvae_dataset,
 )
 from tff_fedmm.federated.participation import Participation, run_present
-from tff_fedmm.models.cf import CFConfig, build_cf_model, embedding_tables, rqvae_inputs, train_cf
+from tff_fedmm.data.descriptors import entity_descriptors
+from tff_fedmm.models.cf import (
+    CFConfig, build_cf_model, embedding_tables, rqvae_input_dim, rqvae_inputs, train_cf,
+)
 from tff_fedmm.pipelines.rounds import run_rounds
 
 
@@ -37,6 +40,15 @@ class CodesConfig:
     # Both apply to the federated stages only (the global codebook and the optional CF tower).
     privacy: dp.PrivacyConfig = field(default_factory=dp.PrivacyConfig)
     participation: Participation = field(default_factory=Participation)
+
+    def __post_init__(self) -> None:
+        rq = self.codebook.rqvae
+        if rq.input_dim != rqvae_input_dim(self.cf):
+            raise ValueError(f"RQ-VAE input_dim {rq.input_dim} does not match the CF stage's rows "
+                             f"({rqvae_input_dim(self.cf)}); build both with the same descriptors setting")
+        if rq.descriptor_dim not in (0, rqvae_input_dim(self.cf) - self.cf.dim - 2):
+            raise ValueError(f"RQ-VAE descriptor_dim {rq.descriptor_dim} but the CF stage appends "
+                             f"{rqvae_input_dim(self.cf) - self.cf.dim - 2} descriptor columns")
 
 
 @dataclass
@@ -55,15 +67,16 @@ def cf_inputs(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoin
     markets' embeddings are read by one function (`participation` picks each round's markets).
     Otherwise each market trains alone.
     """
-    name = "cf-federated" if federated and config.tower else "cf"
+    name = ("cf-federated" if federated and config.tower else "cf") + ("-descriptors" if config.descriptors > 0 else "")
     stage = checkpoints.stage(name) if checkpoints else None
     done = stage.load_done() if stage else None
     if done is None:
-        progress.start_stage(name, config.epochs if name == "cf-federated" else 0)
+        progress.start_stage(name, config.epochs if name.startswith("cf-federated") else 0)
         tables = (_federated_cf_tables(market_set, config, stage, participation or Participation())
-                  if name == "cf-federated" else
+                  if name.startswith("cf-federated") else
                   {n: embedding_tables(train_cf(m, config)) for n, m in market_set.markets.items()})
-        done = {n: rqvae_inputs(*t) for n, t in tables.items()}
+        done = {n: rqvae_inputs(*t, descriptors=entity_descriptors(market_set.markets[n]) if config.descriptors > 0
+                                else None, weight=config.descriptors) for n, t in tables.items()}
         if stage:
             stage.save_done(done)
     return done
