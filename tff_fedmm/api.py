@@ -24,16 +24,19 @@ from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS
 
 def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "mean", cf_tower: bool = False, *,
                 dp_noise_multiplier: float | None = None, dp_clip: float | None = None, dp_delta: float = 1e-5,
-                secure_agg: bool = False, clients_per_round: int | None = None, dropout_rate: float = 0.0):
+                secure_agg: bool = False, clients_per_round: int | None = None, dropout_rate: float = 0.0,
+                level1: str = "encoder"):
     """A `CompareConfig` with every seed set to `seed`; `rounds` bounds each federated stage's rounds
     and the Keras epochs (None keeps the defaults: 20).
 
     Privacy of the global-codebook aggregation (`tff_fedmm.federated.privacy`): `dp_noise_multiplier`
     turns DP on, with a fixed L2 `dp_clip` or adaptive clipping when it is None; `secure_agg` sums
     through TFF's secure sum. Participation in every federated stage (`federated.participation`):
-    `clients_per_round` markets sampled per round, each then absent with probability `dropout_rate`."""
+    `clients_per_round` markets sampled per round, each then absent with probability `dropout_rate`.
+    `level1` chooses what level-1 codes are read from (`codes_stage.with_level1`)."""
     from tff_fedmm.federated.participation import Participation, check_participation
     from tff_fedmm.federated.privacy import PrivacyConfig
+    from tff_fedmm.pipelines.codes_stage import with_level1
     from tff_fedmm.pipelines.compare import CompareConfig
 
     participation = Participation(clients_per_round, dropout_rate, seed)
@@ -45,6 +48,7 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
                                      rqvae=replace(codes.codebook.rqvae, seed=seed)),
                     privacy=PrivacyConfig(dp_noise_multiplier, dp_clip, dp_delta, secure_agg),
                     participation=participation)
+    codes = with_level1(codes, level1)
     ctr = replace(ctr, train=replace(ctr.train, seed=seed), participation=participation)
     if rounds is not None:
         codes = replace(codes, rounds=rounds)

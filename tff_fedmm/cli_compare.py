@@ -51,6 +51,10 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
     parser.add_argument("--cf-tower", action="store_true",
                         help="score CF with a shared interaction tower, federated across markets (embeddings "
                              "stay private) so the markets' CF spaces align")
+    parser.add_argument("--level1", default="encoder", choices=("encoder", "descriptors"),
+                        help="what level-1 (global) codes are read from: the private encoder of CF embeddings "
+                             "(default) or market-invariant descriptors (popularity, rating, calendar time), "
+                             "computed inside each market; nothing new leaves a market")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (same data and flags)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -114,7 +118,8 @@ def _compare(args: argparse.Namespace) -> int:
     config = api.make_config(args.seed, args.rounds, args.codebook_rule, args.cf_tower,
                              dp_noise_multiplier=args.dp_noise_multiplier, dp_clip=args.dp_clip,
                              dp_delta=args.dp_delta, secure_agg=args.secure_agg,
-                             clients_per_round=args.clients_per_round, dropout_rate=args.dropout_rate)
+                             clients_per_round=args.clients_per_round, dropout_rate=args.dropout_rate,
+                             level1=args.level1)
     result = api.compare(market_set, args.methods, args.backbones, config, out=args.out, resume=args.resume,
                          progress=not args.quiet, command={k: v for k, v in vars(args).items() if k != "handler"},
                          workers=args.workers)

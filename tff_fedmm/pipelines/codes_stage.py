@@ -8,7 +8,7 @@ as its sole client (both levels private: the `local+codes` and `fedmm-local-only
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,21 @@ class CodesConfig:
         if rq.descriptor_dim not in (0, rqvae_input_dim(self.cf) - self.cf.dim - 2):
             raise ValueError(f"RQ-VAE descriptor_dim {rq.descriptor_dim} but the CF stage appends "
                              f"{rqvae_input_dim(self.cf) - self.cf.dim - 2} descriptor columns")
+
+
+LEVEL1_SOURCES = ("encoder", "descriptors")
+
+
+def with_level1(config: CodesConfig, level1: str) -> CodesConfig:
+    """`config` with level 1 read from the private encoder (`encoder`, the original design) or from
+    the market-invariant descriptors (`descriptors`: appended to the input, and level 1 quantizes their
+    frozen anchor map; see `models.rqvae.build_rqvae`). Both are strict: nothing new leaves a market."""
+    if level1 not in LEVEL1_SOURCES:
+        raise ValueError(f"unknown level-1 source {level1!r}; expected one of {LEVEL1_SOURCES}")
+    cf = replace(config.cf, descriptors=1.0 if level1 == "descriptors" else 0.0)
+    width = rqvae_input_dim(cf)
+    rq = replace(config.codebook.rqvae, input_dim=width, descriptor_dim=width - cf.dim - 2 if cf.descriptors else 0)
+    return replace(config, cf=cf, codebook=replace(config.codebook, rqvae=rq))
 
 
 @dataclass
