@@ -5,7 +5,7 @@
 
 Runs only the CF stage (once) and the federated codebook stage (once per variant), then prints, for
 every pair of markets sharing items, how often a shared item gets the same level-1 code in both, the
-chance rate, and their ratio. Variants: `cf` (CF embeddings only, the old input), `inputs:W`
+chance rate, and their ratio, then all pairs pooled (`all`). Variants: `cf` (CF embeddings only, the old input), `inputs:W`
 (descriptors × W appended to the encoder input), `level1:W` (the same input, and level 1 quantizes
 the descriptors' fixed anchor latent). `shuffled` rows are the control: each market's codes permuted
 over its items, which must sit at chance. Raw item IDs are read only to score alignment.
@@ -78,14 +78,24 @@ def _run(args) -> int:
         items = {n: c.item_global for n, c in codes.items()}
         shuffled = {n: rng.permutation(c) for n, c in items.items()}
         for variant, table in ((name, items), (f"{name} shuffled", shuffled)):
-            for row in pairwise_alignment(market_set.same_item, table, args.k_global):
-                rows.append({"variant": variant, **row})
-                print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
+            pairs = pairwise_alignment(market_set.same_item, table, args.k_global)
+            rows.extend({"variant": variant, **row} for row in pairs)
+            rows.append({"variant": variant, **_pooled(pairs)})
+            print(pd.DataFrame(rows[-len(pairs) - 1:]).round(4).to_string(index=False), flush=True)
     frame = pd.DataFrame(rows)
     print(frame.round(4).to_string(index=False))
     if args.out:
         frame.to_csv(args.out, index=False)
     return 0
+
+
+def _pooled(pairs: list[dict]) -> dict:
+    """Every pair's items together: pair-weighted agreement and chance."""
+    n = sum(p["pairs"] for p in pairs)
+    agreement = sum(p["agreement"] * p["pairs"] for p in pairs) / n
+    chance = sum(p["chance"] * p["pairs"] for p in pairs) / n
+    return {"market_a": "all", "market_b": "all", "pairs": n, "agreement": agreement, "chance": chance,
+            "ratio": agreement / chance}
 
 
 if __name__ == "__main__":
