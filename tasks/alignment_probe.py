@@ -63,7 +63,9 @@ def _run(args) -> int:
         raise UsageError(f"--rounds: expected 1 or more, got {args.rounds}")
     install_execution_context()
     market_set = load_market_set(args)
-    base = CodesConfig(rounds=args.rounds)
+    base = CodesConfig(rounds=args.rounds)  # --seed also seeds CF and the RQ-VAE, as make_config does
+    base = replace(base, cf=replace(base.cf, seed=args.seed),
+                   codebook=replace(base.codebook, rqvae=replace(base.codebook.rqvae, seed=args.seed)))
     tables = {n: embedding_tables(train_cf(m, base.cf)) for n, m in market_set.markets.items()}
     descriptors = {n: entity_descriptors(m) for n, m in market_set.markets.items()}
     rows, rng = [], np.random.default_rng(0)

@@ -113,7 +113,9 @@ def build_rqvae(config: RQVAEConfig) -> tf.keras.Model:
 
     With `descriptor_dim`, level 1 quantizes the *anchor latent*: a frozen two-layer map of the type
     flags and descriptors, built from the run seed, hence the same function in every market without
-    anything crossing. The private encoder (CF + descriptors) only refines it at level 2. A private
+    anything crossing. The private encoder (CF + descriptors) adds an offset to that anchor latent, which
+    level 2 quantizes as the residual: level 1 says where in descriptor space, level 2 refines with CF
+    (on XMarket validation this beat quantizing the encoder's latent apart from the anchor). A private
     encoder reads each market's CF space, which is defined only up to an invertible transform, so a
     level 1 read from it cannot line up across markets; a level 1 read from descriptors that mean the
     same everywhere can.
@@ -124,7 +126,10 @@ def build_rqvae(config: RQVAEConfig) -> tf.keras.Model:
                               name="private_encoder_hidden")(x)
     z = tf.keras.layers.Dense(config.latent_dim, kernel_initializer=init(2), name="private_encoder_out")(h)
     z = tf.keras.layers.LayerNormalization(name="private_encoder_norm")(z)
-    z_level1 = z if config.descriptor_dim == 0 else _anchor_latent(x, config, init)
+    z_level1 = z
+    if config.descriptor_dim:  # the private encoder adds a CF offset to the anchor: level 2 quantizes it
+        z_level1 = _anchor_latent(x, config, init)
+        z = tf.keras.layers.Add(name="anchored_latent")([z_level1, z])
     q_global, idx_global = CodebookQuantizer(config.k_global, config.latent_dim, seed=config.seed + 3,
                                              name=GLOBAL_CODEBOOK)(z_level1)
     residual = StopGradientSubtract(name="residual")([z, q_global])
