@@ -1,4 +1,4 @@
-"""Chooses FedMM's defaults on the VALID split: codebook rule × which CTR layers are federated.
+"""Chooses FedMM's defaults on the VALID split: codebook rule × which CTR layers are federated × level-1 source.
 
     python tasks/tune_fedmm.py --data ../shared/data/xmarket-electronics --out runs/tune_fedmm
 
@@ -20,6 +20,8 @@ VARIANTS = {
     "usage+share-codes": dict(rule="usage", share_interaction=False),
     "mean+share-all": dict(rule="mean", share_interaction=True),
     "mean+share-codes": dict(rule="mean", share_interaction=False),
+    "mean+share-codes+descriptors": dict(rule="mean", share_interaction=False, level1="descriptors"),
+    "usage+share-codes+descriptors": dict(rule="usage", share_interaction=False, level1="descriptors"),
 }
 
 
@@ -58,7 +60,8 @@ def _run(args) -> int:
     rows = []
     runs = [] if args.no_reference else [("local", "local", api.make_config(args.seed, args.rounds, data_seed=args.data_seed))]
     for name in variants:
-        base = api.make_config(args.seed, args.rounds, VARIANTS[name]["rule"], data_seed=args.data_seed)
+        base = api.make_config(args.seed, args.rounds, VARIANTS[name]["rule"], data_seed=args.data_seed,
+                               level1=VARIANTS[name].get("level1", "encoder"))
         rq = base.codes.codebook.rqvae
         rq = replace(rq, k_global=args.k_global or rq.k_global, k_local=args.k_local or rq.k_local)
         base = replace(base, codes=replace(base.codes, codebook=replace(base.codes.codebook, rqvae=rq)))

@@ -136,7 +136,7 @@ def forward_stats(codebook: np.ndarray, client: dict, x: np.ndarray) -> tuple[np
     rt.global_codebook(model).assign(codebook)
     for v, w in zip(rt.private_variables(model), client["private"]):
         v.assign(w)
-    _, z, _, _, idx, _ = model(x, training=False)
+    _, _, _, _, idx, _, z = model(x, training=False)
     sums = np.zeros((RQ.k_global, RQ.latent_dim), np.float64)
     np.add.at(sums, idx.numpy(), z.numpy())
     return sums, np.bincount(idx.numpy(), minlength=RQ.k_global).astype(np.float64)

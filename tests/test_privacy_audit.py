@@ -65,6 +65,21 @@ def test_codebook_process_never_sends_local_codebook_encoder_or_decoder(codebook
     assert not sent & private, f"private shapes cross: {sent & private}"
 
 
+def test_strict_descriptor_level1_sends_only_the_codebook_payload():
+    """Strict mode with level 1 on descriptors: the same payload crosses, the frozen anchor map and every
+    input-derived value stay home. (That the inputs themselves hold no key-derived value is
+    `tests/test_descriptors.py`.)"""
+    rq = RQVAEConfig(input_dim=17, latent_dim=6, hidden=9, k_global=5, k_local=3, descriptor_dim=7)
+    for rule in RULES:
+        process = build_codebook_process(CodebookStageConfig(rqvae=rq, rule=rule))
+        crossings = audit.audit_codebook_process(process, rule, rq.k_global, rq.latent_dim)
+        payload = sorted(shape_of(t) for t in audit.leaf_types(client_payload_type(rule, rq.k_global, rq.latent_dim)))
+        assert sorted(shape_of(t) for t in audit.nonscalar_leaves(crossings)) == payload
+        anchor = {tuple(w.shape) for n in ("private_anchor_hidden", "private_anchor_out")
+                  for w in build_rqvae(rq).get_layer(n).weights}
+        assert not set(crossing_shapes(crossings)) & anchor
+
+
 def test_codebook_predicate_rejects_a_payload_of_other_sizes(codebook):
     rule, process = codebook
     with pytest.raises(audit.PrivacyAuditError, match="not allowed: float32\\[5,6\\]"):

@@ -173,7 +173,7 @@ def test_round_fn_code_sums_are_the_latents_of_the_last_epoch():
     rt.global_codebook(model).assign(state["global_cb"])
     for v, w in zip(rt.private_variables(model), state["private"]):
         v.assign(w)
-    _, z, _, _, idx_g, _ = model(x, training=False)
+    _, _, _, _, idx_g, _, z = model(x, training=False)
     _, stats = run(round_fn, state, dataset(x, batch_size=len(x)), 0)
     expected_counts = np.bincount(idx_g.numpy(), minlength=CFG.k_global)
     expected_sums = np.zeros((CFG.k_global, CFG.latent_dim), np.float32)
@@ -234,3 +234,44 @@ def test_learn_codes_is_deterministic_for_a_fixed_seed(tff_context):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=f"{name}.{field}")
         assert len(np.unique(np.concatenate([a.user_global, a.item_global]))) > 1  # not a degenerate constant
     assert first.history == second.history
+
+
+# --- level 1 on descriptors (strict mode, issue #12) ------------------------------------------------------
+
+DCFG = RQVAEConfig(input_dim=12, latent_dim=4, hidden=16, k_global=5, k_local=6, seed=0, descriptor_dim=3)
+
+
+def test_descriptor_level1_reads_only_flags_and_descriptors():
+    """Level-1 codes must not move with the CF columns (market-specific) but must move with descriptors."""
+    model = build_rqvae(DCFG)
+    x = random_x(64, DCFG.input_dim).numpy()
+    other_cf = x.copy()
+    other_cf[:, :DCFG.input_dim - 5] = random_x(64, DCFG.input_dim - 5, seed=9).numpy()
+    idx = lambda data: model(data, training=False)[4].numpy()  # noqa: E731
+    np.testing.assert_array_equal(idx(x), idx(other_cf))
+    other_desc = x.copy()
+    other_desc[:, -3:] = random_x(64, 3, seed=8).numpy()
+    assert not np.array_equal(idx(x), idx(other_desc))
+
+
+def test_descriptor_anchor_map_is_frozen_identical_across_builds_and_never_trained():
+    a, b = build_rqvae(DCFG), build_rqvae(DCFG)
+    for name in ("private_anchor_hidden", "private_anchor_out"):
+        for wa, wb in zip(a.get_layer(name).weights, b.get_layer(name).weights):
+            np.testing.assert_array_equal(wa.numpy(), wb.numpy())
+        assert not a.get_layer(name).trainable_weights
+    anchor = {id(w) for n in ("private_anchor_hidden", "private_anchor_out") for w in a.get_layer(n).weights}
+    assert not anchor & {id(v) for v in rt.trained_variables(a, learn_global_codebook=True)}
+
+
+def test_descriptor_codebook_init_lands_on_the_level1_manifold():
+    """Codes drawn through the anchor map are used; N(0, 1) codes mostly die (the reason for the init)."""
+    from tff_fedmm.federated.codebook_process import descriptor_codebook_init
+
+    model = build_rqvae(DCFG)
+    x = random_x(400, DCFG.input_dim).numpy()
+    x[:, -5:-3] = np.eye(2)[np.arange(400) % 2]
+    z1 = model(x, training=False)[6]
+    used = lambda codebook: len(np.unique(nearest_code(z1, codebook).numpy()))  # noqa: E731
+    assert used(descriptor_codebook_init(DCFG)) >= used(tf.random.stateless_normal([5, 4], seed=[0, 1]))
+    assert used(descriptor_codebook_init(DCFG)) >= 3

@@ -30,7 +30,7 @@ from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS
 def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "mean", cf_tower: bool = False, *,
                 dp_noise_multiplier: float | None = None, dp_clip: float | None = None, dp_delta: float = 1e-5,
                 secure_agg: bool = False, dp_noise_seed: int | None = None, clients_per_round: int | None = None,
-                dropout_rate: float = 0.0, data_seed: int = 0):
+                dropout_rate: float = 0.0, data_seed: int = 0, level1: str = "encoder"):
     """A `CompareConfig` with every training seed set to `seed` (`compare(seeds=...)` overrides it) and the
     evaluation candidates drawn from `data_seed`; `rounds` bounds each federated stage's rounds and the
     Keras epochs (None keeps the defaults: 20).
@@ -39,9 +39,11 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
     turns DP on, with a fixed L2 `dp_clip` or adaptive clipping when it is None; its noise is secret unless
     `dp_noise_seed` makes it reproducible (and so not private); `secure_agg` sums
     through TFF's secure sum. Participation in every federated stage (`federated.participation`):
-    `clients_per_round` markets sampled per round, each then absent with probability `dropout_rate`."""
+    `clients_per_round` markets sampled per round, each then absent with probability `dropout_rate`.
+    `level1` chooses what level-1 codes are read from (`codes_stage.with_level1`)."""
     from tff_fedmm.federated.participation import Participation, check_participation
     from tff_fedmm.federated.privacy import PrivacyConfig
+    from tff_fedmm.pipelines.codes_stage import with_level1
     from tff_fedmm.pipelines.compare import CompareConfig, with_training_seed
 
     participation = Participation(clients_per_round, dropout_rate, seed)
@@ -52,6 +54,7 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
                     codebook=replace(codes.codebook, rule=codebook_rule),
                     privacy=PrivacyConfig(dp_noise_multiplier, dp_clip, dp_delta, secure_agg, dp_noise_seed),
                     participation=participation)
+    codes = with_level1(codes, level1)
     ctr = replace(ctr, train=replace(ctr.train, data_seed=data_seed), participation=participation)
     if rounds is not None:
         codes = replace(codes, rounds=rounds)

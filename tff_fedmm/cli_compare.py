@@ -63,6 +63,10 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
     parser.add_argument("--cf-tower", action="store_true",
                         help="score CF with a shared interaction tower, federated across markets (embeddings "
                              "stay private) so the markets' CF spaces align")
+    parser.add_argument("--level1", default="encoder", choices=("encoder", "descriptors"),
+                        help="what level-1 (global) codes are read from: the private encoder of CF embeddings "
+                             "(default) or market-invariant descriptors (popularity, rating, calendar time), "
+                             "computed inside each market; nothing new leaves a market")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (same data and flags)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -132,7 +136,7 @@ def _compare(args: argparse.Namespace) -> int:
                              dp_noise_multiplier=args.dp_noise_multiplier, dp_clip=args.dp_clip,
                              dp_delta=args.dp_delta, secure_agg=args.secure_agg, dp_noise_seed=args.dp_noise_seed,
                              clients_per_round=args.clients_per_round, dropout_rate=args.dropout_rate,
-                             data_seed=args.data_seed)
+                             data_seed=args.data_seed, level1=args.level1)
     result = api.compare(market_set, args.methods, args.backbones, config, seeds=seeds, out=args.out,
                          resume=args.resume,
                          progress=not args.quiet, command={k: v for k, v in vars(args).items() if k != "handler"},

@@ -33,6 +33,11 @@ class SyntheticConfig:
     popularity_exponent: float = 1.1
     shared_product_fraction: float = 0.5
     seed: int = 0
+    # Identifiable shared structure (issue #12): > 0 gives every shared cluster a launch date common to
+    # all markets, items launch within `launch_jitter_days` of it and are rated only after launch, so a
+    # market-invariant item attribute (its time profile) drives the shared clusters. 0 keeps dates
+    # independent of clusters (shared clusters then cannot be told apart without shared IDs).
+    launch_jitter_days: int = 0
 
     def __post_init__(self) -> None:
         clusters = self.shared_clusters + self.local_clusters
@@ -66,8 +71,10 @@ def generate_synthetic(config: SyntheticConfig = SyntheticConfig()) -> Synthetic
         rng = np.random.default_rng([config.seed, index])
         name = f"m{index}"
         cluster = _item_clusters(config, index, rng)
+        launch = _item_launch_days(config, cluster, rng) if config.launch_jitter_days > 0 else None
         raw[name] = RawMarket(
-            name=name, frame=_interactions(config, name, cluster, rng), source="synthetic", duplicates_dropped=0
+            name=name, frame=_interactions(config, name, cluster, rng, launch), source="synthetic",
+            duplicates_dropped=0,
         )
         clusters[name] = {_item_id(name, i): int(c) for i, c in enumerate(cluster)}
         linked[name] = _linked_products(config, cluster, rng)
@@ -89,7 +96,18 @@ def _item_clusters(config: SyntheticConfig, market_index: int, rng: np.random.Ge
     return rng.permutation(np.repeat(labels, sizes))
 
 
-def _interactions(config: SyntheticConfig, market: str, cluster: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+def _item_launch_days(config: SyntheticConfig, cluster: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Days after _START each item launches: its cluster's launch (shared clusters: one date for every
+    market, from a generator that depends on the seed only) plus this market's jitter."""
+    clusters = config.shared_clusters + config.num_markets * config.local_clusters
+    shared = np.random.default_rng([config.seed, 1_000_003]).integers(0, 4 * 365, clusters)
+    own = rng.integers(0, 4 * 365, clusters)
+    base = np.where(np.arange(clusters) < config.shared_clusters, shared, own)
+    return base[cluster] + rng.integers(0, config.launch_jitter_days + 1, len(cluster))
+
+
+def _interactions(config: SyntheticConfig, market: str, cluster: np.ndarray, rng: np.random.Generator,
+                  launch: np.ndarray | None = None) -> pd.DataFrame:
     labels, members = np.unique(cluster, return_inverse=True)
     # Power-law popularity within each cluster, over a random ranking of its items.
     popularity = np.empty(len(cluster))
@@ -114,6 +132,8 @@ def _interactions(config: SyntheticConfig, market: str, cluster: np.ndarray, rng
     elapsed = np.cumsum(1 + rng.poisson(20, len(users)))
     elapsed -= np.repeat(elapsed[np.cumsum(counts) - counts], counts)
     days = _START + rng.integers(0, 5 * 365, num_users)[users] + elapsed
+    if launch is not None:  # rated within about two months of launch; order within a user follows dates
+        days = _START + launch[items] + rng.poisson(30, len(users))
     liked = members[items] == favourite[users]
     rate = np.where(liked, rng.choice([3, 4, 5], len(users), p=[0.1, 0.3, 0.6]), rng.integers(1, 6, len(users)))
     frame = pd.DataFrame(

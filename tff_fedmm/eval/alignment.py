@@ -48,3 +48,21 @@ def code_agreement(
 def cluster_nmi(codes: np.ndarray, clusters: np.ndarray) -> float:
     """sklearn's normalized mutual information (arithmetic normalisation) between codes and known clusters."""
     return float(normalized_mutual_info_score(np.asarray(clusters), np.asarray(codes)))
+
+
+def pairwise_alignment(same_item, item_codes: dict[str, np.ndarray], num_codes: int) -> list[dict]:
+    """Per market pair sharing items: level-1 agreement on the shared items, chance, and their ratio.
+
+    `same_item` is the evaluation-only table (market_a, item_a, market_b, item_b as item indices);
+    `item_codes[m][i]` is item i's level-1 code in market m. Pairs with a market not in `item_codes`
+    are skipped.
+    """
+    rows = []
+    for (a, b), group in same_item.groupby(["market_a", "market_b"], sort=True):
+        if a not in item_codes or b not in item_codes or len(group) == 0:
+            continue
+        result = code_agreement(item_codes[a][group.item_a.to_numpy()], item_codes[b][group.item_b.to_numpy()],
+                                num_codes, all_codes_a=item_codes[a], all_codes_b=item_codes[b])
+        rows.append({"market_a": a, "market_b": b, "pairs": len(group), **result,
+                     "ratio": result["agreement"] / result["chance"] if result["chance"] > 0 else float("nan")})
+    return rows

@@ -121,6 +121,8 @@ def build_codebook_process(
     @tff.tensorflow.computation
     def initial_codebook():
         # One server-side seed: code k starts as the same vector in every market.
+        if cfg.descriptor_dim:
+            return descriptor_codebook_init(cfg)
         return tf.random.stateless_normal([cfg.k_global, cfg.latent_dim], seed=[cfg.seed, 1])
 
     @tff.tensorflow.computation
@@ -144,6 +146,16 @@ def build_codebook_process(
     )
 
 
+def descriptor_codebook_init(cfg: RQVAEConfig) -> tf.Tensor:
+    """Codes drawn on the level-1 manifold without data: the frozen anchor map (`build_rqvae`) applied
+    to a seeded prior of inputs, a random type flag and N(0, 1) descriptors (their transforms aim at
+    unit scale). N(0, 1) codes in the latent space mostly miss that low-dimensional manifold and die."""
+    flags = tf.one_hot(tf.random.stateless_uniform([cfg.k_global], seed=[cfg.seed, 2], maxval=2, dtype=tf.int32), 2)
+    descriptors = tf.random.stateless_normal([cfg.k_global, cfg.descriptor_dim], seed=[cfg.seed, 3])
+    x = tf.concat([tf.zeros([cfg.k_global, cfg.input_dim - cfg.descriptor_dim - 2]), flags, descriptors], axis=1)
+    return build_rqvae(cfg)(x, training=False)[6]
+
+
 def initial_client_state(config: CodebookStageConfig, client_index: int, codebook: np.ndarray,
                          x: np.ndarray) -> collections.OrderedDict:
     """A market's starting state, computed in the market: shared-seed encoder, k-means local codebook.
@@ -156,7 +168,7 @@ def initial_client_state(config: CodebookStageConfig, client_index: int, codeboo
     cfg = config.rqvae
     model = build_rqvae(cfg)
     rt.global_codebook(model).assign(codebook)
-    _, z, q_global, _, _, _ = model(x, training=False)
+    _, z, q_global, _, _, _, _ = model(x, training=False)
     residual = (z - q_global).numpy()
     k = min(cfg.k_local, len(residual))
     centers = KMeans(n_clusters=k, n_init=1, random_state=cfg.seed).fit(residual).cluster_centers_

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from tff_fedmm.data.descriptors import DESCRIPTORS
 from tff_fedmm.data.pipelines import to_dataset
 from tff_fedmm.data.sampling import ctr_examples
 from tff_fedmm.data.splits import Market
-from tff_fedmm.seeding import set_global_seed
+from tff_fedmm.seeding import derive_seed, set_global_seed
 
 
 @dataclass(frozen=True)
@@ -30,16 +31,30 @@ class CFConfig:
     learning_rate: float = 2e-3
     neg_ratio: int = 4
     seed: int = 0
+    # Weight of the market-invariant descriptors (`data.descriptors`) appended to the RQ-VAE input;
+    # 0 appends none. They are what lets level-1 codes mean the same thing across markets.
+    descriptors: float = 0.0
 
 
-def build_cf_model(num_users: int, num_items: int, config: CFConfig) -> tf.keras.Model:
-    """(user, item) → click probability; functional so TFF can wrap it."""
+def rqvae_input_dim(config: CFConfig) -> int:
+    """Width of `rqvae_inputs` rows under `config`: CF dim, 2 type flags, and the descriptors if on."""
+    return config.dim + 2 + (len(DESCRIPTORS) if config.descriptors > 0 else 0)
+
+
+def build_cf_model(num_users: int, num_items: int, config: CFConfig, market: str = "") -> tf.keras.Model:
+    """(user, item) → click probability; functional so TFF can wrap it.
+
+    User and item tables, and markets (`market`), draw from different initializer seeds: one shared
+    seed gave item j the same starting vector as user j, and as item j of every other market, tying
+    unrelated entities together by position.
+    """
     user = tf.keras.Input(shape=(), dtype=tf.int32, name="user")
     item = tf.keras.Input(shape=(), dtype=tf.int32, name="item")
-    init = tf.keras.initializers.RandomNormal(stddev=0.1, seed=config.seed)
-    u = tf.keras.layers.Embedding(num_users, config.dim, embeddings_initializer=init,
+    init = lambda table: tf.keras.initializers.RandomNormal(  # noqa: E731
+        stddev=0.1, seed=derive_seed(config.seed, "cf-init", market, table))
+    u = tf.keras.layers.Embedding(num_users, config.dim, embeddings_initializer=init(0),
                                   name="private_user_embedding")(user)
-    i = tf.keras.layers.Embedding(num_items, config.dim, embeddings_initializer=init,
+    i = tf.keras.layers.Embedding(num_items, config.dim, embeddings_initializer=init(1),
                                   name="private_item_embedding")(item)
     if config.tower:
         ui = tf.keras.layers.Multiply(name="ui_product")([u, i])
@@ -77,7 +92,7 @@ def _bpr_dataset(market: Market, config: CFConfig, epoch: int) -> tf.data.Datase
 def train_cf(market: Market, config: CFConfig) -> tf.keras.Model:
     """Trains one market's CF model alone (no federation), re-drawing train negatives every epoch."""
     set_global_seed(config.seed, "cf", market.name)
-    model = build_cf_model(market.num_users, market.num_items, config)
+    model = build_cf_model(market.num_users, market.num_items, config, market=market.name)
     optimizer = tf.keras.optimizers.Adam(config.learning_rate)
     if config.loss == "bce":
         model.compile(optimizer=optimizer, loss="binary_crossentropy")
@@ -104,8 +119,10 @@ def train_cf(market: Market, config: CFConfig) -> tf.keras.Model:
     return model
 
 
-def rqvae_inputs(user_table: np.ndarray, item_table: np.ndarray) -> np.ndarray:
-    """Users then items, standardised per dimension, each with a one-hot entity-type flag.
+def rqvae_inputs(user_table: np.ndarray, item_table: np.ndarray,
+                 descriptors: tuple[np.ndarray, np.ndarray] | None = None, weight: float = 1.0) -> np.ndarray:
+    """Users then items, standardised per dimension, each with a one-hot entity-type flag, and, if
+    given, the (user, item) market-invariant `descriptors` times `weight`.
 
     One RQ-VAE quantizes both entity types: in these CF models users and items are read in one space,
     so code k can mean the same taste region for both, and one federated process serves both.
@@ -115,4 +132,7 @@ def rqvae_inputs(user_table: np.ndarray, item_table: np.ndarray) -> np.ndarray:
     flags = np.zeros((len(table), 2), np.float32)
     flags[: len(user_table), 0] = 1.0
     flags[len(user_table):, 1] = 1.0
-    return np.concatenate([table, flags], axis=1)
+    parts = [table, flags]
+    if descriptors is not None:
+        parts.append(weight * np.concatenate(descriptors).astype(np.float32))
+    return np.concatenate(parts, axis=1)

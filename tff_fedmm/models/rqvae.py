@@ -26,6 +26,9 @@ class RQVAEConfig:
     k_local: int = 8  # 8 beat 32 on XMarket validation (tasks/ablation_codebook_size.py, BUILD_NOTES)
     beta: float = 0.25
     seed: int = 0
+    # > 0: the last `descriptor_dim` input columns are market-invariant descriptors (after the 2 type
+    # flags), and level 1 quantizes a fixed, seeded function of flags + descriptors only (see build_rqvae).
+    descriptor_dim: int = 0
 
 
 class CodebookQuantizer(tf.keras.layers.Layer):
@@ -60,6 +63,20 @@ class CodebookQuantizer(tf.keras.layers.Layer):
                 "init_stddev": self.init_stddev, "seed": self.seed}
 
 
+class TrailingColumns(tf.keras.layers.Layer):
+    """The last `width` columns of the input (the type flags and descriptors of `rqvae_inputs`)."""
+
+    def __init__(self, width: int, **kwargs):
+        super().__init__(**kwargs)
+        self.width = width
+
+    def call(self, inputs):
+        return inputs[:, -self.width:]
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width}
+
+
 class StopGradientSubtract(tf.keras.layers.Layer):
     """Residual for the next level: z - sg(q), so level 2 never pushes level 1's codes."""
 
@@ -92,7 +109,16 @@ def build_rqvae(config: RQVAEConfig) -> tf.keras.Model:
     The encoder ends in a LayerNormalization so latents live at unit scale everywhere: a global
     codebook drawn on the server from N(0, 1) then lands among every market's latents from round one.
     Outputs, in order: reconstruction, latent z, global code vectors, local code vectors, global code
-    indices, local code indices.
+    indices, local code indices, and the level-1 latent (z itself unless `descriptor_dim`).
+
+    With `descriptor_dim`, level 1 quantizes the *anchor latent*: a frozen two-layer map of the type
+    flags and descriptors, built from the run seed, hence the same function in every market without
+    anything crossing. The private encoder (CF + descriptors) adds an offset to that anchor latent, which
+    level 2 quantizes as the residual: level 1 says where in descriptor space, level 2 refines with CF
+    (on XMarket validation this beat quantizing the encoder's latent apart from the anchor). A private
+    encoder reads each market's CF space, which is defined only up to an invertible transform, so a
+    level 1 read from it cannot line up across markets; a level 1 read from descriptors that mean the
+    same everywhere can.
     """
     init = lambda k: tf.keras.initializers.GlorotUniform(seed=config.seed + k)  # noqa: E731
     x = tf.keras.Input(shape=(config.input_dim,), name="x")
@@ -100,8 +126,12 @@ def build_rqvae(config: RQVAEConfig) -> tf.keras.Model:
                               name="private_encoder_hidden")(x)
     z = tf.keras.layers.Dense(config.latent_dim, kernel_initializer=init(2), name="private_encoder_out")(h)
     z = tf.keras.layers.LayerNormalization(name="private_encoder_norm")(z)
+    z_level1 = z
+    if config.descriptor_dim:  # the private encoder adds a CF offset to the anchor: level 2 quantizes it
+        z_level1 = _anchor_latent(x, config, init)
+        z = tf.keras.layers.Add(name="anchored_latent")([z_level1, z])
     q_global, idx_global = CodebookQuantizer(config.k_global, config.latent_dim, seed=config.seed + 3,
-                                             name=GLOBAL_CODEBOOK)(z)
+                                             name=GLOBAL_CODEBOOK)(z_level1)
     residual = StopGradientSubtract(name="residual")([z, q_global])
     q_local, idx_local = CodebookQuantizer(config.k_local, config.latent_dim, init_stddev=0.1,
                                            seed=config.seed + 4, name=LOCAL_CODEBOOK)(residual)
@@ -110,7 +140,17 @@ def build_rqvae(config: RQVAEConfig) -> tf.keras.Model:
     h = tf.keras.layers.Dense(config.hidden, activation="relu", kernel_initializer=init(5),
                               name="private_decoder_hidden")(z_st)
     x_hat = tf.keras.layers.Dense(config.input_dim, kernel_initializer=init(6), name="private_decoder_out")(h)
-    return tf.keras.Model(x, [x_hat, z, q_global, q_local, idx_global, idx_local], name="rqvae")
+    return tf.keras.Model(x, [x_hat, z, q_global, q_local, idx_global, idx_local, z_level1], name="rqvae")
+
+
+def _anchor_latent(x, config: RQVAEConfig, init):
+    """Frozen (never trained, never sent): identical in every market because built from the run seed."""
+    a = TrailingColumns(config.descriptor_dim + 2, name="descriptor_columns")(x)
+    h = tf.keras.layers.Dense(config.hidden, activation="relu", kernel_initializer=init(7), trainable=False,
+                              name="private_anchor_hidden")(a)
+    z = tf.keras.layers.Dense(config.latent_dim, kernel_initializer=init(8), trainable=False,
+                              name="private_anchor_out")(h)
+    return tf.keras.layers.LayerNormalization(trainable=False, name="private_anchor_norm")(z)
 
 
 def rqvae_losses(x: tf.Tensor, outputs, beta: float, learn_global_codebook: bool = True) -> dict:
@@ -119,14 +159,14 @@ def rqvae_losses(x: tf.Tensor, outputs, beta: float, learn_global_codebook: bool
     With `learn_global_codebook=False` the level-1 codebook gets no gradient: under the usage-weighted
     federation rule it moves only by the server's per-code means of assigned latents (k-means/EMA form).
     """
-    x_hat, z, q_global, q_local, _, _ = outputs
+    x_hat, z, q_global, q_local, _, _, z_level1 = outputs
     residual = z - tf.stop_gradient(q_global)
     reconstruction = tf.reduce_mean(tf.reduce_sum(tf.square(x - x_hat), axis=1))
     codebook = tf.reduce_mean(tf.reduce_sum(tf.square(tf.stop_gradient(residual) - q_local), axis=1))
     if learn_global_codebook:
-        codebook += tf.reduce_mean(tf.reduce_sum(tf.square(tf.stop_gradient(z) - q_global), axis=1))
+        codebook += tf.reduce_mean(tf.reduce_sum(tf.square(tf.stop_gradient(z_level1) - q_global), axis=1))
     commitment = tf.reduce_mean(
-        tf.reduce_sum(tf.square(z - tf.stop_gradient(q_global)), axis=1)
+        tf.reduce_sum(tf.square(z_level1 - tf.stop_gradient(q_global)), axis=1)
         + tf.reduce_sum(tf.square(z - tf.stop_gradient(q_global + q_local)), axis=1)
     )
     total = reconstruction + codebook + beta * commitment

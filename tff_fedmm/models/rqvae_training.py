@@ -81,7 +81,7 @@ def build_round_fn(
             opt_state, g_sums, g_counts, l_counts, loss_sum, rec_sum, n = state
             x = batch["x"]
             opt_state, outputs, losses = train_step(opt_state, x)
-            _, z, _, _, idx_g, idx_l = outputs
+            _, _, _, _, idx_g, idx_l, z = outputs  # the latents level 1 quantizes
             b = tf.cast(tf.shape(x)[0], tf.float32)
             if not learn_global_codebook:  # only the usage rule reads them (skipping them saves ~15% of a round)
                 g_sums += tf.math.unsorted_segment_sum(z, idx_g, k_g)
@@ -114,7 +114,7 @@ def _reseed_dead_codes(model, l_var, local_idle, patience, dataset, seed):
     """Moves local codes idle for `patience` rounds onto residuals of a random first batch."""
     dead = local_idle >= patience
     batch = dataset.take(1).get_single_element()
-    _, z, q_global, _, _, _ = model(batch["x"], training=False)
+    _, z, q_global, _, _, _, _ = model(batch["x"], training=False)
     residual = z - q_global
     picks = tf.random.stateless_uniform(
         [tf.shape(l_var)[0]], seed=tf.stack([tf.cast(seed, tf.int64), tf.constant(7, tf.int64)]),
@@ -133,9 +133,9 @@ def encode_codes(model: tf.keras.Model, x: np.ndarray, batch_size: int = 4096) -
     g, l, errors = [], [], np.zeros(3)
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size]
-        x_hat, z, q_global, q_local, idx_global, idx_local = (t.numpy() for t in model(batch, training=False))
+        x_hat, z, q_global, q_local, idx_global, idx_local, z1 = (t.numpy() for t in model(batch, training=False))
         g.append(idx_global)
         l.append(idx_local)
-        errors += [np.square(z - q_global).sum(1).sum(), np.square(z - q_global - q_local).sum(1).sum(),
+        errors += [np.square(z1 - q_global).sum(1).sum(), np.square(z - q_global - q_local).sum(1).sum(),
                    np.square(batch - x_hat).sum(1).sum()]
     return np.concatenate(g), np.concatenate(l), errors / max(len(x), 1)

@@ -8,7 +8,7 @@ as its sole client (both levels private: the `local+codes` and `fedmm-local-only
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,10 @@ from tff_fedmm.federated.codebook_process import (
     CodebookStageConfig, build_codebook_process, initial_client_state, rqvae_dataset,
 )
 from tff_fedmm.federated.participation import Participation, run_present
-from tff_fedmm.models.cf import CFConfig, build_cf_model, embedding_tables, rqvae_inputs, train_cf
+from tff_fedmm.data.descriptors import entity_descriptors
+from tff_fedmm.models.cf import (
+    CFConfig, build_cf_model, embedding_tables, rqvae_input_dim, rqvae_inputs, train_cf,
+)
 from tff_fedmm.pipelines.rounds import run_rounds
 from tff_fedmm.seeding import derive_seed, set_global_seed
 
@@ -38,6 +41,30 @@ class CodesConfig:
     # Both apply to the federated stages only (the global codebook and the optional CF tower).
     privacy: dp.PrivacyConfig = field(default_factory=dp.PrivacyConfig)
     participation: Participation = field(default_factory=Participation)
+
+    def __post_init__(self) -> None:
+        rq = self.codebook.rqvae
+        if rq.input_dim != rqvae_input_dim(self.cf):
+            raise ValueError(f"RQ-VAE input_dim {rq.input_dim} does not match the CF stage's rows "
+                             f"({rqvae_input_dim(self.cf)}); build both with the same descriptors setting")
+        if rq.descriptor_dim not in (0, rqvae_input_dim(self.cf) - self.cf.dim - 2):
+            raise ValueError(f"RQ-VAE descriptor_dim {rq.descriptor_dim} but the CF stage appends "
+                             f"{rqvae_input_dim(self.cf) - self.cf.dim - 2} descriptor columns")
+
+
+LEVEL1_SOURCES = ("encoder", "descriptors")
+
+
+def with_level1(config: CodesConfig, level1: str) -> CodesConfig:
+    """`config` with level 1 read from the private encoder (`encoder`, the original design) or from
+    the market-invariant descriptors (`descriptors`: appended to the input, and level 1 quantizes their
+    frozen anchor map; see `models.rqvae.build_rqvae`). Both are strict: nothing new leaves a market."""
+    if level1 not in LEVEL1_SOURCES:
+        raise ValueError(f"unknown level-1 source {level1!r}; expected one of {LEVEL1_SOURCES}")
+    cf = replace(config.cf, descriptors=1.0 if level1 == "descriptors" else 0.0)
+    width = rqvae_input_dim(cf)
+    rq = replace(config.codebook.rqvae, input_dim=width, descriptor_dim=width - cf.dim - 2 if cf.descriptors else 0)
+    return replace(config, cf=cf, codebook=replace(config.codebook, rqvae=rq))
 
 
 @dataclass
@@ -56,15 +83,16 @@ def cf_inputs(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoin
     markets' embeddings are read by one function (`participation` picks each round's markets).
     Otherwise each market trains alone.
     """
-    name = "cf-federated" if federated and config.tower else "cf"
+    name = ("cf-federated" if federated and config.tower else "cf") + ("-descriptors" if config.descriptors > 0 else "")
     stage = checkpoints.stage(name) if checkpoints else None
     done = stage.load_done() if stage else None
     if done is None:
-        progress.start_stage(name, config.epochs if name == "cf-federated" else 0)
+        progress.start_stage(name, config.epochs if name.startswith("cf-federated") else 0)
         tables = (_federated_cf_tables(market_set, config, stage, participation or Participation())
-                  if name == "cf-federated" else
+                  if name.startswith("cf-federated") else
                   {n: embedding_tables(train_cf(m, config)) for n, m in market_set.markets.items()})
-        done = {n: rqvae_inputs(*t) for n, t in tables.items()}
+        done = {n: rqvae_inputs(*t, descriptors=entity_descriptors(market_set.markets[n]) if config.descriptors > 0
+                                else None, weight=config.descriptors) for n, t in tables.items()}
         if stage:
             stage.save_done(done)
     return done

@@ -1,0 +1,104 @@
+"""Level-1 alignment against chance, per market pair, for codebook settings: the quick loop of issue #12.
+
+    python tasks/alignment_probe.py --data ../shared/data/xmarket-electronics --markets de,fr \
+        --variants cf,inputs:3,level1:1 --rounds 20
+
+Runs only the CF stage (once) and the federated codebook stage (once per variant), then prints, for
+every pair of markets sharing items, how often a shared item gets the same level-1 code in both, the
+chance rate, and their ratio, then all pairs pooled (`all`). Variants: `cf` (CF embeddings only, the old input), `inputs:W`
+(descriptors × W appended to the encoder input), `level1:W` (the same input, and level 1 quantizes
+the descriptors' fixed anchor latent). `shuffled` rows are the control: each market's codes permuted
+over its items, which must sit at chance. Raw item IDs are read only to score alignment.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+from tff_fedmm.cli import Parser, add_data_arguments, load_market_set, run_guarded
+from tff_fedmm.errors import UsageError
+
+
+def _variants(text: str) -> list[tuple[str, float, bool]]:
+    """(name, descriptor weight, level 1 on descriptors) per comma-separated variant."""
+    out = []
+    for name in (v.strip() for v in text.split(",") if v.strip()):
+        kind, _, weight = name.partition(":")
+        try:
+            value = float(weight) if kind != "cf" else 0.0
+        except ValueError:
+            value = -1.0
+        if kind not in ("cf", "inputs", "level1") or value < 0 or (kind != "cf" and value == 0):
+            raise UsageError(f"--variants: {name!r} is not cf, inputs:W or level1:W with a weight W > 0")
+        out.append((name, value, kind == "level1"))
+    if not out:
+        raise UsageError("--variants: expected a comma-separated list such as cf,inputs:3,level1:1")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="alignment_probe", description=__doc__.splitlines()[0])
+    add_data_arguments(parser)
+    parser.add_argument("--variants", default="cf,level1:1", help="cf, inputs:W, level1:W (default cf,level1:1)")
+    parser.add_argument("--rounds", type=int, default=20, help="codebook rounds (default 20)")
+    parser.add_argument("--k-global", type=int, default=64, help="global codebook size (default 64)")
+    parser.add_argument("--rule", default="mean", choices=("mean", "usage"), help="codebook rule (default mean)")
+    parser.add_argument("--out", help="also write the table to this CSV file")
+    return run_guarded(lambda: _run(parser.parse_args(argv)))
+
+
+def _run(args) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from tff_fedmm.data.descriptors import entity_descriptors
+    from tff_fedmm.eval.alignment import pairwise_alignment
+    from tff_fedmm.federated.context import install_execution_context
+    from tff_fedmm.models.cf import CFConfig, embedding_tables, rqvae_input_dim, rqvae_inputs, train_cf
+    from tff_fedmm.pipelines.codes_stage import CodesConfig, learn_codes
+
+    variants = _variants(args.variants)
+    if args.rounds < 1:
+        raise UsageError(f"--rounds: expected 1 or more, got {args.rounds}")
+    install_execution_context()
+    market_set = load_market_set(args)
+    base = CodesConfig(rounds=args.rounds)  # --seed also seeds CF and the RQ-VAE, as make_config does
+    base = replace(base, cf=replace(base.cf, seed=args.seed),
+                   codebook=replace(base.codebook, rqvae=replace(base.codebook.rqvae, seed=args.seed)))
+    tables = {n: embedding_tables(train_cf(m, base.cf)) for n, m in market_set.markets.items()}
+    descriptors = {n: entity_descriptors(m) for n, m in market_set.markets.items()}
+    rows, rng = [], np.random.default_rng(0)
+    for name, weight, level1 in variants:
+        cf = replace(base.cf, descriptors=weight)
+        rq = replace(base.codebook.rqvae, input_dim=rqvae_input_dim(cf), k_global=args.k_global,
+                     descriptor_dim=rqvae_input_dim(cf) - cf.dim - 2 if level1 else 0)
+        config = replace(base, cf=cf, codebook=replace(base.codebook, rule=args.rule, rqvae=rq))
+        inputs = {n: rqvae_inputs(*t, descriptors=descriptors[n] if weight > 0 else None, weight=weight)
+                  for n, t in tables.items()}
+        codes = learn_codes(market_set, config, federated=True, inputs=inputs).codes
+        items = {n: c.item_global for n, c in codes.items()}
+        shuffled = {n: rng.permutation(c) for n, c in items.items()}
+        for variant, table in ((name, items), (f"{name} shuffled", shuffled)):
+            pairs = pairwise_alignment(market_set.same_item, table, args.k_global)
+            rows.extend({"variant": variant, **row} for row in pairs)
+            rows.append({"variant": variant, **_pooled(pairs)})
+            print(pd.DataFrame(rows[-len(pairs) - 1:]).round(4).to_string(index=False), flush=True)
+    frame = pd.DataFrame(rows)
+    print(frame.round(4).to_string(index=False))
+    if args.out:
+        frame.to_csv(args.out, index=False)
+    return 0
+
+
+def _pooled(pairs: list[dict]) -> dict:
+    """Every pair's items together: pair-weighted agreement and chance."""
+    n = sum(p["pairs"] for p in pairs)
+    agreement = sum(p["agreement"] * p["pairs"] for p in pairs) / n
+    chance = sum(p["chance"] * p["pairs"] for p in pairs) / n
+    return {"market_a": "all", "market_b": "all", "pairs": n, "agreement": agreement, "chance": chance,
+            "ratio": agreement / chance}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
