@@ -40,7 +40,8 @@ def add_compare_commands(commands: argparse._SubParsersAction, add_data_argument
     report.set_defaults(handler=_report)
 
 
-def _seed_list(text: str) -> list[int]:
+def seed_list(text: str) -> list[int]:
+    """An argparse type: `0,1,2` -> [0, 1, 2] (`--seeds` of compare and of the tasks)."""
     try:
         return [int(part) for part in _comma_list(text)]
     except ValueError:
@@ -49,7 +50,7 @@ def _seed_list(text: str) -> list[int]:
 
 def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> None:
     seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...",
+    seeds.add_argument("--seeds", type=seed_list, default=None, metavar="S,S,...",
                        help="training seeds (initialisation, shuffles, drawn training negatives), run one after "
                             "another into one run folder; the evaluation candidates stay those of --data-seed")
     seeds.add_argument("--seed", type=int, default=None, help="one training seed: --seed S is --seeds S (default 0)")

@@ -195,6 +195,29 @@ def write_privacy_tradeoff(table: pd.DataFrame, path: Path) -> Path:
     return _save(figure, Path(path))
 
 
+def write_scarce_market(summary: pd.DataFrame, path: Path, target: str, metric: str = "auc") -> Path:
+    """Test `metric` of the target market against the share of its training data each method saw, one
+    panel per backbone; bands are the 95% intervals over seeds (`summary`: fraction, method, backbone,
+    mean, ci, as `tasks/scarce_market.py` writes it)."""
+    backbones = list(dict.fromkeys(summary["backbone"]))
+    figure = _figure(len(backbones), 1)
+    for column, backbone in enumerate(backbones):
+        ax = figure.add_subplot(1, len(backbones), column + 1)
+        for i, (method, rows) in enumerate(summary[summary["backbone"] == backbone].groupby("method", sort=False)):
+            rows = rows.sort_values("fraction")
+            x, y, half = (rows[c].to_numpy(dtype=float) for c in ("fraction", "mean", "ci"))
+            ax.plot(x, y, "o-", color=_color(i), label=method)
+            ax.fill_between(x, y - np.nan_to_num(half), y + np.nan_to_num(half), color=_color(i), alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(set(summary["fraction"])), [f"{f:g}" for f in sorted(set(summary["fraction"]))])
+        ax.set_xlabel(f"share of {target}'s training interactions kept")
+        ax.set_ylabel(f"{target} test {metric} (95% CI over seeds)")
+        ax.set_title(backbone)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return _save(figure, Path(path))
+
+
 def _ordered(values, order) -> list[str]:
     values = [str(v) for v in values]
     return sorted(values, key=lambda v: (order.index(v) if v in order else len(order), v))
