@@ -55,7 +55,8 @@ def test_scarce_market_task_writes_table_intervals_and_plot(market_dir, tmp_path
     summary = pd.read_csv(out / "scarce_summary.csv")
     row = summary.query("method == 'local' and fraction == 0.5").iloc[0]
     mean, half, _ = t_interval(table.query("method == 'local' and fraction == 0.5")["auc"])
-    assert row["mean"] == pytest.approx(mean, abs=1e-6) and row["ci"] == pytest.approx(half, abs=1e-6)
+    # The CSVs hold 6 significant digits, so the hand computation from them agrees to about that.
+    assert row["mean"] == pytest.approx(mean, rel=1e-4) and row["ci"] == pytest.approx(half, rel=1e-4)
     assert (out / "scarce_auc.png").stat().st_size > 0 and not (out / "INCOMPLETE").exists()
 
 
