@@ -20,7 +20,7 @@ run: venv
 	$(BIN)/fedmm run
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # FedMM vs FedAvg/Keras: round time, throughput, upload bytes, scaling, memory (a few minutes).
 bench: venv
