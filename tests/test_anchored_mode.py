@@ -1,0 +1,158 @@
+"""Anchored mode (`--anchors public-items`): the agreed anchor list and its held-out share, the per-anchor
+aggregates through the codebook's aggregator, the finalizer's consensus, the audit, and the pull itself."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+tff = pytest.importorskip("tensorflow_federated")
+
+from tests.conftest import small_market_files  # noqa: E402
+from tff_fedmm.data.anchors import public_anchors, recurring_products  # noqa: E402
+from tff_fedmm.data.markets import load_markets  # noqa: E402
+from tff_fedmm.federated import audit  # noqa: E402
+from tff_fedmm.federated.codebook_aggregator import (  # noqa: E402
+    GlobalCodebookFactory, build_codebook_finalizer, client_payload_type,
+)
+from tff_fedmm.federated.codebook_process import (  # noqa: E402
+    CodebookStageConfig, build_codebook_process, codebook_of, data_type, initial_client_state, rqvae_dataset,
+)
+from tff_fedmm.models.rqvae import RQVAEConfig  # noqa: E402
+
+K, D, A = 4, 3, 5
+FLOAT = tff.TensorType(np.float32)
+RQ = RQVAEConfig(input_dim=10, latent_dim=4, hidden=8, k_global=5, k_local=3)
+
+
+@pytest.fixture(scope="module")
+def three_markets(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("anchors")
+    for name, text in small_market_files(["de", "fr", "mx"]).items():
+        (directory / name).write_text(text)
+    return load_markets(str(directory))
+
+
+# --- the agreed list and the held-out share (no TFF) ---------------------------------------------------
+
+
+def test_anchors_are_recurring_items_minus_a_seeded_held_out_share(three_markets):
+    products = recurring_products(three_markets)
+    split = public_anchors(three_markets, data_seed=0)
+    held = {k for k, members in products.items() if split.held_out[members[0][0]][members[0][1]]}
+    assert len(products) > 20 and set(split.keys) | held == set(products) and not set(split.keys) & held
+    assert len(held) == round(0.3 * len(products))
+    for key, members in products.items():  # one slot per product, in every market that carries it
+        slots = {int(split.item_slot[m][i]) for m, i in members}
+        assert slots == ({-1} if key in held else {split.keys.index(key)})
+        assert {bool(split.held_out[m][i]) for m, i in members} == {key in held}
+    for name, market in three_markets.markets.items():  # items in one market only: neither
+        recurring = {i for members in products.values() for m, i in members if m == name}
+        alone = np.setdiff1d(np.arange(market.num_items), list(recurring))
+        assert (split.item_slot[name][alone] == -1).all() and not split.held_out[name][alone].any()
+
+
+def test_held_out_share_follows_the_data_seed_only(three_markets):
+    a, b, c = (public_anchors(three_markets, data_seed=s) for s in (0, 0, 1))
+    assert a.keys == b.keys and a.keys != c.keys
+    assert all(np.array_equal(a.held_out[n], b.held_out[n]) for n in a.held_out)
+
+
+def test_hashed_slots_bound_the_upload(three_markets):
+    split = public_anchors(three_markets, data_seed=0, max_slots=8)
+    assert len(split.keys) > 8 and split.num_slots == 8
+    assert all(s.max() < 8 for s in split.item_slot.values())
+    users = three_markets.markets["de"].num_users
+    rows = split.row_slots("de", users)
+    assert (rows[:users] == -1).all() and np.array_equal(rows[users:], split.item_slot["de"])
+
+
+# --- aggregator, finalizer, audit ------------------------------------------------------------------------
+
+
+def _payloads(rule):
+    rng = np.random.default_rng(3)
+    out = []
+    for present in ([1, 1, 0, 0, 0], [1, 0, 1, 0, 0], [0, 0, 0, 0, 0]):
+        counts = np.array(present, np.float32)
+        means = rng.normal(size=(A, D)).astype(np.float32) * counts[:, None]
+        base = (collections.OrderedDict(codebook_update=np.zeros((K, D), np.float32)) if rule == "mean" else
+                collections.OrderedDict(code_sums=np.ones((K, D), np.float32), code_counts=np.ones(K, np.float32)))
+        out.append(collections.OrderedDict(**base, anchor_means=means, anchor_counts=counts))
+    return out
+
+
+@pytest.mark.usefixtures("tff_context")
+@pytest.mark.parametrize("rule", ["mean", "usage"])
+def test_consensus_is_the_mean_over_markets_carrying_the_anchor_and_unsent_slots_keep_theirs(rule):
+    payloads = _payloads(rule)
+    process = GlobalCodebookFactory(rule).create(client_payload_type(rule, K, D, A), FLOAT)
+    result = process.next(process.initialize(), payloads, [1.0, 1.0, 1.0]).result
+    means = [p["anchor_means"] for p in payloads]
+    consensus = np.asarray(result["anchor_consensus"])
+    np.testing.assert_allclose(consensus[0], (means[0][0] + means[1][0]) / 2, rtol=1e-5)
+    np.testing.assert_allclose(consensus[1], means[0][1], rtol=1e-5)
+    np.testing.assert_allclose(consensus[2], means[1][2], rtol=1e-5)
+    finalizer = build_codebook_finalizer(K, D, rule, A)
+    old = collections.OrderedDict(codebook=np.zeros((K, D), np.float32),
+                                  anchor_consensus=np.full((A, D), 7.0, np.float32),
+                                  anchor_known=np.array([0, 0, 0, 1, 0], np.float32))
+    merged = finalizer.next(finalizer.initialize(), old, result).result
+    np.testing.assert_allclose(merged["anchor_consensus"][:3], consensus[:3], rtol=1e-6)
+    np.testing.assert_array_equal(merged["anchor_consensus"][3:], old["anchor_consensus"][3:])
+    np.testing.assert_array_equal(merged["anchor_known"], [1, 1, 1, 1, 0])
+
+
+def test_audit_names_the_per_anchor_aggregates_and_strict_audit_rejects_them():
+    process = build_codebook_process(CodebookStageConfig(rqvae=RQ, rule="mean", anchors=A))
+    crossings = audit.audit_codebook_process(process, "mean", RQ.k_global, RQ.latent_dim, anchors=A)
+    assert any("anchor_means=float32[5,4]" in c.text and "anchor_counts=float32[5]" in c.text for c in crossings)
+    fields = audit.codebook_payload_fields("mean", RQ.k_global, RQ.latent_dim, A)
+    assert fields[1:] == [("anchor_means", "float32[5,4]", A * RQ.latent_dim * 4), ("anchor_counts", "float32[5]", A * 4)]
+    with pytest.raises(audit.PrivacyAuditError):  # what strict mode allows does not include them
+        audit.audit_codebook_process(process, "mean", RQ.k_global, RQ.latent_dim)
+
+
+def test_strict_mode_reads_no_anchor_slot():
+    """Without anchors a market's dataset has no slot column: no key-derived value enters the process."""
+    strict = build_codebook_process(CodebookStageConfig(rqvae=RQ))
+    assert "slot" not in str(strict.next.type_signature.parameter[2])
+    assert "slot" in str(data_type(CodebookStageConfig(rqvae=RQ, anchors=A)))
+
+
+# --- the pull, run --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("tff_context")
+def test_the_pull_brings_anchor_latents_of_two_markets_together():
+    """Two markets with unrelated inputs share 6 anchors (item rows 0-5 of each). After a few rounds, their
+    anchors' level-1 latents are closer across markets with the pull than without it."""
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(60, RQ.input_dim)).astype(np.float32) for _ in range(2)]
+    slots = np.full(60, -1, np.int32)
+    slots[:6] = np.arange(6)
+
+    def distance(weight: float) -> float:
+        config = CodebookStageConfig(rqvae=RQ, rule="usage", anchors=6, anchor_weight=weight)
+        process = build_codebook_process(config)
+        server = process.initialize()
+        clients = [initial_client_state(config, i, server.global_model_weights, x) for i, x in enumerate(xs)]
+        for r in range(6):
+            data = [rqvae_dataset(x, batch_size=20, seed=r, slots=slots) for x in xs]
+            server, clients, _ = process.next(server, clients, data)
+        from tff_fedmm.models import rqvae_training as rt
+        from tff_fedmm.models.rqvae import build_rqvae
+
+        latents = []
+        for client, x in zip(clients, xs):
+            model = build_rqvae(RQ)
+            rt.global_codebook(model).assign(codebook_of(server.global_model_weights))
+            for v, w in zip(rt.private_variables(model), client["private"]):
+                v.assign(w)
+            latents.append(model(x[:6], training=False)[6].numpy())
+        return float(np.square(latents[0] - latents[1]).sum(1).mean())
+
+    assert distance(5.0) < 0.5 * distance(0.0)
