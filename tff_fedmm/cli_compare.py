@@ -67,6 +67,13 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
                         help="what level-1 (global) codes are read from: the private encoder of CF embeddings "
                              "(default) or market-invariant descriptors (popularity, rating, calendar time), "
                              "computed inside each market; nothing new leaves a market")
+    parser.add_argument("--anchors", default="none", choices=("none", "public-items"),
+                        help="anchored mode: markets may use the public keys of items sold in two or more markets "
+                             "(users and other items stay private); per anchor, a mean level-1 latent crosses "
+                             "through the codebook aggregator. Default none (strict)")
+    parser.add_argument("--anchor-weight", type=float, default=1.0,
+                        help="weight of the pull of anchor items' level-1 latents toward the consensus "
+                             "(with --anchors public-items; default 1.0)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (same data and flags)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -136,7 +143,8 @@ def _compare(args: argparse.Namespace) -> int:
                              dp_noise_multiplier=args.dp_noise_multiplier, dp_clip=args.dp_clip,
                              dp_delta=args.dp_delta, secure_agg=args.secure_agg, dp_noise_seed=args.dp_noise_seed,
                              clients_per_round=args.clients_per_round, dropout_rate=args.dropout_rate,
-                             data_seed=args.data_seed, level1=args.level1)
+                             data_seed=args.data_seed, level1=args.level1, anchors=args.anchors,
+                             anchor_weight=args.anchor_weight)
     result = api.compare(market_set, args.methods, args.backbones, config, seeds=seeds, out=args.out,
                          resume=args.resume,
                          progress=not args.quiet, command={k: v for k, v in vars(args).items() if k != "handler"},
