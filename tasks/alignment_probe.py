@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="anchored mode for the encoder variants (default none)")
     parser.add_argument("--anchor-weight", default="1",
                         help="weights of the pull toward the anchor consensus, comma-separated (default 1)")
+    parser.add_argument("--anchor-slots", type=int, default=None,
+                        help="hash the anchors into this many slots (default: one slot per anchor)")
     parser.add_argument("--out", help="also write the table to this CSV file")
     return run_guarded(lambda: _run(parser.parse_args(argv)))
 
@@ -75,12 +77,15 @@ def _run(args) -> int:
     if args.rounds < 1:
         raise UsageError(f"--rounds: expected 1 or more, got {args.rounds}")
     weights = _weights(args.anchor_weight) if args.anchors != "none" else [None]
+    if args.anchor_slots is not None and args.anchor_slots < 1:
+        raise UsageError(f"--anchor-slots: expected 1 or more, got {args.anchor_slots}")
     if args.anchors != "none" and any(level1 for _, _, level1 in variants):
         raise UsageError("--anchors public-items pulls the encoder's level-1 latents: use it with cf or inputs:W "
                          "variants, not level1:W")
     install_execution_context()
     market_set = load_market_set(args)
-    base = CodesConfig(rounds=args.rounds, anchors=args.anchors, data_seed=args.data_seed)
+    base = CodesConfig(rounds=args.rounds, anchors=args.anchors, data_seed=args.data_seed,
+                       anchor_max_slots=args.anchor_slots)
     # --seed also seeds CF and the RQ-VAE, as make_config does
     base = replace(base, cf=replace(base.cf, seed=args.seed),
                    codebook=replace(base.codebook, rqvae=replace(base.codebook.rqvae, seed=args.seed)))
