@@ -54,7 +54,7 @@ def build_round_fn(
 
     Anchored mode (`anchors` slots): dataset rows carry `slot` (-1 for rows that are no anchor), the
     loss adds `anchor_weight` × the mean squared distance of anchor rows' level-1 latents to their
-    slot's consensus (`anchor_target`, where `anchor_known`), and `stats` carries per slot the mean
+    slot's consensus (`anchor_target`, where `anchor_known`; standardised, see `_spread_targets`), and `stats` carries per slot the mean
     level-1 latent of the market's anchor rows and whether it has any (`anchor_means`, `anchor_counts`).
 
     `stats` carries exactly what the federation rules need (per-global-code latent sums and counts, for
@@ -85,6 +85,8 @@ def build_round_fn(
             v.assign(w)
         zero = tf.constant(0.0)
         state = (opt_state,)
+        if anchors:
+            anchor_target = _spread_targets(anchor_target, anchor_known)
 
         def reduce_fn(state, batch):
             opt_state, g_sums, g_counts, l_counts, loss_sum, rec_sum, n, a_sums, a_counts = state
@@ -134,6 +136,19 @@ def _anchor_slots(batch, anchors: int) -> tf.Tensor:
         return tf.zeros([0], tf.int32)
     slot = tf.cast(batch["slot"], tf.int32)
     return tf.where(slot >= 0, slot, anchors)
+
+
+def _spread_targets(target, known):
+    """The consensus standardised per dimension over the known slots (zero mean, unit spread).
+
+    Pulling toward the raw consensus collapses level 1: the consensus is itself a mean of the pulled
+    latents, so shrinking every latent to one point satisfies it (on synthetic markets, weight 1 left
+    one code for 84% of the items). Targets with a fixed spread cannot be met by collapsing."""
+    w = known[:, tf.newaxis]
+    n = tf.maximum(tf.reduce_sum(known), 1.0)
+    mean = tf.reduce_sum(w * target, axis=0) / n
+    std = tf.sqrt(tf.reduce_sum(w * tf.square(target - mean), axis=0) / n + 1e-6)
+    return (target - mean) / std
 
 
 def _anchor_pull(z_level1, slot, target, known):
