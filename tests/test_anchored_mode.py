@@ -198,3 +198,33 @@ def test_anchored_codes_without_pull_are_the_strict_codes_and_the_pull_changes_t
         np.testing.assert_array_equal(strict[name].item_global, control[name].item_global)
     assert any(not np.array_equal(strict[n].item_local, pulled[n].item_local)
                or not np.array_equal(strict[n].item_global, pulled[n].item_global) for n in markets.names)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("tff_context")
+def test_anchored_level1_aligns_recurring_items_it_was_never_told_about():
+    """3 synthetic markets, 8 rounds: on the held-out recurring items (never anchors), level-1 agreement
+    is > 2x chance with the pull and below 1.5x without it (the control, which trains as strict mode).
+    Measured when written: 2.99x and 0.80x."""
+    from dataclasses import replace
+
+    from tff_fedmm.eval.alignment import pairwise_alignment
+    from tff_fedmm.pipelines.codes_stage import CodesConfig, cf_inputs, learn_codes
+
+    markets = load_markets("synthetic", ["m0", "m1", "m2"])
+    base = CodesConfig(rounds=8, anchors="public-items")
+    inputs = cf_inputs(markets, base.cf)
+    held = public_anchors(markets, base.data_seed).held_out
+    same = markets.same_item
+    same = same[[bool(held[a][i] and held[b][j]) for a, i, b, j in same.itertuples(index=False)]]
+
+    def ratio(weight: float) -> float:
+        config = replace(base, codebook=replace(base.codebook, anchor_weight=weight))
+        codes = learn_codes(markets, config, federated=True, inputs=inputs).codes
+        pairs = pairwise_alignment(same, {n: c.item_global for n, c in codes.items()}, base.codebook.rqvae.k_global)
+        n = sum(p["pairs"] for p in pairs)
+        return sum(p["agreement"] * p["pairs"] for p in pairs) / sum(p["chance"] * p["pairs"] for p in pairs) \
+            if n else float("nan")
+
+    assert len(same) >= 90
+    assert ratio(0.0) < 1.5 and ratio(1.0) > 2.0
