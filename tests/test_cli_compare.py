@@ -87,6 +87,22 @@ def test_compare_writes_a_complete_run_folder(market_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_anchored_mode_runs_end_to_end_and_is_recorded(market_dir, tmp_path):
+    data = market_dir(tiny_market_files())
+    out, log = tmp_path / "run", tmp_path / "stderr.txt"
+    with log.open("w") as err:
+        result = subprocess.run(
+            fedmm_cmd("compare", "--data", str(data), "--methods", "fedmm", "--backbones", "deepfm", "--rounds", "2",
+                       "--anchors", "public-items", "--anchor-weight", "2", "--out", str(out)),
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err, text=True, timeout=600)
+    assert result.returncode == 0, tail(log)
+    _, rows = read_csv(out / "results.csv")
+    assert {(r["method"], r["market"]) for r in rows} == {("fedmm", k) for k in MARKETS}
+    codes = json.loads((out / "config.json").read_text())["config"]["codes"]
+    assert codes["anchors"] == "public-items" and codes["codebook"]["anchor_weight"] == 2.0
+
+
+@pytest.mark.slow
 def test_two_seeds_write_both_and_a_confidence_interval(market_dir, tmp_path):
     data = market_dir(tiny_market_files())
     out = tmp_path / "seeds"
