@@ -66,7 +66,7 @@ def _run(args) -> int:
     import numpy as np
     import pandas as pd
 
-    from tff_fedmm.data.anchors import public_anchors
+    from tff_fedmm.data.anchors import held_out_pairs, public_anchors
     from tff_fedmm.data.descriptors import entity_descriptors
     from tff_fedmm.eval.alignment import pairwise_alignment
     from tff_fedmm.federated.context import install_execution_context
@@ -89,10 +89,8 @@ def _run(args) -> int:
     # --seed also seeds CF and the RQ-VAE, as make_config does
     base = replace(base, cf=replace(base.cf, seed=args.seed),
                    codebook=replace(base.codebook, rqvae=replace(base.codebook.rqvae, seed=args.seed)))
-    held_out = public_anchors(market_set, args.data_seed).held_out
-    same = market_set.same_item
-    item_sets = {"all": same, "held-out": same[[bool(held_out[a][i] and held_out[b][j])
-                                                for a, i, b, j in same.itertuples(index=False)]]}
+    item_sets = {"all": market_set.same_item,
+                 "held-out": held_out_pairs(market_set, public_anchors(market_set, args.data_seed))}
     tables = {n: embedding_tables(train_cf(m, base.cf)) for n, m in market_set.markets.items()}
     descriptors = {n: entity_descriptors(m) for n, m in market_set.markets.items()}
     rows, rng = [], np.random.default_rng(0)

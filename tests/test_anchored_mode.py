@@ -11,7 +11,7 @@ import pytest
 tff = pytest.importorskip("tensorflow_federated")
 
 from tests.conftest import small_market_files  # noqa: E402
-from tff_fedmm.data.anchors import public_anchors, recurring_products  # noqa: E402
+from tff_fedmm.data.anchors import held_out_pairs, public_anchors, recurring_products  # noqa: E402
 from tff_fedmm.data.markets import load_markets  # noqa: E402
 from tff_fedmm.federated import audit  # noqa: E402
 from tff_fedmm.federated.codebook_aggregator import (  # noqa: E402
@@ -214,9 +214,7 @@ def test_anchored_level1_aligns_recurring_items_it_was_never_told_about():
     markets = load_markets("synthetic", ["m0", "m1", "m2"])
     base = CodesConfig(rounds=8, anchors="public-items")
     inputs = cf_inputs(markets, base.cf)
-    held = public_anchors(markets, base.data_seed).held_out
-    same = markets.same_item
-    same = same[[bool(held[a][i] and held[b][j]) for a, i, b, j in same.itertuples(index=False)]]
+    same = held_out_pairs(markets, public_anchors(markets, base.data_seed))
 
     def ratio(weight: float) -> float:
         config = replace(base, codebook=replace(base.codebook, anchor_weight=weight))

@@ -100,6 +100,9 @@ def test_anchored_mode_runs_end_to_end_and_is_recorded(market_dir, tmp_path):
     assert {(r["method"], r["market"]) for r in rows} == {("fedmm", k) for k in MARKETS}
     codes = json.loads((out / "config.json").read_text())["config"]["codes"]
     assert codes["anchors"] == "public-items" and codes["codebook"]["anchor_weight"] == 2.0
+    # alignment is scored on the held-out recurring items only: 30% of the 110 shared item IDs
+    _, report = read_csv(out / "codebooks.csv")
+    assert {int(r["aligned_pairs"]) for r in report if r["codes"] == "federated"} == {33}
 
 
 @pytest.mark.slow

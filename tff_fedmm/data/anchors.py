@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.seeding import derive_rng, derive_seed
@@ -90,3 +91,11 @@ def public_anchors(market_set: MarketSet, data_seed: int, held_out_share: float 
         for market, item in products[key]:
             held_out[market][item] = True
     return AnchorSplit(keys=anchors, num_slots=num_slots, item_slot=item_slot, held_out=held_out)
+
+
+def held_out_pairs(market_set: MarketSet, split: AnchorSplit) -> pd.DataFrame:
+    """The rows of `market_set.same_item` whose items are held out (never anchors) on both sides: where
+    anchored mode's alignment is scored."""
+    same = market_set.same_item
+    keep = [bool(split.held_out[a][i] and split.held_out[b][j]) for a, i, b, j in same.itertuples(index=False)]
+    return same[np.array(keep, bool)] if len(same) else same

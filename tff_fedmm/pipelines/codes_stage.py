@@ -253,11 +253,12 @@ def _codes_from_arrays(arrays: dict[str, np.ndarray], group: list[str]) -> Codes
 
 
 def codebook_report(market_set: MarketSet, codes: dict[str, MarketCodes], k_global: int,
-                    k_local: int) -> pd.DataFrame:
+                    k_local: int, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per market: usage and perplexity per level, collision rate, alignment (and NMI on synthetic).
 
-    Alignment uses the evaluation-only same-item table: for items that are the same product in two
-    markets, how often their level-1 codes agree, next to the chance rate Σ_k p_k^a p_k^b.
+    Alignment uses the evaluation-only same-item table (`pairs`, default `market_set.same_item`; in
+    anchored mode only the held-out items, `data.anchors.held_out_pairs`): for items that are the same
+    product in two markets, how often their level-1 codes agree, next to the chance rate Σ_k p_k^a p_k^b.
     """
     rows = []
     for name, c in codes.items():
@@ -267,16 +268,15 @@ def codebook_report(market_set: MarketSet, codes: dict[str, MarketCodes], k_glob
                "local_usage": code_usage(l, k_local), "local_perplexity": perplexity(l, k_local),
                "collision_rate": collision_rate(g, l), "level1_error": c.errors[0], "level2_error": c.errors[1],
                "reconstruction_error": c.errors[2]}
-        row.update(_alignment(market_set, codes, name, k_global))
+        row.update(_alignment(market_set.same_item if pairs is None else pairs, codes, name, k_global))
         if market_set.item_cluster is not None:
             row["cluster_nmi"] = cluster_nmi(c.item_global, market_set.item_cluster[name])
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _alignment(market_set: MarketSet, codes: dict[str, MarketCodes], name: str, k_global: int) -> dict:
+def _alignment(pairs: pd.DataFrame, codes: dict[str, MarketCodes], name: str, k_global: int) -> dict:
     """Pair-weighted agreement and chance over every other market sharing items with `name`."""
-    pairs = market_set.same_item
     agree = chance = n = 0.0
     for other in codes:
         if other == name:

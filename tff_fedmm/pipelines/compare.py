@@ -31,6 +31,7 @@ from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.eval.evaluate import METRICS
 from tff_fedmm.pipelines import ctr_stage
 from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS  # noqa: F401  (re-exported)
+from tff_fedmm.data.anchors import held_out_pairs, public_anchors
 from tff_fedmm.pipelines.codes_stage import CodesConfig, CodesResult, cf_inputs, codebook_report, learn_codes
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,12 @@ class _Codes:
         """The codebook report of a variant, computed once (alignment column and codebooks.csv share it)."""
         variant = self.canonical(variant)
         if variant not in self._reports:
-            self._reports[variant] = codebook_report(self.market_set, self.get(variant).codes, *self.k(variant))
+            pairs = None
+            if self.config.anchors != "none":  # score what anchored mode was not told: held-out items
+                pairs = held_out_pairs(self.market_set, public_anchors(self.market_set, self.config.data_seed,
+                                                                      max_slots=self.config.anchor_max_slots))
+            self._reports[variant] = codebook_report(self.market_set, self.get(variant).codes, *self.k(variant),
+                                                     pairs=pairs)
         return self._reports[variant]
 
     def privacy(self) -> dict[str, dict]:
