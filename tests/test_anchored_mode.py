@@ -226,3 +226,16 @@ def test_anchored_level1_aligns_recurring_items_it_was_never_told_about():
 
     assert len(same) >= 90
     assert ratio(0.0) < 1.5 and ratio(1.0) > 2.0
+
+
+def test_fedper_anchored_field_is_the_anchor_slot_plus_one(three_markets):
+    from tff_fedmm.pipelines.compare import anchor_fields
+
+    split = public_anchors(three_markets, data_seed=0)
+    fields = anchor_fields(three_markets, split)
+    for name, market in three_markets.markets.items():
+        f = fields[name]
+        assert (f.user_global == 0).all() and len(f.user_global) == market.num_users
+        np.testing.assert_array_equal(f.item_global, split.item_slot[name] + 1)
+        assert (f.item_global[split.held_out[name]] == 0).all()  # held-out items get no shared row
+        assert f.item_global.max() <= split.num_slots

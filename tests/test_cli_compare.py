@@ -92,12 +92,13 @@ def test_anchored_mode_runs_end_to_end_and_is_recorded(market_dir, tmp_path):
     out, log = tmp_path / "run", tmp_path / "stderr.txt"
     with log.open("w") as err:
         result = subprocess.run(
-            fedmm_cmd("compare", "--data", str(data), "--methods", "fedmm", "--backbones", "deepfm", "--rounds", "2",
-                       "--anchors", "public-items", "--anchor-weight", "2", "--out", str(out)),
+            fedmm_cmd("compare", "--data", str(data), "--methods", "fedmm,fedper-anchored", "--backbones", "deepfm",
+                       "--rounds", "2", "--anchors", "public-items", "--anchor-weight", "2", "--out", str(out)),
             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err, text=True, timeout=600)
     assert result.returncode == 0, tail(log)
     _, rows = read_csv(out / "results.csv")
-    assert {(r["method"], r["market"]) for r in rows} == {("fedmm", k) for k in MARKETS}
+    assert {(r["method"], r["market"]) for r in rows} == {(m, k) for m in ("fedmm", "fedper-anchored") for k in MARKETS}
+    assert all(0.0 <= float(r["auc"]) <= 1.0 for r in rows)
     codes = json.loads((out / "config.json").read_text())["config"]["codes"]
     assert codes["anchors"] == "public-items" and codes["codebook"]["anchor_weight"] == 2.0
     # alignment is scored on the held-out recurring items only: 30% of the 110 shared item IDs

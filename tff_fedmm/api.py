@@ -24,7 +24,7 @@ import pandas as pd
 
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.errors import UsageError
-from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS
+from tff_fedmm.pipelines.compare_names import ANCHORED_METHODS, BACKBONES, METHODS
 
 
 def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "mean", cf_tower: bool = False, *,
@@ -81,7 +81,8 @@ def check_seeds(seeds: list[int] | None) -> None:
 
 def check_choices(methods: list[str], backbones: list[str], rounds: int | None = None) -> None:
     """Raises `UsageError` naming the flag for an unknown method or backbone, or non-positive rounds."""
-    for flag, values, allowed in (("--methods", methods, METHODS), ("--backbones", backbones, BACKBONES)):
+    for flag, values, allowed in (("--methods", methods, METHODS + ANCHORED_METHODS),
+                                  ("--backbones", backbones, BACKBONES)):
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise UsageError(f"{flag}: unknown {', '.join(map(repr, bad)) or 'empty list'}; "

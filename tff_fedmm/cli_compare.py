@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from tff_fedmm.errors import UsageError
-from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS
+from tff_fedmm.pipelines.compare_names import ANCHORED_METHODS, BACKBONES, METHODS
 
 RUN_METHODS = ["fedmm", "local", "fedavg"]
 
@@ -21,7 +21,8 @@ def add_compare_commands(commands: argparse._SubParsersAction, add_data_argument
     compare = commands.add_parser("compare", help="run several methods on the same markets and compare them")
     add_data_arguments(compare)
     compare.add_argument("--methods", type=_comma_list, default=list(METHODS),
-                         help=f"comma-separated, from: {', '.join(METHODS)} (default: all)")
+                         help=f"comma-separated, from: {', '.join(METHODS)} (default: all), or the opt-in "
+                              f"{', '.join(ANCHORED_METHODS)} (uses public item keys)")
     compare.add_argument("--backbones", type=_comma_list, default=list(BACKBONES),
                          help="comma-separated CTR backbones: deepfm, dcnv2 (default: both)")
     _add_common(compare, out_default=None)
