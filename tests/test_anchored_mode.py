@@ -239,3 +239,33 @@ def test_fedper_anchored_field_is_the_anchor_slot_plus_one(three_markets):
         np.testing.assert_array_equal(f.item_global, split.item_slot[name] + 1)
         assert (f.item_global[split.held_out[name]] == 0).all()  # held-out items get no shared row
         assert f.item_global.max() <= split.num_slots
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("tff_context")
+def test_anchor_aggregates_go_through_secure_sum_and_match_the_plain_run():
+    """The per-anchor aggregates ride the codebook's aggregator stack: with --secure-agg they cross only
+    as secure sums and the consensus matches the plain run's (up to the secure sum's quantisation)."""
+    from tff_fedmm.federated import privacy as dp
+
+    rng = np.random.default_rng(1)
+    xs = [rng.normal(size=(40, RQ.input_dim)).astype(np.float32) for _ in range(2)]
+    slots = np.full(40, -1, np.int32)
+    slots[:4] = np.arange(4)
+    config = CodebookStageConfig(rqvae=RQ, anchors=4)
+
+    def run(privacy):
+        process = build_codebook_process(config, dp.codebook_aggregator("mean", privacy, 2, seed=3))
+        server = process.initialize()
+        clients = [initial_client_state(config, i, server.global_model_weights, x) for i, x in enumerate(xs)]
+        for r in range(2):
+            server, clients, _ = process.next(server, clients,
+                                              [rqvae_dataset(x, batch_size=20, seed=r, slots=slots) for x in xs])
+        return process, server.global_model_weights
+
+    _, plain = run(dp.PrivacyConfig())
+    process, secure = run(dp.PrivacyConfig(secure_agg=True))
+    crossings = audit.audit_codebook_process(process, "mean", RQ.k_global, RQ.latent_dim, secure=True, anchors=4)
+    assert {c.uri for c in crossings} == {"federated_secure_sum_bitwidth", "federated_sum"}
+    np.testing.assert_array_equal(plain["anchor_known"], np.ones(4))
+    np.testing.assert_allclose(secure["anchor_consensus"], plain["anchor_consensus"], atol=1e-4)
