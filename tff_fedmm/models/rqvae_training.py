@@ -54,8 +54,9 @@ def build_round_fn(
 
     Anchored mode (`anchors` slots): dataset rows carry `slot` (-1 for rows that are no anchor), the
     loss adds `anchor_weight` × the mean squared distance of anchor rows' level-1 latents to their
-    slot's consensus (`anchor_target`, where `anchor_known`; standardised, see `_spread_targets`), and `stats` carries per slot the mean
-    level-1 latent of the market's anchor rows and whether it has any (`anchor_means`, `anchor_counts`).
+    slot's consensus (`anchor_target`, where `anchor_known`; standardised, see `_spread_targets`),
+    and `stats` carries per slot the mean level-1 latent of the market's anchor rows and whether it
+    has any (`anchor_means`, `anchor_counts`).
 
     `stats` carries exactly what the federation rules need (per-global-code latent sums and counts, for
     the usage rule, i.e. `learn_global_codebook=False`; zeros otherwise), plus scalar diagnostics. Local codes unused for `reseed_patience` consecutive rounds are re-seeded
