@@ -1,5 +1,7 @@
 """Chooses FedMM's defaults on the VALID split: codebook rule × which CTR layers are federated × level-1 source.
 
+The opt-in `mean+share-codes+anchored:W` variants choose anchored mode's pull weight W the same way.
+
     python tasks/tune_fedmm.py --data ../shared/data/xmarket-electronics --out runs/tune_fedmm
 
 Each variant runs `fedmm` (and the `local` reference once) through `tff_fedmm.api.compare` into
@@ -23,6 +25,10 @@ VARIANTS = {
     "mean+share-codes+descriptors": dict(rule="mean", share_interaction=False, level1="descriptors"),
     "usage+share-codes+descriptors": dict(rule="usage", share_interaction=False, level1="descriptors"),
 }
+DEFAULT_VARIANTS = list(VARIANTS)  # strict mode; the anchored ones below are opt-in
+VARIANTS.update({f"mean+share-codes+anchored:{w:g}": dict(rule="mean", share_interaction=False,
+                                                          anchors="public-items", anchor_weight=w)
+                 for w in (0.3, 1.0, 3.0)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     add_data_arguments(parser)
     add_seed_argument(parser)
     parser.add_argument("--backbones", default="deepfm,dcnv2")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"from: {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help=f"from: {', '.join(VARIANTS)} (default: the strict ones)")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--k-global", type=int, default=None, help="global codebook size for every variant")
     parser.add_argument("--k-local", type=int, default=None, help="local codebook size for every variant")
@@ -61,7 +68,9 @@ def _run(args) -> int:
     runs = [] if args.no_reference else [("local", "local", api.make_config(args.seed, args.rounds, data_seed=args.data_seed))]
     for name in variants:
         base = api.make_config(args.seed, args.rounds, VARIANTS[name]["rule"], data_seed=args.data_seed,
-                               level1=VARIANTS[name].get("level1", "encoder"))
+                               level1=VARIANTS[name].get("level1", "encoder"),
+                               anchors=VARIANTS[name].get("anchors", "none"),
+                               anchor_weight=VARIANTS[name].get("anchor_weight", 1.0))
         rq = base.codes.codebook.rqvae
         rq = replace(rq, k_global=args.k_global or rq.k_global, k_local=args.k_local or rq.k_local)
         base = replace(base, codes=replace(base.codes, codebook=replace(base.codes.codebook, rqvae=rq)))

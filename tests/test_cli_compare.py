@@ -87,6 +87,26 @@ def test_compare_writes_a_complete_run_folder(market_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_anchored_mode_runs_end_to_end_and_is_recorded(market_dir, tmp_path):
+    data = market_dir(tiny_market_files())
+    out, log = tmp_path / "run", tmp_path / "stderr.txt"
+    with log.open("w") as err:
+        result = subprocess.run(
+            fedmm_cmd("compare", "--data", str(data), "--methods", "fedmm,fedper-anchored", "--backbones", "deepfm",
+                       "--rounds", "2", "--anchors", "public-items", "--anchor-weight", "2", "--out", str(out)),
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err, text=True, timeout=600)
+    assert result.returncode == 0, tail(log)
+    _, rows = read_csv(out / "results.csv")
+    assert {(r["method"], r["market"]) for r in rows} == {(m, k) for m in ("fedmm", "fedper-anchored") for k in MARKETS}
+    assert all(0.0 <= float(r["auc"]) <= 1.0 for r in rows)
+    codes = json.loads((out / "config.json").read_text())["config"]["codes"]
+    assert codes["anchors"] == "public-items" and codes["codebook"]["anchor_weight"] == 2.0
+    # alignment is scored on the held-out recurring items only: 30% of the 110 shared item IDs
+    _, report = read_csv(out / "codebooks.csv")
+    assert {int(r["aligned_pairs"]) for r in report if r["codes"] == "federated"} == {33}
+
+
+@pytest.mark.slow
 def test_two_seeds_write_both_and_a_confidence_interval(market_dir, tmp_path):
     data = market_dir(tiny_market_files())
     out = tmp_path / "seeds"
@@ -156,6 +176,9 @@ def load_local_baseline():
         (["compare", "--methods", "local", "--backbones", "deepfm", "--seeds", "0,x"], "--seeds: expected comma-separated integers"),
         (["compare", "--methods", "local", "--backbones", "deepfm", "--seeds", "1,1"], "--seeds: expected distinct"),
         (["run", "--seed", "1", "--seeds", "0,1"], "not allowed with argument"),
+        (["run", "--anchors", "all"], "--anchors: invalid choice"),
+        (["run", "--anchors", "public-items", "--level1", "descriptors"], "use it with --level1 encoder"),
+        (["run", "--anchors", "public-items", "--anchor-weight", "-1"], "--anchor-weight: expected a weight >= 0"),
         (["baseline", "--backbone", "resnet"], "--backbone: expected deepfm, dcnv2"),
         (["baseline", "--markets", "zz"], "no market 'zz'"),
         (["baseline", "--out", "{file}/run"], "--out: cannot write"),

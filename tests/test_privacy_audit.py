@@ -315,6 +315,16 @@ def test_fedmm_signature_shows_the_dp_state_and_secure_sums(capsys):
     assert "[shared] federated_secure_sum_bitwidth: <codebook_update=int64[64,32]>" in out
 
 
+def test_fedmm_signature_names_the_per_anchor_aggregates_in_anchored_mode(capsys):
+    assert main(["signature", "--anchor-slots", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "anchored: 3 anchor slots)" in out and out.count("audit: passed") == 2
+    assert "[shared] federated_sum: <codebook_update=float32[64,32],anchor_means=float32[3,32]," \
+           "anchor_counts=float32[3]>" in out
+    assert "anchor_means: float32[3,32] (384 bytes)" in out and "anchor_counts: float32[3] (12 bytes)" in out
+    assert main(["signature", "--anchor-slots", "-1"]) == 2
+
+
 def test_fedmm_signature_bad_rule_is_one_line(capsys):
     assert main(["signature", "--rule", "median"]) == 2
     captured = capsys.readouterr()

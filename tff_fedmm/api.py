@@ -24,13 +24,14 @@ import pandas as pd
 
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.errors import UsageError
-from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS
+from tff_fedmm.pipelines.compare_names import ANCHORED_METHODS, BACKBONES, METHODS
 
 
 def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "mean", cf_tower: bool = False, *,
                 dp_noise_multiplier: float | None = None, dp_clip: float | None = None, dp_delta: float = 1e-5,
                 secure_agg: bool = False, dp_noise_seed: int | None = None, clients_per_round: int | None = None,
-                dropout_rate: float = 0.0, data_seed: int = 0, level1: str = "encoder"):
+                dropout_rate: float = 0.0, data_seed: int = 0, level1: str = "encoder", anchors: str = "none",
+                anchor_weight: float = 1.0):
     """A `CompareConfig` with every training seed set to `seed` (`compare(seeds=...)` overrides it) and the
     evaluation candidates drawn from `data_seed`; `rounds` bounds each federated stage's rounds and the
     Keras epochs (None keeps the defaults: 20).
@@ -40,7 +41,9 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
     `dp_noise_seed` makes it reproducible (and so not private); `secure_agg` sums
     through TFF's secure sum. Participation in every federated stage (`federated.participation`):
     `clients_per_round` markets sampled per round, each then absent with probability `dropout_rate`.
-    `level1` chooses what level-1 codes are read from (`codes_stage.with_level1`)."""
+    `level1` chooses what level-1 codes are read from (`codes_stage.with_level1`). `anchors="public-items"`
+    is anchored mode (`data.anchors`): the federated codebook stage pulls anchor items' level-1 latents
+    toward a consensus with weight `anchor_weight`; its anchor split comes from `data_seed`."""
     from tff_fedmm.federated.participation import Participation, check_participation
     from tff_fedmm.federated.privacy import PrivacyConfig
     from tff_fedmm.pipelines.codes_stage import with_level1
@@ -55,6 +58,14 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
                     privacy=PrivacyConfig(dp_noise_multiplier, dp_clip, dp_delta, secure_agg, dp_noise_seed),
                     participation=participation)
     codes = with_level1(codes, level1)
+    if anchors not in ("none", "public-items"):
+        raise UsageError(f"--anchors: expected none or public-items, got {anchors!r}")
+    if anchors != "none" and level1 != "encoder":
+        raise UsageError("--anchors public-items pulls the encoder's level-1 latents: use it with --level1 encoder")
+    if anchor_weight < 0:
+        raise UsageError(f"--anchor-weight: expected a weight >= 0, got {anchor_weight}")
+    codes = replace(codes, anchors=anchors, data_seed=data_seed,
+                    codebook=replace(codes.codebook, anchor_weight=anchor_weight))
     ctr = replace(ctr, train=replace(ctr.train, data_seed=data_seed), participation=participation)
     if rounds is not None:
         codes = replace(codes, rounds=rounds)
@@ -70,7 +81,8 @@ def check_seeds(seeds: list[int] | None) -> None:
 
 def check_choices(methods: list[str], backbones: list[str], rounds: int | None = None) -> None:
     """Raises `UsageError` naming the flag for an unknown method or backbone, or non-positive rounds."""
-    for flag, values, allowed in (("--methods", methods, METHODS), ("--backbones", backbones, BACKBONES)):
+    for flag, values, allowed in (("--methods", methods, METHODS + ANCHORED_METHODS),
+                                  ("--backbones", backbones, BACKBONES)):
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise UsageError(f"{flag}: unknown {', '.join(map(repr, bad)) or 'empty list'}; "

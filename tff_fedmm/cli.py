@@ -107,6 +107,8 @@ def _add_signature_command(commands: argparse._SubParsersAction) -> None:
                            help="global-codebook aggregation rule (default mean)")
     signature.add_argument("--backbone", choices=("deepfm", "dcnv2"), default="deepfm",
                            help="CTR backbone of the federated CTR process (default deepfm)")
+    signature.add_argument("--anchor-slots", type=int, default=0,
+                           help="anchored mode (--anchors public-items) with this many anchor slots (default 0: off)")
     add_privacy_arguments(signature, epsilon=False)  # as on run/compare
     signature.set_defaults(handler=_signature)
 
@@ -118,7 +120,9 @@ def _signature(args: argparse.Namespace) -> int:
 
     privacy = PrivacyConfig(args.dp_noise_multiplier, args.dp_clip, secure_agg=args.secure_agg)
     check_privacy(privacy, args.rule, SIGNATURE_MARKETS)
-    report, passed = signature_report(args.rule, args.backbone, privacy)
+    if args.anchor_slots < 0:
+        raise UsageError(f"--anchor-slots: expected 0 or more, got {args.anchor_slots}")
+    report, passed = signature_report(args.rule, args.backbone, privacy, anchors=args.anchor_slots)
     print(report)
     return 0 if passed else 1
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from tff_fedmm.errors import UsageError
-from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS
+from tff_fedmm.pipelines.compare_names import ANCHORED_METHODS, BACKBONES, METHODS
 
 RUN_METHODS = ["fedmm", "local", "fedavg"]
 
@@ -21,7 +21,8 @@ def add_compare_commands(commands: argparse._SubParsersAction, add_data_argument
     compare = commands.add_parser("compare", help="run several methods on the same markets and compare them")
     add_data_arguments(compare)
     compare.add_argument("--methods", type=_comma_list, default=list(METHODS),
-                         help=f"comma-separated, from: {', '.join(METHODS)} (default: all)")
+                         help=f"comma-separated, from: {', '.join(METHODS)} (default: all), or the opt-in "
+                              f"{', '.join(ANCHORED_METHODS)} (uses public item keys)")
     compare.add_argument("--backbones", type=_comma_list, default=list(BACKBONES),
                          help="comma-separated CTR backbones: deepfm, dcnv2 (default: both)")
     _add_common(compare, out_default=None)
@@ -68,6 +69,13 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
                         help="what level-1 (global) codes are read from: the private encoder of CF embeddings "
                              "(default) or market-invariant descriptors (popularity, rating, calendar time), "
                              "computed inside each market; nothing new leaves a market")
+    parser.add_argument("--anchors", default="none", choices=("none", "public-items"),
+                        help="anchored mode: markets may use the public keys of items sold in two or more markets "
+                             "(users and other items stay private); per anchor, a mean level-1 latent crosses "
+                             "through the codebook aggregator. Default none (strict)")
+    parser.add_argument("--anchor-weight", type=float, default=1.0,
+                        help="weight of the pull of anchor items' level-1 latents toward the consensus "
+                             "(with --anchors public-items; default 1.0)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (same data and flags)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -137,7 +145,8 @@ def _compare(args: argparse.Namespace) -> int:
                              dp_noise_multiplier=args.dp_noise_multiplier, dp_clip=args.dp_clip,
                              dp_delta=args.dp_delta, secure_agg=args.secure_agg, dp_noise_seed=args.dp_noise_seed,
                              clients_per_round=args.clients_per_round, dropout_rate=args.dropout_rate,
-                             data_seed=args.data_seed, level1=args.level1)
+                             data_seed=args.data_seed, level1=args.level1, anchors=args.anchors,
+                             anchor_weight=args.anchor_weight)
     result = api.compare(market_set, args.methods, args.backbones, config, seeds=seeds, out=args.out,
                          resume=args.resume,
                          progress=not args.quiet, command={k: v for k, v in vars(args).items() if k != "handler"},

@@ -26,7 +26,9 @@ _PAIR_COLUMNS = ["market_a", "item_a", "market_b", "item_b"]
 @dataclass(frozen=True, eq=False)
 class MarketSet:
     markets: dict[str, Market]
-    same_item: pd.DataFrame  # market_a, item_a, market_b, item_b as int item indices; EVALUATION-ONLY
+    # market_a, item_a, market_b, item_b as int item indices; EVALUATION-ONLY, except that anchored mode
+    # (`data.anchors`) derives its agreed anchor list from it
+    same_item: pd.DataFrame
     item_cluster: dict[str, np.ndarray] | None  # ground-truth cluster per item index; synthetic only
     source: str
 

@@ -238,27 +238,40 @@ def assert_nonscalar_leaves_equal(crossings: Sequence[Crossing], expected: Itera
 # The project's predicates
 
 
-def _payload_leaves(rule: str, k_global: int, latent_dim: int, secure: bool) -> list[tff.TensorType]:
+def _payload_leaves(rule: str, k_global: int, latent_dim: int, secure: bool, anchors: int = 0) -> list[tff.TensorType]:
     """The payload's leaves; under `--secure-agg` as TFF's secure sum sends them: quantized to int64."""
     from tff_fedmm.federated.codebook_aggregator import client_payload_type
 
-    leaves = leaf_types(client_payload_type(rule, k_global, latent_dim))
+    leaves = leaf_types(client_payload_type(rule, k_global, latent_dim, anchors))
     return [tff.TensorType(np.int64, t.shape) for t in leaves] if secure else leaves
 
 
-def codebook_allowed(rule: str, k_global: int, latent_dim: int, secure: bool = False) -> TypePredicate:
-    """Codebook stage: a float32 scalar, or a leaf of the global-codebook payload of `rule`; with
-    `secure`, the payload quantized to integers and the integer scalars of secure sums (the quantized
-    weight, clip counts)."""
-    payload = {_key(t) for t in _payload_leaves(rule, k_global, latent_dim, secure)}
+def codebook_payload_fields(rule: str, k_global: int, latent_dim: int, anchors: int = 0) -> list[tuple[str, str, int]]:
+    """(name, type, bytes) of every field one market sends per round: the audit's description of what
+    crosses. In anchored mode it names the per-anchor aggregates (`anchor_means`, `anchor_counts`)."""
+    from tensorflow_federated.python.common_libs import structure
+
+    from tff_fedmm.federated.codebook_aggregator import client_payload_type
+
+    payload = client_payload_type(rule, k_global, latent_dim, anchors)
+    return [(name, _fmt(t), int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize)
+            for name, t in zip(structure.name_list(payload), payload)]
+
+
+def codebook_allowed(rule: str, k_global: int, latent_dim: int, secure: bool = False, anchors: int = 0) -> TypePredicate:
+    """Codebook stage: a float32 scalar, or a leaf of the global-codebook payload of `rule` (with its
+    per-anchor aggregates when `anchors`); with `secure`, the payload quantized to integers and the
+    integer scalars of secure sums (the quantized weight, clip counts)."""
+    payload = {_key(t) for t in _payload_leaves(rule, k_global, latent_dim, secure, anchors)}
     return lambda t: (is_float32_scalar(t) or _key(t) in payload
                       or (secure and is_scalar(t) and np.issubdtype(np.dtype(t.dtype), np.integer)))
 
 
-def audit_codebook_process(process, rule: str, k_global: int, latent_dim: int, secure: bool = False) -> list[Crossing]:
+def audit_codebook_process(process, rule: str, k_global: int, latent_dim: int, secure: bool = False,
+                           anchors: int = 0) -> list[Crossing]:
     """Only the payload and scalars cross, and the payload crosses exactly once."""
-    crossings = assert_only_allowed(process.next, codebook_allowed(rule, k_global, latent_dim, secure))
-    assert_nonscalar_leaves_equal(crossings, _payload_leaves(rule, k_global, latent_dim, secure))
+    crossings = assert_only_allowed(process.next, codebook_allowed(rule, k_global, latent_dim, secure, anchors))
+    assert_nonscalar_leaves_equal(crossings, _payload_leaves(rule, k_global, latent_dim, secure, anchors))
     return crossings
 
 

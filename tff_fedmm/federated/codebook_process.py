@@ -6,13 +6,16 @@ weights, the local codebook, the client optimizer's state and the idle counters 
 round each market receives the global codebook, trains its RQ-VAE for `local_epochs`, and sends only
 what the aggregation rule needs (see `codebook_aggregator`).
 
-`federate_encoder=True` is the documented option that also averages encoder/decoder weights; it is off
-by default because those weights are a function of the market's private CF space.
+Anchored mode (`anchors` > 0 slots, see `tff_fedmm.data.anchors`): the server also holds a consensus
+level-1 latent per anchor slot, broadcast with the codebook; each market's rows carry their slot, its
+training pulls its anchor items' level-1 latents toward that consensus (`anchor_weight`), and it sends
+its per-slot mean latents and presence through the codebook's aggregator (`codebook_aggregator`).
 """
 
 from __future__ import annotations
 
 import collections
+import collections.abc
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +23,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_fedmm.federated.codebook_aggregator import (
-    GlobalCodebookFactory, build_codebook_finalizer, client_payload_type,
+    GlobalCodebookFactory, build_codebook_finalizer, client_payload_type, shared_state_type,
 )
 from tff_fedmm.federated.composer import compose_stateful_process
 from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae
@@ -34,6 +37,8 @@ class CodebookStageConfig:
     local_epochs: int = 2
     learning_rate: float = 3e-3
     reseed_patience: int = 2
+    anchors: int = 0  # anchor slots (anchored mode); 0: strict, nothing keyed is used
+    anchor_weight: float = 1.0  # weight of the pull toward the anchor consensus (anchored mode only)
 
 
 def _optimizer(config: CodebookStageConfig):
@@ -41,7 +46,15 @@ def _optimizer(config: CodebookStageConfig):
 
 
 def data_type(config: CodebookStageConfig) -> tff.SequenceType:
-    return tff.SequenceType(collections.OrderedDict(x=tff.TensorType(np.float32, [None, config.rqvae.input_dim])))
+    element = collections.OrderedDict(x=tff.TensorType(np.float32, [None, config.rqvae.input_dim]))
+    if config.anchors:
+        element["slot"] = tff.TensorType(np.int32, [None])
+    return tff.SequenceType(element)
+
+
+def codebook_of(shared) -> np.ndarray:
+    """The global codebook inside the server's shared state (a bare codebook unless anchored)."""
+    return shared["codebook"] if isinstance(shared, collections.abc.Mapping) else shared
 
 
 def _learns_global(config: CodebookStageConfig) -> bool:
@@ -62,19 +75,22 @@ def _client_state_structure(model: tf.keras.Model, config: CodebookStageConfig, 
 
 def _build_client_update(config: CodebookStageConfig, client_state_type: tff.Type) -> tff.Computation:
     cfg = config.rqvae
-    codebook_type = tff.TensorType(np.float32, [cfg.k_global, cfg.latent_dim])
+    shared_type = shared_state_type(cfg.k_global, cfg.latent_dim, config.anchors)
 
-    @tff.tensorflow.computation(codebook_type, client_state_type, data_type(config))
-    def client_update(codebook, state, dataset):
+    @tff.tensorflow.computation(shared_type, client_state_type, data_type(config))
+    def client_update(shared, state, dataset):
+        codebook = shared["codebook"] if config.anchors else shared
+        anchor_args = (shared["anchor_consensus"], shared["anchor_known"]) if config.anchors else ()
         model = build_rqvae(cfg)
         # tf.function for its automatic control dependencies: reads of the trained variables must
         # follow the training loop (a bare TFF graph gives no such order).
         round_fn = tf.function(rt.build_round_fn(
             model, _optimizer(config), cfg, local_epochs=config.local_epochs,
-            learn_global_codebook=_learns_global(config), reseed_patience=config.reseed_patience))
+            learn_global_codebook=_learns_global(config), reseed_patience=config.reseed_patience,
+            anchors=config.anchors, anchor_weight=config.anchor_weight))
         seed = state["client_index"] * 100_003 + state["round_num"]
         private, opt_state, idle, trained_codebook, stats = round_fn(
-            codebook, state["private"], state["optimizer_state"], state["local_idle"], dataset, seed)
+            codebook, state["private"], state["optimizer_state"], state["local_idle"], dataset, seed, *anchor_args)
         new_state = collections.OrderedDict(
             client_index=state["client_index"], round_num=state["round_num"] + 1, private=tuple(private),
             optimizer_state=opt_state, local_idle=idle)
@@ -83,6 +99,9 @@ def _build_client_update(config: CodebookStageConfig, client_state_type: tff.Typ
         else:
             payload = collections.OrderedDict(
                 code_sums=stats["global_code_sums"], code_counts=stats["global_code_counts"])
+        if config.anchors:
+            payload["anchor_means"] = stats["anchor_means"]
+            payload["anchor_counts"] = stats["anchor_counts"]
         n = stats["num_examples"]
         metrics = collections.OrderedDict(
             loss=stats["loss"] * n,
@@ -122,8 +141,13 @@ def build_codebook_process(
     def initial_codebook():
         # One server-side seed: code k starts as the same vector in every market.
         if cfg.descriptor_dim:
-            return descriptor_codebook_init(cfg)
-        return tf.random.stateless_normal([cfg.k_global, cfg.latent_dim], seed=[cfg.seed, 1])
+            codebook = descriptor_codebook_init(cfg)
+        else:
+            codebook = tf.random.stateless_normal([cfg.k_global, cfg.latent_dim], seed=[cfg.seed, 1])
+        if not config.anchors:
+            return codebook
+        return collections.OrderedDict(codebook=codebook, anchor_consensus=tf.zeros([config.anchors, cfg.latent_dim]),
+                                       anchor_known=tf.zeros([config.anchors]))
 
     @tff.tensorflow.computation
     def client_state_template():
@@ -139,9 +163,9 @@ def build_codebook_process(
         data_type=data_type(config),
         distributor=tff.learning.templates.build_broadcast_process(codebook_type),
         client_update=client_update,
-        aggregator=aggregator.create(client_payload_type(config.rule, cfg.k_global, cfg.latent_dim),
+        aggregator=aggregator.create(client_payload_type(config.rule, cfg.k_global, cfg.latent_dim, config.anchors),
                                      tff.TensorType(np.float32)),
-        finalizer=build_codebook_finalizer(cfg.k_global, cfg.latent_dim, config.rule),
+        finalizer=build_codebook_finalizer(cfg.k_global, cfg.latent_dim, config.rule, config.anchors),
         finalize_metrics=_build_finalize_metrics(metrics_type),
     )
 
@@ -167,7 +191,7 @@ def initial_client_state(config: CodebookStageConfig, client_index: int, codeboo
 
     cfg = config.rqvae
     model = build_rqvae(cfg)
-    rt.global_codebook(model).assign(codebook)
+    rt.global_codebook(model).assign(codebook_of(codebook))
     _, z, q_global, _, _, _, _ = model(x, training=False)
     residual = (z - q_global).numpy()
     k = min(cfg.k_local, len(residual))
@@ -179,6 +203,11 @@ def initial_client_state(config: CodebookStageConfig, client_index: int, codeboo
     return tf.nest.map_structure(lambda t: tf.convert_to_tensor(t).numpy(), state)
 
 
-def rqvae_dataset(x: np.ndarray, batch_size: int = 256, seed: int = 0) -> tf.data.Dataset:
-    return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x)).shuffle(
+def rqvae_dataset(x: np.ndarray, batch_size: int = 256, seed: int = 0,
+                  slots: np.ndarray | None = None) -> tf.data.Dataset:
+    """`slots` (anchored mode): each row's anchor slot, -1 for rows that are no anchor."""
+    element = collections.OrderedDict(x=x)
+    if slots is not None:
+        element["slot"] = slots.astype(np.int32)
+    return tf.data.Dataset.from_tensor_slices(element).shuffle(
         len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)

@@ -13,7 +13,7 @@ import numpy as np
 
 from tff_fedmm.federated.audit import (
     Crossing, PrivacyAuditError, TypePredicate, audit_codebook_process, audit_partial_fedavg_process,
-    client_to_server_values, codebook_allowed, is_scalar, shared_weights_allowed,
+    client_to_server_values, codebook_allowed, codebook_payload_fields, is_scalar, shared_weights_allowed,
 )
 
 
@@ -61,10 +61,11 @@ def ctr_element_spec(k_global: int, k_local: int, batch_size: int = 256):
 SIGNATURE_MARKETS = 5  # markets per round assumed by a DP mean's denominator (it does not change types)
 
 
-def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None) -> tuple[str, bool]:
+def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None, anchors: int = 0) -> tuple[str, bool]:
     """Builds (never runs) both processes; returns their `describe` text and whether both audits pass.
     `privacy` (a `PrivacyConfig`) wraps the codebook aggregation as `--dp-*`/`--secure-agg` do (the DP
-    state — clip, noise seed, `DpEvent` — then shows in the server state of `next`'s signature)."""
+    state — clip, noise seed, `DpEvent` — then shows in the server state of `next`'s signature).
+    `anchors` > 0 builds the codebook process in anchored mode with that many anchor slots."""
     import functools
 
     from tff_fedmm.federated.codebook_process import CodebookStageConfig, build_codebook_process
@@ -75,7 +76,7 @@ def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None)
 
     sections, passed = [], True
     privacy = privacy or PrivacyConfig()
-    config = CodebookStageConfig(rule=rule)
+    config = CodebookStageConfig(rule=rule, anchors=anchors)
     cfg = config.rqvae
     codebook = build_codebook_process(config, codebook_aggregator(rule, privacy, SIGNATURE_MARKETS, cfg.seed))
     secure = privacy.secure_agg
@@ -88,9 +89,9 @@ def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None)
     checks = [
         (f"codebook process (rule={rule}, K_global={cfg.k_global}, K_local={cfg.k_local}, d={cfg.latent_dim}"
          + (f", DP z={privacy.noise_multiplier} clip={privacy.clip or 'adaptive'}" if privacy.dp else "")
-         + (", secure sum" if secure else "") + ")",
-         codebook, codebook_allowed(rule, cfg.k_global, cfg.latent_dim, secure),
-         lambda: audit_codebook_process(codebook, rule, cfg.k_global, cfg.latent_dim, secure)),
+         + (", secure sum" if secure else "") + (f", anchored: {anchors} anchor slots" if anchors else "") + ")",
+         codebook, codebook_allowed(rule, cfg.k_global, cfg.latent_dim, secure, anchors),
+         lambda: audit_codebook_process(codebook, rule, cfg.k_global, cfg.latent_dim, secure, anchors)),
         (f"federated CTR process (partial FedAvg, backbone={backbone}, "
          + ", ".join(f"{k}={v}" for k, v in sizes.items()) + ")",
          ctr, shared_weights_allowed(model), lambda: audit_partial_fedavg_process(ctr, model)),
@@ -101,5 +102,10 @@ def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None)
             verdict = "audit: passed (only shared values and scalar metrics cross)"
         except PrivacyAuditError as err:
             passed, verdict = False, f"audit: FAILED\n{err}"
-        sections.append(f"== {title}: next ==\n{describe(process.next, labeler(allowed))}\n{verdict}")
+        payload = ""
+        if process is codebook:  # name every field of the payload, the per-anchor aggregates included
+            payload = "\npayload per market and round:\n" + "\n".join(
+                f"  {name}: {type_} ({size:,} bytes)" for name, type_, size in
+                codebook_payload_fields(rule, cfg.k_global, cfg.latent_dim, anchors))
+        sections.append(f"== {title}: next ==\n{describe(process.next, labeler(allowed))}{payload}\n{verdict}")
     return "\n\n".join(sections), passed

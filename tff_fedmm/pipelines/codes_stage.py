@@ -17,12 +17,13 @@ from tff_fedmm import progress
 from tff_fedmm.checkpoints import RunCheckpoints, StageCheckpoint
 from tff_fedmm.codes import FIELDS as CODE_FIELDS
 from tff_fedmm.codes import MarketCodes, encode_market
+from tff_fedmm.data.anchors import ANCHOR_MODES, public_anchors
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.eval.alignment import cluster_nmi, code_agreement
 from tff_fedmm.eval.codebook_stats import code_usage, collision_rate, perplexity
 from tff_fedmm.federated import privacy as dp
 from tff_fedmm.federated.codebook_process import (
-    CodebookStageConfig, build_codebook_process, initial_client_state, rqvae_dataset,
+    CodebookStageConfig, build_codebook_process, codebook_of, initial_client_state, rqvae_dataset,
 )
 from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.data.descriptors import entity_descriptors
@@ -41,6 +42,11 @@ class CodesConfig:
     # Both apply to the federated stages only (the global codebook and the optional CF tower).
     privacy: dp.PrivacyConfig = field(default_factory=dp.PrivacyConfig)
     participation: Participation = field(default_factory=Participation)
+    # Anchored mode (`data.anchors`): "public-items" lets the federated codebook stage use the public keys
+    # of items in two or more markets; the split of anchors and held-out items comes from `data_seed`.
+    anchors: str = "none"
+    data_seed: int = 0
+    anchor_max_slots: int | None = None  # hash anchors into this many slots when there are more
 
     def __post_init__(self) -> None:
         rq = self.codebook.rqvae
@@ -50,6 +56,11 @@ class CodesConfig:
         if rq.descriptor_dim not in (0, rqvae_input_dim(self.cf) - self.cf.dim - 2):
             raise ValueError(f"RQ-VAE descriptor_dim {rq.descriptor_dim} but the CF stage appends "
                              f"{rqvae_input_dim(self.cf) - self.cf.dim - 2} descriptor columns")
+        if self.anchors not in ANCHOR_MODES:
+            raise ValueError(f"unknown anchors mode {self.anchors!r}; expected one of {ANCHOR_MODES}")
+        if self.anchors != "none" and rq.descriptor_dim:
+            raise ValueError("anchored mode pulls the encoder's level-1 latents; with level 1 read from "
+                             "descriptors (a frozen map) there is nothing to pull: use level1 encoder")
 
 
 LEVEL1_SOURCES = ("encoder", "descriptors")
@@ -143,11 +154,12 @@ def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: St
 
 def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: CodesConfig,
                  participants: list[str], process=None, checkpoint: StageCheckpoint | None = None,
-                 federated: bool = True) -> CodesResult:
+                 federated: bool = True, slots: dict[str, np.ndarray] | None = None) -> CodesResult:
     """Trains the codebook process with `participants` as its clients and encodes each of them.
 
     With `federated`, the participants are sampled per round and the aggregation carries the privacy
     options of `config` (a market alone, as in the private code variants, shares nothing to protect).
+    `slots` (anchored mode, `config.codebook.anchors` slots): each market's anchor slot per input row.
     """
     # The datasets' shuffle seeds combine with TensorFlow's global seed, which the stage before may
     # have left anywhere: without this, a variant's codes depended on which methods ran before it.
@@ -162,7 +174,9 @@ def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: C
                for i, name in enumerate(participants)]
 
     def dataset(index: int, round_num: int):
-        return rqvae_dataset(inputs[participants[index]], seed=config.codebook.rqvae.seed + 1000 * round_num + index)
+        name = participants[index]
+        return rqvae_dataset(inputs[name], seed=config.codebook.rqvae.seed + 1000 * round_num + index,
+                             slots=slots[name] if slots is not None else None)
 
     def step(state, round_num: int):
         present = participation.present("codebook", round_num, len(participants))
@@ -184,7 +198,7 @@ def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: C
     codes = {}
     for client in clients:
         name = participants[int(client["client_index"])]  # keyed by index, never by list position
-        codes[name] = encode_market(config.codebook.rqvae, server.global_model_weights, client, inputs[name],
+        codes[name] = encode_market(config.codebook.rqvae, codebook_of(server.global_model_weights), client, inputs[name],
                                     market_set.markets[name].num_users)
     history = [{"round": i + 1, **dict(zip(_HISTORY, row))} for i, row in enumerate(result.metrics)]
     return CodesResult(codes=codes, history=history, privacy=report)
@@ -198,6 +212,12 @@ def learn_codes(market_set: MarketSet, config: CodesConfig, federated: bool, pro
                 variant: str = "codes") -> CodesResult:
     """`inputs` (from `cf_inputs`) may be passed in so that code variants share one CF stage."""
     inputs = inputs if inputs is not None else cf_inputs(market_set, config.cf)
+    slots = None
+    if federated and config.anchors != "none":  # a market alone has no other market to anchor to
+        split = public_anchors(market_set, config.data_seed, max_slots=config.anchor_max_slots)
+        if split.num_slots:
+            config = replace(config, codebook=replace(config.codebook, anchors=split.num_slots))
+            slots = {n: split.row_slots(n, m.num_users) for n, m in market_set.markets.items()}
     if not federated:  # one plain process serves every market alone (the federated one is built per run)
         process = process or build_codebook_process(config.codebook)
     groups = [market_set.names] if federated else [[name] for name in market_set.names]
@@ -208,7 +228,7 @@ def learn_codes(market_set: MarketSet, config: CodesConfig, federated: bool, pro
         if done is None:
             progress.start_stage(stage, config.rounds)
             result = run_codebook(market_set, inputs, config, group, process,
-                                  checkpoints.stage(stage) if checkpoints else None, federated)
+                                  checkpoints.stage(stage) if checkpoints else None, federated, slots)
             if checkpoints:
                 checkpoints.stage(stage).save_done(_codes_arrays(result))
         else:
@@ -233,11 +253,12 @@ def _codes_from_arrays(arrays: dict[str, np.ndarray], group: list[str]) -> Codes
 
 
 def codebook_report(market_set: MarketSet, codes: dict[str, MarketCodes], k_global: int,
-                    k_local: int) -> pd.DataFrame:
+                    k_local: int, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per market: usage and perplexity per level, collision rate, alignment (and NMI on synthetic).
 
-    Alignment uses the evaluation-only same-item table: for items that are the same product in two
-    markets, how often their level-1 codes agree, next to the chance rate Σ_k p_k^a p_k^b.
+    Alignment uses the evaluation-only same-item table (`pairs`, default `market_set.same_item`; in
+    anchored mode only the held-out items, `data.anchors.held_out_pairs`): for items that are the same
+    product in two markets, how often their level-1 codes agree, next to the chance rate Σ_k p_k^a p_k^b.
     """
     rows = []
     for name, c in codes.items():
@@ -247,16 +268,15 @@ def codebook_report(market_set: MarketSet, codes: dict[str, MarketCodes], k_glob
                "local_usage": code_usage(l, k_local), "local_perplexity": perplexity(l, k_local),
                "collision_rate": collision_rate(g, l), "level1_error": c.errors[0], "level2_error": c.errors[1],
                "reconstruction_error": c.errors[2]}
-        row.update(_alignment(market_set, codes, name, k_global))
+        row.update(_alignment(market_set.same_item if pairs is None else pairs, codes, name, k_global))
         if market_set.item_cluster is not None:
             row["cluster_nmi"] = cluster_nmi(c.item_global, market_set.item_cluster[name])
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _alignment(market_set: MarketSet, codes: dict[str, MarketCodes], name: str, k_global: int) -> dict:
+def _alignment(pairs: pd.DataFrame, codes: dict[str, MarketCodes], name: str, k_global: int) -> dict:
     """Pair-weighted agreement and chance over every other market sharing items with `name`."""
-    pairs = market_set.same_item
     agree = chance = n = 0.0
     for other in codes:
         if other == name:

@@ -9,6 +9,9 @@ Methods and what they share across markets:
     fedmm-local-only   CTR interaction layers + global-code embeddings; codes from private codebooks
     fedmm-global-only  the federated level-1 codebook only (one code level in the CTR)
     fedmm              federated global codebook, private local codebook, codes in a partial-FedAvg CTR
+    fedper-anchored    (opt-in) fedper + a shared embedding per public anchor item (`data.anchors`): items
+                       in several markets, minus the held-out share, share a row by key; users, market-only
+                       and held-out items stay private
 
 Several training seeds run one after another on the same markets and evaluation candidates (the data
 seed is part of the config and never varies); within a seed, methods share their CF and codes stages.
@@ -27,10 +30,12 @@ import pandas as pd
 
 from tff_fedmm import progress
 from tff_fedmm.checkpoints import RunCheckpoints
+from tff_fedmm.codes import MarketCodes
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.eval.evaluate import METRICS
 from tff_fedmm.pipelines import ctr_stage
 from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS  # noqa: F401  (re-exported)
+from tff_fedmm.data.anchors import held_out_pairs, public_anchors
 from tff_fedmm.pipelines.codes_stage import CodesConfig, CodesResult, cf_inputs, codebook_report, learn_codes
 
 log = logging.getLogger(__name__)
@@ -124,7 +129,12 @@ class _Codes:
         """The codebook report of a variant, computed once (alignment column and codebooks.csv share it)."""
         variant = self.canonical(variant)
         if variant not in self._reports:
-            self._reports[variant] = codebook_report(self.market_set, self.get(variant).codes, *self.k(variant))
+            pairs = None
+            if self.config.anchors != "none":  # score what anchored mode was not told: held-out items
+                pairs = held_out_pairs(self.market_set, public_anchors(self.market_set, self.config.data_seed,
+                                                                      max_slots=self.config.anchor_max_slots))
+            self._reports[variant] = codebook_report(self.market_set, self.get(variant).codes, *self.k(variant),
+                                                     pairs=pairs)
         return self._reports[variant]
 
     def privacy(self) -> dict[str, dict]:
@@ -152,6 +162,11 @@ def _trainer(method: str, codes: _Codes, market_set: MarketSet, config: CompareC
         return lambda b, ckpt: ctr_stage.train_partial(market_set, b, ctr_stage.CodeUse(), c, (0, 0), ckpt)
     if method == "centralized":
         return lambda b, _: ctr_stage.train_centralized(market_set, b, c)
+    if method == "fedper-anchored":
+        split = public_anchors(market_set, config.codes.data_seed, max_slots=config.codes.anchor_max_slots)
+        use = ctr_stage.CodeUse(anchor_fields(market_set, split), use_global=True, use_local=False)
+        shared = replace(c, share_interaction=True)  # as fedper
+        return lambda b, ckpt: ctr_stage.train_partial(market_set, b, use, shared, (split.num_slots + 1, 0), ckpt)
     variant, use_global, use_local = _CODE_METHODS[method]
 
     def train(backbone: str, ckpt):
@@ -232,6 +247,18 @@ def _stage_from_arrays(arrays: dict, names: list[str]) -> tuple[dict, list[dict]
     history = [{"round": int(r), "market": names[int(m)] if m >= 0 else "all", "valid_auc": float(a),
                 "valid_logloss": float(ll), "train_loss": float(loss)} for r, m, a, ll, loss in arrays["history"]]
     return metrics, history
+
+
+def anchor_fields(market_set: MarketSet, split) -> dict[str, MarketCodes]:
+    """fedper-anchored's extra field, carried in the global-code slot of the CTR model (a `shared_*`
+    embedding, so partial FedAvg averages it): an item's anchor slot + 1, 0 for every other item and for
+    users. Row s + 1 of that table is then one embedding per anchor, shared across markets by key."""
+    fields = {}
+    for name, market in market_set.markets.items():
+        users, items = np.zeros(market.num_users, np.int32), (split.item_slot[name] + 1).astype(np.int32)
+        fields[name] = MarketCodes(user_global=users, user_local=users, item_global=items,
+                                   item_local=np.zeros_like(items), errors=np.zeros(3))
+    return fields
 
 
 def _alignment_by_market(codes: _Codes, method: str) -> dict[str, float]:
