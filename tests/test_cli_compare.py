@@ -53,16 +53,22 @@ def tail(path: Path, lines: int = 30) -> str:
 # --- end to end ----------------------------------------------------------------------------------------
 
 
+def _compare(data: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
+    """`fedmm compare` on DeepFM for 2 rounds into `out`; asserts success, showing its stderr if not."""
+    log = out.with_name(f"{out.name}-stderr.txt")
+    with log.open("w") as err:
+        result = subprocess.run(fedmm_cmd("compare", "--data", str(data), "--backbones", "deepfm", "--rounds", "2",
+                                          "--out", str(out), *flags),
+                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err, text=True, timeout=600)
+    assert result.returncode == 0, tail(log)
+    return result
+
+
 @pytest.mark.slow
 def test_compare_writes_a_complete_run_folder(market_dir, tmp_path):
     data = market_dir(tiny_market_files())
-    out, log = tmp_path / "run", tmp_path / "stderr.txt"
-    with log.open("w") as err:
-        result = subprocess.run(
-            fedmm_cmd("compare", "--data", str(data), "--methods", "local,fedmm,fedavg", "--backbones", "deepfm",
-                       "--rounds", "2", "--out", str(out)),
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err, text=True, timeout=600)
-    assert result.returncode == 0, tail(log)
+    out = tmp_path / "run"
+    result = _compare(data, out, "--methods", "local,fedmm,fedavg")
     columns, rows = read_csv(out / "results.csv")
     assert columns == RESULT_COLUMNS
     keys = [(r["method"], r["backbone"], r["market"]) for r in rows]
@@ -89,13 +95,8 @@ def test_compare_writes_a_complete_run_folder(market_dir, tmp_path):
 @pytest.mark.slow
 def test_anchored_mode_runs_end_to_end_and_is_recorded(market_dir, tmp_path):
     data = market_dir(tiny_market_files())
-    out, log = tmp_path / "run", tmp_path / "stderr.txt"
-    with log.open("w") as err:
-        result = subprocess.run(
-            fedmm_cmd("compare", "--data", str(data), "--methods", "fedmm,fedper-anchored", "--backbones", "deepfm",
-                       "--rounds", "2", "--anchors", "public-items", "--anchor-weight", "2", "--out", str(out)),
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err, text=True, timeout=600)
-    assert result.returncode == 0, tail(log)
+    out = tmp_path / "run"
+    _compare(data, out, "--methods", "fedmm,fedper-anchored", "--anchors", "public-items", "--anchor-weight", "2")
     _, rows = read_csv(out / "results.csv")
     assert {(r["method"], r["market"]) for r in rows} == {(m, k) for m in ("fedmm", "fedper-anchored") for k in MARKETS}
     assert all(0.0 <= float(r["auc"]) <= 1.0 for r in rows)
