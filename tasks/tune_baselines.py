@@ -40,14 +40,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def variant_config(base, settings: dict):
-    """`base` with one variant's settings: the learning rate and patience apply to Keras epochs and
-    federated rounds alike, the embedding size to every CTR model."""
-    ctr = base.ctr
-    train = replace(ctr.train, learning_rate=settings.get("learning_rate", ctr.train.learning_rate),
-                    patience=settings.get("patience", ctr.train.patience))
-    ctr = replace(ctr, train=train, embed_dim=settings.get("embed_dim", ctr.embed_dim),
-                  round_patience=settings.get("patience", ctr.round_patience))
-    return replace(base, ctr=ctr)
+    """`base` with one variant's settings for every method (`ctr_stage.with_settings`)."""
+    from tff_fedmm.pipelines.ctr_stage import with_settings
+
+    return replace(base, ctr=with_settings(base.ctr, settings))
 
 
 def _run(args) -> int:
@@ -62,7 +58,7 @@ def _run(args) -> int:
         raise UsageError(f"--variants: expected a comma-separated list from: {', '.join(VARIANTS)}")
     api.check_choices(methods, backbones, args.rounds)
     market_set = load_market_set(args)
-    base = api.make_config(args.seed, args.rounds, data_seed=args.data_seed)
+    base = api.make_config(args.seed, args.rounds, data_seed=args.data_seed, tuned={})  # from the shared defaults
     rows = []
     for name in variants:
         result = api.compare(market_set, methods, backbones, variant_config(base, VARIANTS[name]),
@@ -74,6 +70,8 @@ def _run(args) -> int:
     best = table.groupby(["method", "backbone"], sort=False)["valid_logloss"].transform("min")
     table["chosen"] = (table["valid_logloss"] == best).map({True: "*", False: ""})
     print(table.round(4).to_string(index=False))
+    chosen = {f"{r.method}/{r.backbone}": VARIANTS[r.variant] for r in table[table.chosen == "*"].itertuples()}
+    print("chosen (make_config(tuned=...)):", {k: v for k, v in chosen.items() if v})
     return 0
 
 

@@ -2,6 +2,8 @@
 
     python tasks/xmarket_compare.py --seeds 0,1,2,3,4 --methods local,fedper,fedavg,centralized,fedmm
 
+Seeds run side by side, one process per core (`--jobs`, default the number of cores); the numbers are the
+same as one after another.
 At the end it prints the wall time and the peak resident memory of Python and of the TFF worker to stderr.
 Any other flag goes to `fedmm compare` as given (--markets, --rounds, --data-seed, --codebook-rule,
 --cf-tower, --resume, --quiet; a later --backbones overrides both backbones).
@@ -29,18 +31,26 @@ def compare_argv(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--out", default="runs/xmarket", help="run folder (default runs/xmarket)")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (default: all)")
+    parser.add_argument("--jobs", default=str(os.cpu_count() or 1),
+                        help="seeds run at once, one process each (default: the number of cores, "
+                             f"{os.cpu_count()} here; a seed keeps about one core busy)")
     args, passthrough = parser.parse_known_args(argv)
     return ["compare", "--data", args.data, "--methods", args.methods, "--backbones", ",".join(BACKBONES),
-            "--seeds", args.seeds, "--out", args.out, *passthrough]
+            "--seeds", args.seeds, "--jobs", args.jobs, "--out", args.out, *passthrough]
 
 
 def peak_memory_line() -> str:
-    """Peak resident memory (VmHWM) of this process and of the TFF worker it owns, for the record."""
+    """Peak resident memory (VmHWM) of this process and of the TFF worker it owns, and the largest of the
+    finished seed processes (`--jobs`) and their workers, for the record."""
+    import resource
+
     from tff_fedmm.bench.procfs import proc_status_mb, worker_pid
 
     pid = worker_pid()
     worker = f"{proc_status_mb(pid)['VmHWM']:.0f} MB" if pid is not None else "n/a"
-    return f"xmarket_compare: peak resident memory: python {proc_status_mb(os.getpid())['VmHWM']:.0f} MB, TFF worker {worker}"
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB -> MB; 0 when none ended
+    return (f"xmarket_compare: peak resident memory: python {proc_status_mb(os.getpid())['VmHWM']:.0f} MB, "
+            f"TFF worker {worker}, largest finished child process {children:.0f} MB")
 
 
 def main(argv: list[str] | None = None) -> int:

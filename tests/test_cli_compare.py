@@ -133,6 +133,14 @@ def test_two_seeds_write_both_and_a_confidence_interval(market_dir, tmp_path):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "results.csv").read_text() == before
+    # The same seeds side by side, one process each (--jobs 2), give the same rows.
+    parallel = subprocess.run(
+        fedmm_cmd("compare", "--data", str(data), "--methods", "local,fedper", "--backbones", "deepfm",
+                  "--rounds", "1", "--seeds", "0,1", "--jobs", "2", "--quiet", "--out", str(tmp_path / "jobs2")),
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert parallel.returncode == 0, parallel.stderr[-3000:]
+    assert "Traceback" not in parallel.stderr
+    assert (tmp_path / "jobs2" / "results.csv").read_text() == before
 
 
 @pytest.mark.slow
@@ -177,6 +185,8 @@ def load_local_baseline():
         (["compare", "--methods", "local", "--backbones", "deepfm", "--seeds", "0,x"], "--seeds: expected comma-separated integers"),
         (["compare", "--methods", "local", "--backbones", "deepfm", "--seeds", "1,1"], "--seeds: expected distinct"),
         (["run", "--seed", "1", "--seeds", "0,1"], "not allowed with argument"),
+        (["run", "--jobs", "0"], "--jobs: expected a positive number"),
+        (["run", "--jobs", "2", "--workers", "localhost:1"], "--jobs: seeds in parallel processes use local"),
         (["run", "--anchors", "all"], "--anchors: invalid choice"),
         (["run", "--anchors", "public-items", "--level1", "descriptors"], "use it with --level1 encoder"),
         (["run", "--anchors", "public-items", "--anchor-weight", "-1"], "--anchor-weight: expected a weight >= 0"),

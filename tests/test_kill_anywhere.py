@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from test_cli_compare import alive, subreaper, tiny_market_files, worker_descendants  # noqa: F401 (fixture)
 
@@ -151,3 +152,20 @@ def test_compare_with_dp_and_secure_sums_killed_anywhere_resumes_to_the_same_res
     kills = _chain(args, tiny_data, tmp_path / "killed", seconds, signal.SIGKILL, seed=29, reference=expected)
     assert (tmp_path / "killed" / "results.csv").read_text() == expected, f"kills {kills}"
     _assert_no_live_worker(launched)
+
+
+@pytest.mark.slow
+def test_seeds_in_parallel_processes_killed_anywhere_resume_to_the_same_results(tiny_data, tmp_path, subreaper):
+    """`--jobs 2`: killing the parent takes its seed processes and their workers down with it. SIGKILL only
+    (Ctrl-C ends the parent through the same `os._exit`; the seed processes ignore SIGINT)."""
+    sig = signal.SIGKILL
+    args = [*COMPARE[:2], "local,fedmm", *COMPARE[3:], "--seeds", "0,1", "--jobs", "2"]
+    seconds = _straight(args, tiny_data, tmp_path / "straight")
+    launched = time.time()
+    expected = (tmp_path / "straight" / "results.csv").read_text()
+    kills = _chain(args, tiny_data, tmp_path / "killed", seconds, sig, seed=31 + sig, reference=expected)
+    assert (tmp_path / "killed" / "results.csv").read_text() == expected, f"kills {kills}"
+    _assert_no_live_worker(launched)
+    time.sleep(1)
+    orphans = [p for p in psutil.Process().children(recursive=True) if alive(p) and p.create_time() >= launched]
+    assert orphans == [], f"kills {kills}: seed processes outlived their parent: {[p.cmdline() for p in orphans]}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -90,9 +91,11 @@ def test_xmarket_compare_runs_every_method_on_both_backbones():
 
     argv = task.compare_argv(["--data", "d", "--out", "o", "--rounds", "3", "--markets", "de,fr"])
     assert argv == ["compare", "--data", "d", "--methods", ",".join(METHODS), "--backbones", ",".join(BACKBONES),
-                    "--seeds", "0", "--out", "o", "--rounds", "3", "--markets", "de,fr"]
+                    "--seeds", "0", "--jobs", str(os.cpu_count() or 1), "--out", "o", "--rounds", "3",
+                    "--markets", "de,fr"]
     argv = task.compare_argv(["--seeds", "0,1,2,3,4", "--methods", "local,fedper"])
     assert argv[argv.index("--seeds") + 1] == "0,1,2,3,4" and argv[argv.index("--methods") + 1] == "local,fedper"
+    assert task.compare_argv(["--jobs", "1"])[task.compare_argv(["--jobs", "1"]).index("--jobs") + 1] == "1"
     assert task.compare_argv([])[task.compare_argv([]).index("--data") + 1].endswith("shared/data/xmarket-electronics")
 
 
@@ -138,15 +141,16 @@ def test_dp_tradeoff_bad_flags_are_one_line_errors(argv, fragment, capsys):
 
 def test_xmarket_compare_peak_memory_line_reads_both_processes(tff_context):
     line = load_task("xmarket_compare").peak_memory_line()
-    python_mb, worker_mb = (int(part.split()[-2]) for part in line.split(": ", 1)[1].split(", "))
+    python_mb, worker_mb, children_mb = (int(part.split()[-2]) for part in line.split(": ", 1)[1].split(", "))
     assert line.startswith("xmarket_compare: peak resident memory: python ") and python_mb > 100 and worker_mb > 10
+    assert children_mb >= 0  # 0 until a child process (a --jobs seed) has ended
 
 
 def test_tune_baselines_variants_change_one_setting_each():
     from tff_fedmm.api import make_config
 
     task = load_task("tune_baselines")
-    base = make_config()
+    base = make_config(tuned={})
     assert task.variant_config(base, task.VARIANTS["defaults"]) == base
     lr = task.variant_config(base, task.VARIANTS["lr-3e-3"]).ctr
     assert lr.train.learning_rate == 3e-3 and lr.embed_dim == base.ctr.embed_dim

@@ -31,7 +31,7 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
                 dp_noise_multiplier: float | None = None, dp_clip: float | None = None, dp_delta: float = 1e-5,
                 secure_agg: bool = False, dp_noise_seed: int | None = None, clients_per_round: int | None = None,
                 dropout_rate: float = 0.0, data_seed: int = 0, level1: str = "encoder", anchors: str = "none",
-                anchor_weight: float = 1.0):
+                anchor_weight: float = 1.0, tuned: dict[str, dict[str, float]] | None = None):
     """A `CompareConfig` with every training seed set to `seed` (`compare(seeds=...)` overrides it) and the
     evaluation candidates drawn from `data_seed`; `rounds` bounds each federated stage's rounds and the
     Keras epochs (None keeps the defaults: 20).
@@ -43,11 +43,14 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
     `clients_per_round` markets sampled per round, each then absent with probability `dropout_rate`.
     `level1` chooses what level-1 codes are read from (`codes_stage.with_level1`). `anchors="public-items"`
     is anchored mode (`data.anchors`): the federated codebook stage pulls anchor items' level-1 latents
-    toward a consensus with weight `anchor_weight`; its anchor split comes from `data_seed`."""
+    toward a consensus with weight `anchor_weight`; its anchor split comes from `data_seed`. `tuned` maps
+    "method/backbone" to CTR settings (learning_rate, embed_dim, patience; `ctr_stage.with_settings`); None
+    keeps the ones chosen on XMarket validation (`compare.TUNED_CTR`), {} trains every method with the shared
+    defaults."""
     from tff_fedmm.federated.participation import Participation, check_participation
     from tff_fedmm.federated.privacy import PrivacyConfig
     from tff_fedmm.pipelines.codes_stage import with_level1
-    from tff_fedmm.pipelines.compare import CompareConfig, with_training_seed
+    from tff_fedmm.pipelines.compare import TUNED_CTR, CompareConfig, with_training_seed
 
     participation = Participation(clients_per_round, dropout_rate, seed)
     check_participation(participation)
@@ -70,13 +73,38 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
     if rounds is not None:
         codes = replace(codes, rounds=rounds)
         ctr = replace(ctr, rounds=rounds, train=replace(ctr.train, epochs=rounds))
-    return with_training_seed(CompareConfig(codes=codes, ctr=ctr), seed)
+    if tuned is not None:
+        check_tuned(tuned)
+    return with_training_seed(CompareConfig(codes=codes, ctr=ctr,
+                                            tuned=dict(TUNED_CTR if tuned is None else tuned)), seed)
+
+
+def check_tuned(tuned: dict[str, dict[str, float]]) -> None:
+    """Raises `UsageError` for a `tuned` key that is not "method/backbone" or a setting not tunable."""
+    from tff_fedmm.pipelines.ctr_stage import CTR_SETTINGS
+
+    for key, settings in tuned.items():
+        method, _, backbone = key.partition("/")
+        if method not in METHODS + ANCHORED_METHODS or backbone not in BACKBONES:
+            raise UsageError(f"tuned: expected keys 'method/backbone' such as 'local/deepfm', got {key!r}")
+        unknown = sorted(set(settings) - set(CTR_SETTINGS))
+        if unknown:
+            raise UsageError(f"tuned[{key!r}]: unknown setting(s) {unknown}; expected {', '.join(CTR_SETTINGS)}")
 
 
 def check_seeds(seeds: list[int] | None) -> None:
     """Raises `UsageError` naming the flag for an empty or repeated seed list."""
     if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
         raise UsageError(f"--seeds: expected distinct comma-separated integers such as 0,1,2, got {seeds}")
+
+
+def check_jobs(jobs: int, workers) -> None:
+    """Raises `UsageError` naming the flag for a non-positive `--jobs`, or `--jobs` > 1 with `--workers`
+    (parallel seeds each start a local worker; remote workers already split every round)."""
+    if not isinstance(jobs, int) or jobs < 1:
+        raise UsageError(f"--jobs: expected a positive number of processes, got {jobs!r}")
+    if jobs > 1 and workers:
+        raise UsageError("--jobs: seeds in parallel processes use local TFF workers; with --workers use --jobs 1")
 
 
 def check_choices(methods: list[str], backbones: list[str], rounds: int | None = None) -> None:
@@ -101,12 +129,14 @@ def check_config(config, market_set: MarketSet) -> None:
 
 def compare(market_set: MarketSet, methods: list[str], backbones: list[str], config=None, *,
             seeds: list[int] | None = None, out: str | Path | None = None, resume: bool = False,
-            progress: bool = True, command: dict | None = None, workers: str | list[str] | None = None):
+            progress: bool = True, command: dict | None = None, workers: str | list[str] | None = None,
+            jobs: int = 1):
     """Runs `methods` × `backbones` for each training seed in `seeds` (default: the config's seed) and
     returns a `CompareResult` whose tables have a `seed` column; with `out`, also writes one run folder
     for all seeds (checkpointed every round per seed, resumable with `resume=True`). `command` (the CLI's flags) is recorded
     in config.json. `workers` (`host:port` of `fedmm worker`s, a list or comma-separated) runs the federated
-    computations on those TFF workers instead of a local one."""
+    computations on those TFF workers instead of a local one. `jobs` > 1 runs up to that many seeds at once,
+    each in its own process with its own local TFF worker (same numbers as one after another)."""
     from tff_fedmm.checkpoints import RunCheckpoints
     from tff_fedmm.federated.context import install_execution_context
     from tff_fedmm.pipelines.compare import run_compare
@@ -118,6 +148,7 @@ def compare(market_set: MarketSet, methods: list[str], backbones: list[str], con
     check_seeds(seeds)
     check_choices(methods, backbones)
     check_config(config, market_set)
+    check_jobs(jobs, workers)
     if workers:  # reach the workers before touching the run folder: an unreachable one leaves it as it was
         install_execution_context(workers)
     folder = open_run_folder(out) if out is not None else None
@@ -128,7 +159,8 @@ def compare(market_set: MarketSet, methods: list[str], backbones: list[str], con
     install_execution_context(workers)
     started = time.monotonic()
     with reporting(enabled=progress, stages=len(seeds) * len(methods) * len(backbones)):
-        result = run_compare(market_set, methods, backbones, config, checkpoints=checkpoints, seeds=seeds)
+        result = run_compare(market_set, methods, backbones, config, checkpoints=checkpoints, seeds=seeds,
+                             jobs=jobs)
     if folder is not None:
         _write_run_folder(folder, result, {"command": command, "workers": workers or None, "methods": methods, "backbones": backbones, "data": market_set.source,
                                            "markets": market_set.names, "interactions": interactions(market_set),

@@ -55,6 +55,9 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
                        help="training seeds (initialisation, shuffles, drawn training negatives), run one after "
                             "another into one run folder; the evaluation candidates stay those of --data-seed")
     seeds.add_argument("--seed", type=int, default=None, help="one training seed: --seed S is --seeds S (default 0)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="run up to N training seeds at once, each in its own process with its own TFF worker "
+                             "(same numbers; a seed keeps about one core busy). Default 1")
     parser.add_argument("--rounds", type=int, default=None,
                         help="federated rounds per stage (and max Keras epochs); default 20")
     parser.add_argument("--out", default=out_default, required=out_default is None,
@@ -137,6 +140,7 @@ def _compare(args: argparse.Namespace) -> int:
     api.check_choices(args.methods, args.backbones, args.rounds)
     seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
     api.check_seeds(seeds)
+    api.check_jobs(args.jobs, args.workers)
     market_set = load_market_set(args)
 
     from tff_fedmm.report import format_table, markdown_intervals
@@ -150,7 +154,7 @@ def _compare(args: argparse.Namespace) -> int:
     result = api.compare(market_set, args.methods, args.backbones, config, seeds=seeds, out=args.out,
                          resume=args.resume,
                          progress=not args.quiet, command={k: v for k, v in vars(args).items() if k != "handler"},
-                         workers=args.workers)
+                         workers=args.workers, jobs=args.jobs)
     print(format_table(result.results, api.interactions(market_set)))
     if len(seeds) > 1:
         print("\n" + markdown_intervals(result.results, "auc"))

@@ -13,7 +13,7 @@ Methods and what they share across markets:
                        in several markets, minus the held-out share, share a row by key; users, market-only
                        and held-out items stay private
 
-Several training seeds run one after another on the same markets and evaluation candidates (the data
+Several training seeds run one after another (or, with `jobs`, side by side in processes) on the same markets and evaluation candidates (the data
 seed is part of the config and never varies); within a seed, methods share their CF and codes stages.
 Each seed's stages are checkpointed under their own names (`seed<S>-<stage>`), so a resumed multi-seed
 run skips every stage any seed finished.
@@ -34,6 +34,7 @@ from tff_fedmm.codes import MarketCodes
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.eval.evaluate import METRICS
 from tff_fedmm.pipelines import ctr_stage
+from tff_fedmm.pipelines.processes import map_in_processes
 from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS  # noqa: F401  (re-exported)
 from tff_fedmm.data.anchors import held_out_pairs, public_anchors
 from tff_fedmm.pipelines.codes_stage import CodesConfig, CodesResult, cf_inputs, codebook_report, learn_codes
@@ -51,10 +52,24 @@ _CODE_METHODS = {
 }
 
 
+# CTR settings chosen on XMarket validation (data seed 0, training seed 0) among tasks/tune_baselines.py's
+# variants, by the mean over markets of each market's best validation LogLoss; omitted: the shared defaults
+# won. `python tasks/tune_baselines.py --data ../shared/data/xmarket-electronics --methods
+# local,fedper,centralized,fedmm --out runs/tune_baselines` (BUILD_NOTES, "Baseline tuning").
+TUNED_CTR: dict[str, dict[str, float]] = {}
+
+
 @dataclass(frozen=True)
 class CompareConfig:
     codes: CodesConfig = field(default_factory=CodesConfig)
     ctr: ctr_stage.CTRStageConfig = field(default_factory=ctr_stage.CTRStageConfig)
+    # "method/backbone" -> CTR settings chosen on validation (`ctr_stage.with_settings`); others use `ctr`.
+    tuned: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def for_method(self, method: str, backbone: str) -> CompareConfig:
+        """This config with `ctr` as `method` trains it on `backbone`."""
+        settings = self.tuned.get(f"{method}/{backbone}", {})
+        return replace(self, ctr=ctr_stage.with_settings(self.ctr, settings)) if settings else self
 
 
 @dataclass
@@ -74,7 +89,7 @@ def with_training_seed(config: CompareConfig, seed: int) -> CompareConfig:
                     codebook=replace(codes.codebook, rqvae=replace(codes.codebook.rqvae, seed=seed)),
                     participation=replace(codes.participation, seed=seed))
     ctr = replace(ctr, train=replace(ctr.train, seed=seed), participation=replace(ctr.participation, seed=seed))
-    return CompareConfig(codes=codes, ctr=ctr)
+    return replace(config, codes=codes, ctr=ctr)
 
 
 @dataclass(frozen=True)
@@ -179,12 +194,20 @@ def _trainer(method: str, codes: _Codes, market_set: MarketSet, config: CompareC
 
 
 def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str], config: CompareConfig,
-                checkpoints: RunCheckpoints | None = None, seeds: list[int] | None = None) -> CompareResult:
+                checkpoints: RunCheckpoints | None = None, seeds: list[int] | None = None,
+                jobs: int = 1) -> CompareResult:
     """Every method × backbone for each training seed in `seeds` (default: the config's own seed); every
-    table gains a `seed` column. A privacy report is the one with the largest epsilon over seeds."""
+    table gains a `seed` column. A privacy report is the one with the largest epsilon over seeds. With
+    `jobs` > 1, up to that many seeds run at once, each in its own process (`pipelines.processes`)."""
     seeds = [config.ctr.train.seed] if seeds is None else list(seeds)
-    parts = [_run_seed(market_set, methods, backbones, with_training_seed(config, seed),
-                       _SeedCheckpoints(checkpoints, seed) if checkpoints else None) for seed in seeds]
+    calls = [(market_set, methods, backbones, with_training_seed(config, seed),
+              _SeedCheckpoints(checkpoints, seed) if checkpoints else None) for seed in seeds]
+    if jobs > 1 and len(seeds) > 1:
+        per_seed = len(methods) * len(backbones)
+        parts = map_in_processes(_run_seed_quietly, calls, jobs,
+                                 on_done=lambda: [progress.stage_done() for _ in range(per_seed)])
+    else:
+        parts = [_run_seed(*call) for call in calls]
 
     def stacked(name: str) -> pd.DataFrame:
         frames = [getattr(p, name).assign(seed=s) for s, p in zip(seeds, parts) if len(getattr(p, name))]
@@ -204,13 +227,19 @@ def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str],
                          privacy=privacy)
 
 
+def _run_seed_quietly(*args) -> CompareResult:
+    """`_run_seed` in a process of its own: warnings to stderr as in the CLI, no progress bars."""
+    logging.basicConfig(level=logging.WARNING, format="fedmm: %(levelname)s: %(message)s")
+    return _run_seed(*args)
+
+
 def _run_seed(market_set: MarketSet, methods: list[str], backbones: list[str], config: CompareConfig,
               checkpoints: _SeedCheckpoints | None) -> CompareResult:
     codes = _Codes(market_set, config.codes, checkpoints)
     rows, history = [], []
     for method in methods:
-        train = _trainer(method, codes, market_set, config)
         for backbone in backbones:
+            train = _trainer(method, codes, market_set, config.for_method(method, backbone))
             stage = checkpoints.stage(f"ctr-{method}-{backbone}") if checkpoints else None
             done = stage.load_done() if stage else None
             if done is None:

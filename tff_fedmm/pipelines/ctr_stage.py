@@ -16,7 +16,7 @@ TensorFlow from (training seed, stage) first; evaluation candidates come from `t
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import tensorflow as tf
@@ -48,6 +48,19 @@ class CTRStageConfig:
     # on XMarket validation (BUILD_NOTES); fedper, which has no codes, always shares its interaction layers.
     share_interaction: bool = False
     participation: Participation = Participation()  # which markets take part in each federated round
+
+
+# What validation tuning may change per method and backbone (`CompareConfig.tuned`, tasks/tune_baselines.py).
+CTR_SETTINGS = ("learning_rate", "embed_dim", "patience")
+
+
+def with_settings(ctr: CTRStageConfig, settings: dict[str, float]) -> CTRStageConfig:
+    """`ctr` with tuned settings: the learning rate and patience apply to Keras epochs and federated rounds
+    alike, the embedding size to every embedding of the CTR model."""
+    train = replace(ctr.train, learning_rate=float(settings.get("learning_rate", ctr.train.learning_rate)),
+                    patience=int(settings.get("patience", ctr.train.patience)))
+    return replace(ctr, train=train, embed_dim=int(settings.get("embed_dim", ctr.embed_dim)),
+                   round_patience=int(settings.get("patience", ctr.round_patience)))
 
 
 @dataclass(frozen=True)
