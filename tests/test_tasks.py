@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO_ROOT, small_market_files
@@ -157,3 +158,21 @@ def test_tune_baselines_variants_change_one_setting_each():
     patience = task.variant_config(base, task.VARIANTS["patience-10"]).ctr
     assert patience.train.patience == patience.round_patience == 10
     assert task.variant_config(base, task.VARIANTS["embed-32"]).ctr.embed_dim == 32
+
+
+@pytest.mark.slow
+def test_leak_effect_reuses_a_finished_leak_free_run_only_when_it_matches(market_dir, tmp_path, capsys):
+    task = load_task("leak_effect")
+    data = str(market_dir(small_market_files(["de", "fr"])))
+    common = ["--data", data, "--methods", "local", "--seeds", "0,1", "--rounds", "1"]
+    assert task.main([*common, "--out", str(tmp_path / "first")]) == 0
+    first = pd.read_csv(tmp_path / "first" / "leak_effect.csv")
+    assert list(first.seeds) == [2, 2, 2] and np.allclose(first.leaky_minus_free, first.leaky - first.leak_free, atol=1e-5)
+    assert task.main([*common, "--leak-free", str(tmp_path / "first" / "leak-free"), "--out", str(tmp_path / "again")]) == 0
+    assert not (tmp_path / "again" / "leak-free").exists()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "leak_effect.csv"), first, atol=1e-5)  # reused rows: results.csv precision
+    capsys.readouterr()
+    other = ["--data", data, "--methods", "local", "--seeds", "0,1", "--rounds", "2"]
+    assert task.main([*other, "--leak-free", str(tmp_path / "first" / "leak-free"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fedmm: error: --leak-free:") and "other settings" in err[0], err
