@@ -39,7 +39,8 @@ class CodesConfig:
     cf: CFConfig = field(default_factory=CFConfig)
     codebook: CodebookStageConfig = field(default_factory=CodebookStageConfig)
     rounds: int = 20
-    # Both apply to the federated stages only (the global codebook and the optional CF tower).
+    # `privacy` (DP, secure sum) applies to the federated global-codebook aggregation only; the optional
+    # CF tower is averaged without it (issue #13). `participation` applies to both federated stages.
     privacy: dp.PrivacyConfig = field(default_factory=dp.PrivacyConfig)
     participation: Participation = field(default_factory=Participation)
     # Anchored mode (`data.anchors`): "public-items" lets the federated codebook stage use the public keys

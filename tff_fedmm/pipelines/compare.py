@@ -5,8 +5,10 @@ Methods and what they share across markets:
     local+codes        nothing; CTR with the market's own two-level codes
     fedavg             every CTR variable, IDs in one common table (TFF's build_weighted_fed_avg)
     fedper             the CTR's interaction layers; ID embeddings private
-    centralized        everything: one model on pooled markets (a non-private reference)
-    fedmm-local-only   CTR interaction layers + global-code embeddings; codes from private codebooks
+    centralized        the raw data: one model on the pooled markets (market-offset IDs, so ID rows are
+                       not shared; interaction layers are); a non-private reference
+    fedmm-local-only   the embeddings of level-1 code k (as fedmm, interaction layers private by default),
+                       but k comes from each market's own codebook: codes without a federated codebook
     fedmm-global-only  the federated level-1 codebook only (one code level in the CTR)
     fedmm              federated global codebook, private local codebook, codes in a partial-FedAvg CTR
     fedper-anchored    (opt-in) fedper + a shared embedding per public anchor item (`data.anchors`): items
