@@ -16,11 +16,12 @@ raised in the caller.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 
@@ -46,15 +47,22 @@ def map_in_processes(fn: Callable, calls: Sequence[tuple], jobs: int,
     `on_done()` after each call finishes (a progress bar).
 
     `fn` must be a module-level function and its arguments picklable (spawn, not fork: TensorFlow's
-    threads do not survive a fork)."""
+    threads do not survive a fork). A call is handed to the pool only when a process is free (the pool
+    would queue ahead), so after a failure no new call starts."""
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=max(1, min(jobs, len(calls))), mp_context=context,
-                               initializer=_start_seed_process, initargs=(os.getpid(),))
-    futures = [pool.submit(_in_own_context, fn, args) for args in calls]
-    try:
-        for future in as_completed(futures):
-            future.result()  # the first failure is raised at once
-            on_done()
-        return [future.result() for future in futures]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    workers = max(1, min(jobs, len(calls)))
+    results: dict[int, Any] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_seed_process,
+                             initargs=(os.getpid(),)) as pool:
+        pending = iter(enumerate(calls))
+        running = {}
+        for index, args in itertools.islice(pending, workers):
+            running[pool.submit(_in_own_context, fn, args)] = index
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                results[running.pop(future)] = future.result()  # a failure: raised once the running calls end
+                on_done()
+                for index, args in itertools.islice(pending, 1):
+                    running[pool.submit(_in_own_context, fn, args)] = index
+    return [results[i] for i in range(len(calls))]
