@@ -11,6 +11,7 @@ from tff_fedmm.data.synthetic import SyntheticConfig
 from tff_fedmm.errors import UsageError
 from tff_fedmm.eval.evaluate import METRICS
 from tff_fedmm.pipelines import compare, ctr_stage
+from tff_fedmm.pipelines.tuned import TUNED_CTR
 
 
 def test_tuned_settings_reach_only_their_method_and_backbone(monkeypatch):
@@ -32,7 +33,7 @@ def test_tuned_settings_reach_only_their_method_and_backbone(monkeypatch):
 
 
 def test_default_config_carries_the_validation_chosen_settings_and_can_drop_them():
-    assert api.make_config().tuned == compare.TUNED_CTR
+    assert api.make_config().tuned == TUNED_CTR
     assert api.make_config(tuned={}).tuned == {}
     seeded = compare.with_training_seed(api.make_config(tuned={"fedper/dcnv2": {"embed_dim": 8}}), 3)
     assert seeded.tuned == {"fedper/dcnv2": {"embed_dim": 8}}  # a training seed leaves the tuning alone
@@ -47,3 +48,9 @@ def test_bad_tuned_settings_name_what_was_expected(tuned, fragment):
     with pytest.raises(UsageError) as err:
         api.make_config(tuned=tuned)
     assert fragment in str(err.value)
+
+
+def test_ablations_train_with_the_settings_of_what_they_ablate():
+    for derived, parent in (("fedmm-local-only", "fedmm"), ("local+codes", "local"), ("fedper-anchored", "fedper")):
+        for backbone in ("deepfm", "dcnv2"):
+            assert TUNED_CTR.get(f"{derived}/{backbone}") == TUNED_CTR.get(f"{parent}/{backbone}")

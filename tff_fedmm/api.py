@@ -45,12 +45,13 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
     is anchored mode (`data.anchors`): the federated codebook stage pulls anchor items' level-1 latents
     toward a consensus with weight `anchor_weight`; its anchor split comes from `data_seed`. `tuned` maps
     "method/backbone" to CTR settings (learning_rate, embed_dim, patience; `ctr_stage.with_settings`); None
-    keeps the ones chosen on XMarket validation (`compare.TUNED_CTR`), {} trains every method with the shared
+    keeps the ones chosen on XMarket validation (`pipelines.tuned.TUNED_CTR`), {} trains every method with the shared
     defaults."""
     from tff_fedmm.federated.participation import Participation, check_participation
     from tff_fedmm.federated.privacy import PrivacyConfig
     from tff_fedmm.pipelines.codes_stage import with_level1
-    from tff_fedmm.pipelines.compare import TUNED_CTR, CompareConfig, with_training_seed
+    from tff_fedmm.pipelines.compare import CompareConfig, with_training_seed
+    from tff_fedmm.pipelines.tuned import TUNED_CTR
 
     participation = Participation(clients_per_round, dropout_rate, seed)
     check_participation(participation)

@@ -54,13 +54,6 @@ _CODE_METHODS = {
 }
 
 
-# CTR settings chosen on XMarket validation (data seed 0, training seed 0) among tasks/tune_baselines.py's
-# variants, by the mean over markets of each market's best validation LogLoss; omitted: the shared defaults
-# won. `python tasks/tune_baselines.py --data ../shared/data/xmarket-electronics --methods
-# local,fedper,centralized,fedmm --out runs/tune_baselines` (BUILD_NOTES, "Baseline tuning").
-TUNED_CTR: dict[str, dict[str, float]] = {}
-
-
 @dataclass(frozen=True)
 class CompareConfig:
     codes: CodesConfig = field(default_factory=CodesConfig)
