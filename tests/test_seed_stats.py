@@ -60,3 +60,28 @@ def test_verdicts_need_an_interval_that_excludes_zero():
     assert t_interval([0.5])[1] != t_interval([0.5])[1]  # NaN: one seed has no interval
     report = markdown_report(frame, "auc", {"a": 1, "b": 1})
     assert "0.6600 ± 0.0248" in report and "+0.0250 ± 0.0124 | beats" in report
+
+
+def test_summary_table_row_carries_the_interval_and_the_bold_paired_difference():
+    from tff_fedmm.report import markdown_summary
+
+    table = markdown_summary(results(), ["auc"])
+    header, _, local, fedmm = table.split("\n\n")[0].splitlines()
+    assert header == "| method | backbone | auc | − local |"
+    half = T_975_2 * 0.005 / np.sqrt(3)
+    assert fedmm == f"| fedmm | deepfm | 0.6850 ± {T_975_2 * 0.005 / np.sqrt(3):.4f} | **+0.0250 ± {half:.4f}** |"
+    assert local.startswith("| local | deepfm | 0.6600 ± ") and local.endswith("|  |")
+
+
+def test_fedmm_report_prints_the_summary_then_each_metric(tmp_path, capsys):
+    from tff_fedmm import cli
+    from tff_fedmm.run_folder import mark_complete, open_run_folder, write_csv, write_json
+
+    folder = open_run_folder(tmp_path / "run")
+    write_csv(folder, "results.csv", results())
+    write_json(folder, "config.json", {"interactions": {"a": 10, "b": 30}})
+    mark_complete(folder)
+    assert cli.main(["report", str(folder), "--metrics", "auc"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("## Summary") < out.index("## auc: mean ± 95% CI over seeds")
+    assert "| fedmm | deepfm | 0.6850 ± " in out and "**+0.0250 ± " in out

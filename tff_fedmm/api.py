@@ -239,7 +239,7 @@ def versions() -> dict[str, str]:
 
 def _write_run_folder(folder: Path, result, config: dict) -> None:
     from tff_fedmm.plots import write_plots
-    from tff_fedmm.report import markdown_report
+    from tff_fedmm.report import markdown_report, markdown_summary
     from tff_fedmm.run_folder import mark_complete, write_csv, write_json, write_text
     from tff_fedmm.tensorboard import write_tensorboard
 
@@ -247,8 +247,10 @@ def _write_run_folder(folder: Path, result, config: dict) -> None:
     write_csv(folder, "history.csv", result.history)
     write_csv(folder, "codebooks.csv", result.codebooks)
     write_csv(folder, "codebook_history.csv", result.codebook_history)
-    write_text(folder, "results.md", "\n\n".join(markdown_report(result.results, metric, config["interactions"])
-                                                  for metric in ("auc", "ndcg@10_full")) + "\n")
+    metrics = ["auc", "ndcg@10_full"]
+    write_text(folder, "results.md", "\n\n".join(
+        ["## Summary", markdown_summary(result.results, metrics),
+         *(markdown_report(result.results, metric, config["interactions"]) for metric in metrics)]) + "\n")
     write_json(folder, "config.json", config)
     write_plots(folder, result)
     write_tensorboard(folder, result)

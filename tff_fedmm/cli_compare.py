@@ -167,7 +167,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from tff_fedmm.api import read_run
-    from tff_fedmm.report import markdown_report
+    from tff_fedmm.report import markdown_report, markdown_summary
 
     run = read_run(args.folder)
     results, weights = run.results, run.config.get("interactions")
@@ -178,6 +178,7 @@ def _report(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"--metrics: {missing} not in {args.folder}/results.csv; "
                          f"columns are: {', '.join(c for c in results.columns if c not in ('seed', 'method', 'backbone', 'market'))}")
+    print("## Summary\n\n" + markdown_summary(results, args.metrics) + "\n")
     for metric in args.metrics:
         print(markdown_report(results, metric, weights) + "\n")
     return 0

@@ -88,6 +88,28 @@ def markdown_paired(results: pd.DataFrame, metric: str, baseline: str) -> str | 
     return "\n".join(lines)
 
 
+def markdown_summary(results: pd.DataFrame, metrics: list[str]) -> str:
+    """One row per method × backbone: per metric, the mean over markets ± 95% CI over seeds, then the paired
+    difference to each baseline present, in bold where its interval excludes 0 (the README's table)."""
+    baselines = [b for b in BASELINES if b in set(results["method"])]
+    cells: dict[tuple, str] = {}
+    for metric in metrics:
+        for r in summary(results, metric).query("market == 'mean'").itertuples():
+            cells[r.method, r.backbone, metric, None] = _cell(r.mean, r.ci, r.seeds)
+        for baseline in baselines:
+            for r in paired_differences(results, metric, baseline).query("market == 'mean'").itertuples():
+                text = _cell(r.mean, r.ci, r.seeds, signed=True)
+                cells[r.method, r.backbone, metric, baseline] = f"**{text}**" if r.verdict in ("beats", "worse") else text
+    columns = [(metric, b) for metric in metrics for b in (None, *baselines)]
+    lines = ["| method | backbone | " + " | ".join(m if b is None else f"− {b}" for m, b in columns) + " |",
+             "|" + "---|" * (len(columns) + 2)]
+    for method, backbone in results[["method", "backbone"]].drop_duplicates().itertuples(index=False):
+        lines.append(f"| {method} | {backbone} | "
+                     + " | ".join(cells.get((method, backbone, m, b), "") for m, b in columns) + " |")
+    return "\n".join(lines) + "\n\nMean over markets ± half-width of the 95% t-interval over seeds; − local, − fedper: " \
+        "paired by seed; bold: the interval excludes 0."
+
+
 def markdown_report(results: pd.DataFrame, metric: str, weights: Mapping[str, float]) -> str:
     """The run's report for one metric: intervals, paired differences to each baseline present, and the
     seed-averaged per-market table."""
