@@ -19,8 +19,10 @@ $(VENV)/.installed: requirements.txt overrides.txt pyproject.toml
 run: venv
 	$(BIN)/fedmm run
 
+# One pytest worker per core (pytest-xdist; a test file's tests stay on one worker, so a module's fixtures
+# are built once): most tests run a training subprocess that keeps about one core busy.
 test: venv
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=15
 
 # FedMM vs FedAvg/Keras: round time, throughput, upload bytes, scaling, memory (a few minutes).
 bench: venv

@@ -18,7 +18,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tff_fedmm.cli import Parser, add_data_arguments, load_market_set, run_guarded
+from tff_fedmm.cli import Parser, add_data_arguments, exit_at_once_on_ctrl_c, load_market_set, run_guarded
 
 METRICS = ("auc", "ndcg@10", "ndcg@10_full")
 
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                              "instead of rerunning it; it must hold these seeds and methods, made with the same "
                              "markets and settings")
     parser.add_argument("--out", required=True, help="folder for the run folders and leak_effect.csv")
-    return run_guarded(lambda: _run(parser.parse_args(argv)))
+    with exit_at_once_on_ctrl_c():  # seed processes (--jobs) end with this one
+        return run_guarded(lambda: _run(parser.parse_args(argv)))
 
 
 def leaky(market_set):
@@ -53,12 +54,14 @@ def reused_leak_free(folder: str, market_set, config, seeds: list[int], methods:
 
     from tff_fedmm import api
     from tff_fedmm.errors import UsageError
+    from tff_fedmm.pipelines.compare import with_training_seed
 
     run = api.read_run(folder)
     recorded = run.config
     if recorded.get("interactions") != api.interactions(market_set):
         raise UsageError(f"--leak-free: {folder} was made on other markets (config.json 'interactions' differ)")
-    if recorded.get("config") != json.loads(json.dumps(asdict(config))):
+    same_seed = with_training_seed(config, recorded.get("seeds", [None])[0])  # the config records its first seed
+    if recorded.get("config") != json.loads(json.dumps(asdict(same_seed))):
         raise UsageError(f"--leak-free: {folder} was made with other settings (config.json 'config' differs)")
     rows = run.results[run.results.seed.isin(seeds) & run.results.method.isin(methods)
                        & run.results.backbone.isin(backbones)]

@@ -40,7 +40,8 @@ def _run(args: argparse.Namespace) -> int:
 
     install_execution_context()
     config = make_config(args.seed, data_seed=args.data_seed)
-    results = run_local(market_set, backbones, LocalPipelineConfig(codes=config.codes, ctr=config.ctr))
+    results = run_local(market_set, backbones, LocalPipelineConfig(codes=config.codes, ctr=config.ctr,
+                                                                     tuned=config.tuned))
     write_csv(out, "results.csv", results)
     write_json(out, "config.json", {"data": market_set.source, "interactions": interactions(market_set),
                                     "seed": args.seed})

@@ -6,7 +6,8 @@ FedMM's defaults were chosen among 4 variants on validation (`tasks/tune_fedmm.p
 `fedper` and `centralized` get 4 variants too, one setting moved from the defaults in each. Every
 variant runs through `tff_fedmm.api.compare` into OUT/<variant>/; the table reports, per variant,
 method and backbone, the mean over markets of each market's best validation LogLoss and the validation
-AUC at that round, and marks each method × backbone's best variant by that LogLoss. The task reads
+AUC at that round, and marks each method × backbone's best variant by that LogLoss (a tie goes to the
+variant listed first, so to the defaults). The task reads
 only the validation history: the test split is never used to choose.
 """
 
@@ -67,8 +68,9 @@ def _run(args) -> int:
         rows.append(summary)
         print(summary.round(4).to_string(index=False), flush=True)
     table = pd.concat(rows, ignore_index=True)[["method", "backbone", "variant", "valid_logloss", "valid_auc"]]
-    best = table.groupby(["method", "backbone"], sort=False)["valid_logloss"].transform("min")
-    table["chosen"] = (table["valid_logloss"] == best).map({True: "*", False: ""})
+    first_best = table.groupby(["method", "backbone"], sort=False)["valid_logloss"].idxmin()  # ties: earlier variant
+    table["chosen"] = table.index.isin(first_best).astype(bool)
+    table["chosen"] = table["chosen"].map({True: "*", False: ""})
     print(table.round(4).to_string(index=False))
     chosen = {f"{r.method}/{r.backbone}": VARIANTS[r.variant] for r in table[table.chosen == "*"].itertuples()}
     print("chosen (make_config(tuned=...)):", {k: v for k, v in chosen.items() if v})

@@ -31,10 +31,12 @@ def compare_argv(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--out", default="runs/xmarket", help="run folder (default runs/xmarket)")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (default: all)")
-    parser.add_argument("--jobs", default=str(os.cpu_count() or 1),
+    parser.add_argument("--jobs", default=None,
                         help="seeds run at once, one process each (default: the number of cores, "
-                             f"{os.cpu_count()} here; a seed keeps about one core busy)")
+                             f"{os.cpu_count()} here, or 1 with --workers; a seed keeps about one core busy)")
     args, passthrough = parser.parse_known_args(argv)
+    if args.jobs is None:
+        args.jobs = "1" if any(a.startswith("--workers") for a in passthrough) else str(os.cpu_count() or 1)
     return ["compare", "--data", args.data, "--methods", args.methods, "--backbones", ",".join(BACKBONES),
             "--seeds", args.seeds, "--jobs", args.jobs, "--out", args.out, *passthrough]
 

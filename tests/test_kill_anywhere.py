@@ -79,17 +79,17 @@ def _kill_mid_save(process: subprocess.Popen, out: Path) -> str | None:
 
 
 def _chain(args: list[str], data: Path, out: Path, straight: float, sig: int, seed: int,
-           reference: str) -> list[str]:
+           reference: str, kills: int = KILLS) -> list[str]:
     """Runs, kills at KILLS moments (resuming after each), then resumes to the end; returns each kill's
     moment as text for failure messages. A killed run must look unfinished unless it had written
     everything (`reference`: the uninterrupted run's results.csv)."""
     rng = random.Random(seed)
     log = []
-    for kill in range(KILLS):
+    for kill in range(kills):
         extra = ("--resume",) if kill else ()
         process = subprocess.Popen(_command(args, data, out, *extra), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
-        if kill == KILLS - 1:
+        if kill == kills - 1:
             err, moment = _kill_mid_save(process, out), "mid-save"
         else:
             delay = rng.uniform(0.1, 0.95) * straight
@@ -157,13 +157,15 @@ def test_compare_with_dp_and_secure_sums_killed_anywhere_resumes_to_the_same_res
 @pytest.mark.slow
 def test_seeds_in_parallel_processes_killed_anywhere_resume_to_the_same_results(tiny_data, tmp_path, subreaper):
     """`--jobs 2`: killing the parent takes its seed processes and their workers down with it. SIGKILL only
-    (Ctrl-C ends the parent through the same `os._exit`; the seed processes ignore SIGINT)."""
-    sig = signal.SIGKILL
-    args = [*COMPARE[:2], "local,fedmm", *COMPARE[3:], "--seeds", "0,1", "--jobs", "2"]
+    (Ctrl-C ends the parent through the same `os._exit`; the seed processes ignore SIGINT); two kills, one
+    at a random moment and one mid-save, on a short run (the chains above cover the stages themselves)."""
+    args = ["compare", "--methods", "local,fedper", "--backbones", "deepfm", "--rounds", "2", "--quiet",
+            "--seeds", "0,1", "--jobs", "2"]
     seconds = _straight(args, tiny_data, tmp_path / "straight")
     launched = time.time()
     expected = (tmp_path / "straight" / "results.csv").read_text()
-    kills = _chain(args, tiny_data, tmp_path / "killed", seconds, sig, seed=31 + sig, reference=expected)
+    kills = _chain(args, tiny_data, tmp_path / "killed", seconds, signal.SIGKILL, seed=31, reference=expected,
+                   kills=2)
     assert (tmp_path / "killed" / "results.csv").read_text() == expected, f"kills {kills}"
     _assert_no_live_worker(launched)
     time.sleep(1)

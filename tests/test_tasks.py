@@ -97,6 +97,8 @@ def test_xmarket_compare_runs_every_method_on_both_backbones():
     argv = task.compare_argv(["--seeds", "0,1,2,3,4", "--methods", "local,fedper"])
     assert argv[argv.index("--seeds") + 1] == "0,1,2,3,4" and argv[argv.index("--methods") + 1] == "local,fedper"
     assert task.compare_argv(["--jobs", "1"])[task.compare_argv(["--jobs", "1"]).index("--jobs") + 1] == "1"
+    remote = task.compare_argv(["--workers", "h:1,h:2"])
+    assert remote[remote.index("--jobs") + 1] == "1"  # remote workers already split each round
     assert task.compare_argv([])[task.compare_argv([]).index("--data") + 1].endswith("shared/data/xmarket-electronics")
 
 
@@ -171,6 +173,8 @@ def test_leak_effect_reuses_a_finished_leak_free_run_only_when_it_matches(market
     assert task.main([*common, "--leak-free", str(tmp_path / "first" / "leak-free"), "--out", str(tmp_path / "again")]) == 0
     assert not (tmp_path / "again" / "leak-free").exists()
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "leak_effect.csv"), first, atol=1e-5)  # reused rows: results.csv precision
+    one_seed = ["--data", data, "--methods", "local", "--seeds", "1", "--rounds", "1"]  # a subset of the run's seeds
+    assert task.main([*one_seed, "--leak-free", str(tmp_path / "first" / "leak-free"), "--out", str(tmp_path / "s1")]) == 0
     capsys.readouterr()
     other = ["--data", data, "--methods", "local", "--seeds", "0,1", "--rounds", "2"]
     assert task.main([*other, "--leak-free", str(tmp_path / "first" / "leak-free"), "--out", str(tmp_path / "x")]) == 2

@@ -50,7 +50,16 @@ def test_bad_tuned_settings_name_what_was_expected(tuned, fragment):
     assert fragment in str(err.value)
 
 
-def test_ablations_train_with_the_settings_of_what_they_ablate():
-    for derived, parent in (("fedmm-local-only", "fedmm"), ("local+codes", "local"), ("fedper-anchored", "fedper")):
+def test_ablations_train_with_the_settings_of_what_they_ablate_unless_given_their_own():
+    from tff_fedmm.pipelines.tuned import settings_for
+
+    mine = {"fedper/deepfm": {"embed_dim": 8}, "fedper-anchored/dcnv2": {"learning_rate": 1e-2}}
+    config = api.make_config(tuned=mine)
+    assert config.for_method("fedper-anchored", "deepfm").ctr.embed_dim == 8  # the parent's
+    assert config.for_method("fedper-anchored", "dcnv2").ctr.train.learning_rate == 1e-2  # its own
+    assert config.for_method("local", "deepfm") == config  # no entry: the shared defaults
+    for derived, parent in (("fedmm-local-only", "fedmm"), ("local+codes", "local")):
         for backbone in ("deepfm", "dcnv2"):
-            assert TUNED_CTR.get(f"{derived}/{backbone}") == TUNED_CTR.get(f"{parent}/{backbone}")
+            assert settings_for(TUNED_CTR, derived, backbone) == settings_for(TUNED_CTR, parent, backbone)
+    config.tuned["fedper/deepfm"]["embed_dim"] = 64
+    assert mine["fedper/deepfm"] == {"embed_dim": 8} and api.make_config().tuned == TUNED_CTR  # copies

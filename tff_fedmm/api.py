@@ -77,7 +77,7 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
     if tuned is not None:
         check_tuned(tuned)
     return with_training_seed(CompareConfig(codes=codes, ctr=ctr,
-                                            tuned=dict(TUNED_CTR if tuned is None else tuned)), seed)
+                                            tuned={k: dict(v) for k, v in (TUNED_CTR if tuned is None else tuned).items()}), seed)
 
 
 def check_tuned(tuned: dict[str, dict[str, float]]) -> None:
@@ -157,7 +157,8 @@ def compare(market_set: MarketSet, methods: list[str], backbones: list[str], con
                                                    "config": json.dumps(asdict(config), sort_keys=True),
                                                    "seeds": json.dumps(seeds)})
                    if folder is not None else None)
-    install_execution_context(workers)
+    if jobs == 1 or len(seeds) == 1:  # with seeds in processes, each starts its own worker
+        install_execution_context(workers)
     started = time.monotonic()
     with reporting(enabled=progress, stages=len(seeds) * len(methods) * len(backbones)):
         result = run_compare(market_set, methods, backbones, config, checkpoints=checkpoints, seeds=seeds,

@@ -106,8 +106,10 @@ def markdown_summary(results: pd.DataFrame, metrics: list[str]) -> str:
     for method, backbone in results[["method", "backbone"]].drop_duplicates().itertuples(index=False):
         lines.append(f"| {method} | {backbone} | "
                      + " | ".join(cells.get((method, backbone, m, b), "") for m, b in columns) + " |")
-    return "\n".join(lines) + "\n\nMean over markets ± half-width of the 95% t-interval over seeds; − local, − fedper: " \
-        "paired by seed; bold: the interval excludes 0."
+    note = "Mean over markets ± half-width of the 95% t-interval over seeds"
+    if baselines:
+        note += f"; {', '.join('− ' + b for b in baselines)}: paired by seed; bold: the interval excludes 0"
+    return "\n".join(lines) + f"\n\n{note}."
 
 
 def markdown_report(results: pd.DataFrame, metric: str, weights: Mapping[str, float]) -> str:

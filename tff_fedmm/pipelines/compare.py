@@ -37,6 +37,7 @@ from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.eval.evaluate import METRICS
 from tff_fedmm.pipelines import ctr_stage
 from tff_fedmm.pipelines.processes import map_in_processes
+from tff_fedmm.pipelines.tuned import settings_for
 from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS  # noqa: F401  (re-exported)
 from tff_fedmm.data.anchors import held_out_pairs, public_anchors
 from tff_fedmm.pipelines.codes_stage import CodesConfig, CodesResult, cf_inputs, codebook_report, learn_codes
@@ -58,12 +59,13 @@ _CODE_METHODS = {
 class CompareConfig:
     codes: CodesConfig = field(default_factory=CodesConfig)
     ctr: ctr_stage.CTRStageConfig = field(default_factory=ctr_stage.CTRStageConfig)
-    # "method/backbone" -> CTR settings chosen on validation (`ctr_stage.with_settings`); others use `ctr`.
+    # "method/backbone" -> CTR settings chosen on validation (`ctr_stage.with_settings`; an ablation without
+    # an entry takes its parent's, `tuned.settings_for`); others use `ctr`.
     tuned: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def for_method(self, method: str, backbone: str) -> CompareConfig:
         """This config with `ctr` as `method` trains it on `backbone`."""
-        settings = self.tuned.get(f"{method}/{backbone}", {})
+        settings = settings_for(self.tuned, method, backbone)
         return replace(self, ctr=ctr_stage.with_settings(self.ctr, settings)) if settings else self
 
 
@@ -225,6 +227,7 @@ def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str],
 def _run_seed_quietly(*args) -> CompareResult:
     """`_run_seed` in a process of its own: warnings to stderr as in the CLI, no progress bars."""
     logging.basicConfig(level=logging.WARNING, format="fedmm: %(levelname)s: %(message)s")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # as `cli.main`: retracing notices
     return _run_seed(*args)
 
 

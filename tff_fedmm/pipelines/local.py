@@ -14,7 +14,8 @@ import pandas as pd
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.eval.evaluate import METRICS
 from tff_fedmm.pipelines.codes_stage import CodesConfig, learn_codes
-from tff_fedmm.pipelines.ctr_stage import CodeUse, CTRStageConfig, train_local
+from tff_fedmm.pipelines.ctr_stage import CodeUse, CTRStageConfig, train_local, with_settings
+from tff_fedmm.pipelines.tuned import settings_for
 
 RESULT_COLUMNS = ["method", "backbone", "market", *METRICS]
 
@@ -23,6 +24,7 @@ RESULT_COLUMNS = ["method", "backbone", "market", *METRICS]
 class LocalPipelineConfig:
     codes: CodesConfig = field(default_factory=CodesConfig)
     ctr: CTRStageConfig = field(default_factory=CTRStageConfig)
+    tuned: dict[str, dict[str, float]] = field(default_factory=dict)  # as `CompareConfig.tuned`
 
 
 def run_local(market_set: MarketSet, backbones: list[str], config: LocalPipelineConfig) -> pd.DataFrame:
@@ -33,6 +35,7 @@ def run_local(market_set: MarketSet, backbones: list[str], config: LocalPipeline
     rows = []
     for backbone in backbones:
         for method, use in (("local", CodeUse()), ("local+codes", CodeUse(codes))):
-            metrics, _ = train_local(market_set, backbone, use, config.ctr, k)
+            ctr = with_settings(config.ctr, settings_for(config.tuned, method, backbone))
+            metrics, _ = train_local(market_set, backbone, use, ctr, k)
             rows.extend({"method": method, "backbone": backbone, "market": name, **m} for name, m in metrics.items())
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)

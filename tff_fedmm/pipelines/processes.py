@@ -11,7 +11,8 @@ Each process has its own local TFF worker. A process dies with the one that star
 as the TFF worker does), ignores Ctrl-C (the parent handles it and ends, which takes the processes down),
 and writes its checkpoints under the seed's own names, so `--resume` works as for seeds run in turn. If a
 seed fails, no new seed starts; seeds already running finish (and are checkpointed), then the error is
-raised in the caller.
+raised in the caller. The same holds for a KeyboardInterrupt in a notebook (the CLI instead exits at once
+on Ctrl-C, which ends the seed processes with it).
 """
 
 from __future__ import annotations

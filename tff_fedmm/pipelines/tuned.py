@@ -14,8 +14,6 @@ has the table. `make_config(tuned={})` trains every method with the shared defau
 
 from __future__ import annotations
 
-from tff_fedmm.pipelines.compare_names import BACKBONES
-
 TUNED_CTR: dict[str, dict[str, float]] = {
     "local/deepfm": {"embed_dim": 32},
     "fedper/deepfm": {"embed_dim": 32},
@@ -24,10 +22,16 @@ TUNED_CTR: dict[str, dict[str, float]] = {
     "centralized/dcnv2": {"learning_rate": 3e-3},
     "fedmm/deepfm": {"embed_dim": 32},
 }
-# Ablations and same-access variants take the settings of the method they derive from, so they differ from
-# it only in what they remove or add.
-_DERIVED = {"local+codes": "local", "fedmm-local-only": "fedmm", "fedmm-global-only": "fedmm",
-            "fedper-anchored": "fedper"}
-TUNED_CTR.update({f"{derived}/{backbone}": TUNED_CTR[f"{parent}/{backbone}"]
-                  for derived, parent in _DERIVED.items() for backbone in BACKBONES
-                  if f"{parent}/{backbone}" in TUNED_CTR})
+# Ablations and same-access variants train with the settings of the method they derive from (unless given
+# their own), so they differ from it only in what they remove or add.
+DERIVED_FROM = {"local+codes": "local", "fedmm-local-only": "fedmm", "fedmm-global-only": "fedmm",
+                "fedper-anchored": "fedper"}
+
+
+def settings_for(tuned: dict[str, dict[str, float]], method: str, backbone: str) -> dict[str, float]:
+    """The CTR settings `method` trains with on `backbone`: its own entry in `tuned`, else its parent's, else
+    none (the shared defaults)."""
+    for name in (method, DERIVED_FROM.get(method)):
+        if name is not None and f"{name}/{backbone}" in tuned:
+            return dict(tuned[f"{name}/{backbone}"])
+    return {}
