@@ -7,8 +7,9 @@ Runs the methods twice: as the library does now (training negatives avoid only t
 positives) and as it did before, which is also how the published XMarket code samples (training
 negatives also avoid the user's held-out valid/test items, so the model learns by their absence which
 items are held out). Everything else is shared: training seeds, data seed, evaluation candidates. Writes
-OUT/leak-free (unless `--leak-free RUN_DIR` reuses a finished run of the same settings) and OUT/leaky run folders and OUT/leak_effect.csv: per method × backbone, each version's
-mean over markets and seeds, and leaky − leak-free paired by seed with its 95% t-interval.
+OUT/leak-free (unless `--leak-free RUN_DIR` reuses a finished run of the same settings) and OUT/leaky run
+folders and OUT/leak_effect.csv: per method × backbone, each version's mean over markets and seeds, and
+leaky − leak-free paired by seed with its 95% t-interval.
 """
 
 from __future__ import annotations

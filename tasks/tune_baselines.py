@@ -69,8 +69,7 @@ def _run(args) -> int:
         print(summary.round(4).to_string(index=False), flush=True)
     table = pd.concat(rows, ignore_index=True)[["method", "backbone", "variant", "valid_logloss", "valid_auc"]]
     first_best = table.groupby(["method", "backbone"], sort=False)["valid_logloss"].idxmin()  # ties: earlier variant
-    table["chosen"] = table.index.isin(first_best).astype(bool)
-    table["chosen"] = table["chosen"].map({True: "*", False: ""})
+    table["chosen"] = ["*" if chosen else "" for chosen in table.index.isin(first_best)]
     print(table.round(4).to_string(index=False))
     chosen = {f"{r.method}/{r.backbone}": VARIANTS[r.variant] for r in table[table.chosen == "*"].itertuples()}
     print("chosen (make_config(tuned=...)):", {k: v for k, v in chosen.items() if v})

@@ -3,8 +3,8 @@
     python tasks/xmarket_compare.py --seeds 0,1,2,3,4 --methods local,fedper,fedavg,centralized,fedmm
 
 Seeds run side by side, one process per core (`--jobs`, default the number of cores); the numbers are the
-same as one after another.
-At the end it prints the wall time and the peak resident memory of Python and of the TFF worker to stderr.
+same as one after another. At the end it prints the wall time and the peak resident memory of Python, of
+its TFF worker and of the largest seed process to stderr.
 Any other flag goes to `fedmm compare` as given (--markets, --rounds, --data-seed, --codebook-rule,
 --cf-tower, --resume, --quiet; a later --backbones overrides both backbones).
 """

@@ -15,8 +15,9 @@ Methods and what they share across markets:
                        in several markets, minus the held-out share, share a row by key; users, market-only
                        and held-out items stay private
 
-Several training seeds run one after another (or, with `jobs`, side by side in processes) on the same markets and evaluation candidates (the data
-seed is part of the config and never varies); within a seed, methods share their CF and codes stages.
+Several training seeds run one after another (or, with `jobs`, side by side in processes) on the same
+markets and evaluation candidates (the data seed is part of the config and never varies); within a seed,
+methods share their CF and codes stages.
 Each seed's stages are checkpointed under their own names (`seed<S>-<stage>`), so a resumed multi-seed
 run skips every stage any seed finished.
 """
