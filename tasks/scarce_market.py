@@ -5,17 +5,20 @@
 
 For each fraction the target market's train split is thinned (`tff_fedmm.data.scarce`: seeded by the data
 seed, nested across fractions, valid/test and every evaluation candidate untouched, users left with nothing
-stay as cold users) and `local`, `fedper` and FedMM in each of its level-1 modes (`--fedmm-modes`; the
-default encoder mode is `fedmm`, another mode M is `fedmm[M]`) run on the paired `--seeds` through
-`tff_fedmm.api.compare`, one run folder per fraction and mode under OUT. OUT/scarce.csv holds the target
-market's test metrics per fraction, method, backbone and seed; OUT/scarce_summary.csv the mean and 95%
-t-interval over seeds, and the paired difference to `local`; OUT/scarce_auc.png plots test AUC against the
-fraction with the intervals as bands.
+stay as cold users) and `local`, `fedper`, the anchored baselines (`fedper-anchored`,
+`centralized-anchored`) and FedMM in each of its modes (`--fedmm-modes`: strict `encoder` is `fedmm`,
+`anchored` is `--anchors public-items` with `--anchor-weight`, another level-1 mode M is `fedmm[M]`) run
+on the paired `--seeds` through `tff_fedmm.api.compare`, up to `--jobs` seeds at once, one run folder per
+fraction and mode under OUT. OUT/scarce.csv holds the target market's test metrics per fraction, method,
+backbone and seed (`auc_held_out`: on the recurring items never used as anchors); OUT/scarce_summary.csv
+the mean and 95% t-interval over seeds, and the paired difference to `local`; OUT/scarce_auc.png plots
+test AUC against the fraction with the intervals as bands.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +26,8 @@ from pathlib import Path
 from tff_fedmm.cli import Parser, add_data_arguments, load_market_set, run_guarded
 from tff_fedmm.cli_compare import seed_list
 
-METRICS = ["auc", "logloss", "ndcg@10_full", "hr@10_full"]
+METRICS = ["auc", "auc_held_out", "logloss", "ndcg@10_full", "hr@10_full"]
+MODES = ("encoder", "descriptors", "anchored")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +38,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="shares of the target's training interactions kept (default 0.1,0.25,0.5,1.0)")
     parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2], metavar="S,S,...",
                         help="paired training seeds (default 0,1,2)")
-    parser.add_argument("--methods", type=_names, default=["local", "fedper", "fedmm"],
-                        help="comma-separated methods (default local,fedper,fedmm)")
-    parser.add_argument("--fedmm-modes", type=_names, default=["encoder", "descriptors"],
-                        help="FedMM level-1 modes to run (default encoder,descriptors)")
+    parser.add_argument("--methods", type=_names,
+                        default=["local", "fedper", "fedper-anchored", "centralized-anchored", "fedmm"],
+                        help="comma-separated methods (default local,fedper,fedper-anchored,centralized-anchored,fedmm)")
+    parser.add_argument("--fedmm-modes", type=_names, default=["encoder", "anchored"],
+                        help=f"FedMM modes to run, from {', '.join(MODES)} (default encoder,anchored)")
+    parser.add_argument("--anchor-weight", type=float, default=1.0,
+                        help="the anchored mode's pull weight (default 1.0)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="seeds run at once, one process each (default: the number of cores)")
     parser.add_argument("--backbones", type=_names, default=["deepfm"])
     parser.add_argument("--rounds", type=int, default=None, help="rounds / epochs per stage (default 20)")
     parser.add_argument("--out", required=True)
@@ -71,17 +80,17 @@ def _run(args) -> int:
     from tff_fedmm.data.scarce import thin_training
     from tff_fedmm.errors import UsageError
     from tff_fedmm.eval.seed_stats import paired_differences, summary
-    from tff_fedmm.pipelines.codes_stage import LEVEL1_SOURCES
     from tff_fedmm.plots import write_scarce_market
     from tff_fedmm.run_folder import mark_complete, open_run_folder, write_csv
 
-    if any(mode not in LEVEL1_SOURCES for mode in args.fedmm_modes):
-        raise UsageError(f"--fedmm-modes: expected a comma-separated list from: {', '.join(LEVEL1_SOURCES)}")
+    if not args.fedmm_modes or any(mode not in MODES for mode in args.fedmm_modes):
+        raise UsageError(f"--fedmm-modes: expected a comma-separated list from: {', '.join(MODES)}")
     for fraction in args.fractions:
         if not 0 < fraction <= 1:
             raise UsageError(f"--fractions: expected shares in (0, 1], got {fraction}")
     api.check_choices(args.methods, args.backbones, args.rounds)
     api.check_seeds(args.seeds)
+    api.check_jobs(args.jobs, None)
     market_set = load_market_set(args)
     if args.target not in market_set.markets:
         raise UsageError(f"--target: {args.target!r} is not among the markets ({', '.join(market_set.names)})")
@@ -91,8 +100,11 @@ def _run(args) -> int:
         thinned = thin_training(market_set.markets[args.target], fraction, args.data_seed)
         markets = replace(market_set, markets={**market_set.markets, args.target: thinned})
         for mode, methods, label in _runs(args.methods, args.fedmm_modes):
-            config = api.make_config(args.seeds[0], args.rounds, data_seed=args.data_seed, level1=mode)
-            result = api.compare(markets, methods, args.backbones, config, seeds=args.seeds,
+            anchored = mode == "anchored"
+            config = api.make_config(args.seeds[0], args.rounds, data_seed=args.data_seed,
+                                     level1="encoder" if anchored else mode,
+                                     anchors="public-items" if anchored else "none", anchor_weight=args.anchor_weight)
+            result = api.compare(markets, methods, args.backbones, config, seeds=args.seeds, jobs=args.jobs,
                                  out=out / f"fraction-{fraction:g}" / mode, progress=False)
             frame = result.results[result.results["market"] == args.target]
             rows.append(frame.assign(fraction=fraction, method=frame["method"].replace("fedmm", label)))

@@ -96,10 +96,13 @@ def test_compare_writes_a_complete_run_folder(market_dir, tmp_path):
 def test_anchored_mode_runs_end_to_end_and_is_recorded(market_dir, tmp_path):
     data = market_dir(tiny_market_files())
     out = tmp_path / "run"
-    _compare(data, out, "--methods", "fedmm,fedper-anchored", "--anchors", "public-items", "--anchor-weight", "2")
+    methods = ("fedmm", "fedper-anchored", "centralized", "centralized-anchored")
+    _compare(data, out, "--methods", ",".join(methods), "--anchors", "public-items", "--anchor-weight", "2")
     _, rows = read_csv(out / "results.csv")
-    assert {(r["method"], r["market"]) for r in rows} == {(m, k) for m in ("fedmm", "fedper-anchored") for k in MARKETS}
-    assert all(0.0 <= float(r["auc"]) <= 1.0 for r in rows)
+    assert {(r["method"], r["market"]) for r in rows} == {(m, k) for m in methods for k in MARKETS}
+    assert all(0.0 <= float(r["auc"]) <= 1.0 and 0.0 <= float(r["auc_held_out"]) <= 1.0 for r in rows)
+    by = {(r["method"], r["market"]): r for r in rows}  # the anchor rows change the pooled model
+    assert any(by["centralized", k]["auc"] != by["centralized-anchored", k]["auc"] for k in MARKETS)
     codes = json.loads((out / "config.json").read_text())["config"]["codes"]
     assert codes["anchors"] == "public-items" and codes["codebook"]["anchor_weight"] == 2.0
     # alignment is scored on the held-out recurring items only: 30% of the 110 shared item IDs

@@ -86,3 +86,20 @@ def test_two_training_seeds_share_every_evaluation_candidate_set(tiny, monkeypat
     assert {kind for kind, *_ in seen[0]} == {"ctr", "ranking"}
     assert seen[0] == seen[1]
     assert not np.array_equal(train[0], train[1])
+
+
+def test_held_out_auc_scores_only_positives_on_the_held_out_items(tiny):
+    """A table that ranks held-out items' interactions perfectly and every other positive last: the
+    held-out AUC is 1 and the overall AUC is not; without a mask it is NaN."""
+    from tff_fedmm.data.sampling import ctr_examples
+
+    held = np.zeros(tiny.num_items, bool)
+    held[::3] = True
+    table = np.full((tiny.num_users, tiny.num_items), 0.5, np.float32)
+    ex = ctr_examples(tiny, "test")
+    positive = ex["label"] == 1
+    table[ex["user"][positive], ex["item"][positive]] = np.where(held[ex["item"][positive]], 0.9, 0.1)
+    metrics = evaluate_market(TableModel(table), tiny, "test", held_out=held)
+    assert metrics["auc_held_out"] == 1.0 and metrics["auc"] < 0.9
+    assert np.isnan(evaluate_market(TableModel(table), tiny, "test")["auc_held_out"])
+    assert np.isnan(evaluate_market(TableModel(table), tiny, "test", held_out=np.zeros_like(held))["auc_held_out"])

@@ -45,13 +45,18 @@ def test_scarce_market_task_writes_table_intervals_and_plot(market_dir, tmp_path
     target = sorted(load_markets(str(data)).names)[0]
     out = tmp_path / "scarce"
     done = subprocess.run([sys.executable, str(REPO / "tasks" / "scarce_market.py"), "--data", str(data),
-                           "--target", target, "--fractions", "0.5,1", "--seeds", "0,1", "--methods", "local,fedmm",
-                           "--fedmm-modes", "descriptors", "--rounds", "1", "--out", str(out)],
+                           "--target", target, "--fractions", "0.5,1", "--seeds", "0,1",
+                           "--methods", "local,centralized-anchored,fedmm", "--fedmm-modes", "anchored",
+                           "--anchor-weight", "2", "--jobs", "1", "--rounds", "1", "--out", str(out)],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(out / "scarce.csv")
-    assert set(table["method"]) == {"local", "fedmm[descriptors]"} and set(table["fraction"]) == {0.5, 1.0}
-    assert sorted(table["seed"].unique()) == [0, 1] and len(table) == 2 * 2 * 2
+    assert set(table["method"]) == {"local", "centralized-anchored", "fedmm[anchored]"}
+    assert set(table["fraction"]) == {0.5, 1.0} and sorted(table["seed"].unique()) == [0, 1]
+    assert len(table) == 3 * 2 * 2 and table["auc_held_out"].between(0, 1).all()
+    config = __import__("json").loads((out / "fraction-0.5" / "anchored" / "config.json").read_text())
+    assert config["config"]["codes"]["anchors"] == "public-items"
+    assert config["config"]["codes"]["codebook"]["anchor_weight"] == 2.0
     summary = pd.read_csv(out / "scarce_summary.csv")
     row = summary.query("method == 'local' and fraction == 0.5").iloc[0]
     mean, half, _ = t_interval(table.query("method == 'local' and fraction == 0.5")["auc"])

@@ -54,7 +54,8 @@ def recurring_products(market_set: MarketSet) -> dict[str, list[tuple[str, int]]
             node = parent[node]
         return node
 
-    for a, i, b, j in market_set.same_item.itertuples(index=False):
+    same = market_set.same_item if market_set.same_item is not None else ()  # a hand-built set may have none
+    for a, i, b, j in (same.itertuples(index=False) if len(same) else ()):
         ra, rb = find((a, int(i))), find((b, int(j)))
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)

@@ -1,6 +1,9 @@
 """Scores one market's model on a split: AUC/LogLoss on CTR examples, HR@10/nDCG@10 on 1+99 sets, and
 HR@10/nDCG@10/Recall@20 of the held-out item ranked against the full catalogue.
 
+`auc_held_out` is the AUC of the positives whose item is in a given set against every negative: the
+recurring items that anchored mode never uses as anchors (`data.anchors`), where transfer is judged.
+
 Sampled metrics (4 drawn negatives for AUC, 99 for nDCG) can order models differently from the full
 catalogue; our catalogues are small enough (≤ 10k items) to rank in full, so both are reported. Every
 candidate set is drawn from the DATA seed: all training seeds are scored on the same candidates.
@@ -17,7 +20,7 @@ from tff_fedmm.data.splits import Market
 from tff_fedmm.eval.metrics import auc, hit_rate_at_k, hits_from_ranks, logloss, ndcg_at_k, ndcg_from_ranks
 
 Featurize = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
-METRICS = ("auc", "logloss", "hr@10", "ndcg@10", "hr@10_full", "ndcg@10_full", "recall@20_full")
+METRICS = ("auc", "logloss", "hr@10", "ndcg@10", "hr@10_full", "ndcg@10_full", "recall@20_full", "auc_held_out")
 _FULL_CHUNK = 1 << 18  # user × item scores per model call in full ranking: a few MB of inputs
 
 
@@ -36,13 +39,15 @@ def predict(model, features: Mapping[str, np.ndarray], batch_size: int = 8192) -
 
 
 def evaluate_market(model, market: Market, split: str, featurize: Featurize = dict, data_seed: int = 0,
-                    ranking: bool = True) -> dict[str, float]:
+                    ranking: bool = True, held_out: np.ndarray | None = None) -> dict[str, float]:
     """`featurize` adds whatever the model reads beyond (user, item), e.g. code fields or hashed IDs.
-    `ranking=False` (per-round validation) computes AUC and LogLoss only."""
+    `ranking=False` (per-round validation) computes AUC and LogLoss only. `held_out`, a mask over the
+    market's items, adds `auc_held_out` (NaN without a mask or without such a positive)."""
     ex = ctr_examples(market, split, seed=data_seed)
     probs = predict(model, featurize(ex))
     result = {"auc": auc(ex["label"], probs), "logloss": logloss(ex["label"], probs)}
     if ranking:
+        result["auc_held_out"] = held_out_auc(ex, probs, held_out)
         users, items = ranking_sets(market, split, seed=data_seed)
         flat = {"user": np.repeat(users, items.shape[1]).astype(np.int32), "item": items.reshape(-1)}
         scores = predict(model, featurize(flat)).reshape(items.shape)
@@ -51,6 +56,18 @@ def evaluate_market(model, market: Market, split: str, featurize: Featurize = di
                        "hr@10_full": hits_from_ranks(ranks, 10), "ndcg@10_full": ndcg_from_ranks(ranks, 10),
                        "recall@20_full": hits_from_ranks(ranks, 20)})
     return result
+
+
+def held_out_auc(examples: Mapping[str, np.ndarray], probs: np.ndarray, held_out: np.ndarray | None) -> float:
+    """AUC of the positives on `held_out` items against all negatives: how well the model ranks those
+    items' real interactions above random non-interactions."""
+    if held_out is None:
+        return float("nan")
+    positive = examples["label"] == 1
+    keep = ~positive | (positive & np.asarray(held_out, bool)[examples["item"]])
+    if not np.any(keep & positive) or np.all(positive[keep]):
+        return float("nan")
+    return auc(examples["label"][keep], probs[keep])
 
 
 def full_ranks(model, market: Market, split: str, featurize: Featurize = dict) -> np.ndarray:

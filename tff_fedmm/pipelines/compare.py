@@ -14,6 +14,9 @@ Methods and what they share across markets:
     fedper-anchored    (opt-in) fedper + a shared embedding per public anchor item (`data.anchors`): items
                        in several markets, minus the held-out share, share a row by key; users, market-only
                        and held-out items stay private
+    centralized-anchored (opt-in) centralized + the same shared embedding per anchor item: the pooled,
+                       non-private reference with the access anchored mode has (market-offset item rows act
+                       as each market's own adaptation of an anchor)
 
 Several training seeds run one after another (or, with `jobs`, side by side in processes) on the same
 markets and evaluation candidates (the data seed is part of the config and never varies); within a seed,
@@ -175,11 +178,14 @@ def _trainer(method: str, codes: _Codes, market_set: MarketSet, config: CompareC
         return lambda b, ckpt: ctr_stage.train_partial(market_set, b, ctr_stage.CodeUse(), c, (0, 0), ckpt)
     if method == "centralized":
         return lambda b, _: ctr_stage.train_centralized(market_set, b, c)
-    if method == "fedper-anchored":
+    if method in ("fedper-anchored", "centralized-anchored"):
         split = public_anchors(market_set, config.codes.data_seed, max_slots=config.codes.anchor_max_slots)
         use = ctr_stage.CodeUse(anchor_fields(market_set, split), use_global=True, use_local=False)
+        k = (split.num_slots + 1, 0)
+        if method == "centralized-anchored":
+            return lambda b, _: ctr_stage.train_centralized(market_set, b, c, use, k)
         shared = replace(c, share_interaction=True)  # as fedper
-        return lambda b, ckpt: ctr_stage.train_partial(market_set, b, use, shared, (split.num_slots + 1, 0), ckpt)
+        return lambda b, ckpt: ctr_stage.train_partial(market_set, b, use, shared, k, ckpt)
     variant, use_global, use_local = _CODE_METHODS[method]
 
     def train(backbone: str, ckpt):
@@ -278,7 +284,7 @@ def _stage_from_arrays(arrays: dict, names: list[str]) -> tuple[dict, list[dict]
 
 
 def anchor_fields(market_set: MarketSet, split) -> dict[str, MarketCodes]:
-    """fedper-anchored's extra field, carried in the global-code slot of the CTR model (a `shared_*`
+    """The anchored baselines' extra field, carried in the global-code slot of the CTR model (a `shared_*`
     embedding, so partial FedAvg averages it): an item's anchor slot + 1, 0 for every other item and for
     users. Row s + 1 of that table is then one embedding per anchor, shared across markets by key."""
     fields = {}

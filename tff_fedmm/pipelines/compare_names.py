@@ -5,4 +5,4 @@ METHODS = ("local", "local+codes", "fedavg", "fedper", "centralized", "fedmm-loc
 BACKBONES = ("deepfm", "dcnv2")
 # Opt-in, never in the default list: they use the public keys of items sold in several markets
 # (anchored mode, `tff_fedmm.data.anchors`).
-ANCHORED_METHODS = ("fedper-anchored",)
+ANCHORED_METHODS = ("fedper-anchored", "centralized-anchored")

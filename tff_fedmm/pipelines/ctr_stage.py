@@ -5,11 +5,13 @@
   embeddings private across rounds (`fedper` without codes, the FedMM variants with codes).
 - `train_fedavg`: TFF's own `build_weighted_fed_avg`, every variable averaged; each market's IDs index
   one common table, so ID k of every market shares a row (the naive approach FedMM argues against).
-- `train_centralized`: one Keras model on the pooled markets with market-offset IDs (not private).
+- `train_centralized`: one Keras model on the pooled markets with market-offset IDs (not private); with
+  anchor fields (`centralized-anchored`), anchor items also share one row by key.
 
 Every market keeps the round (federated) or epoch (Keras; for `centralized` each market's own best
 epoch of the pooled model) with its lowest validation LogLoss on that market (see `pipelines.rounds` and
-`models.ctr_training`); the test split is only ever used for the final numbers. Each trainer seeds
+`models.ctr_training`); the test split is only ever used for the final numbers. Every method's test metrics include
+`auc_held_out`, on the recurring items anchored mode never uses (`data.anchors`), strict runs too. Each trainer seeds
 TensorFlow from (training seed, stage) first; evaluation candidates come from `train.data_seed`.
 """
 
@@ -23,6 +25,7 @@ import tensorflow as tf
 
 from tff_fedmm.checkpoints import StageCheckpoint
 from tff_fedmm.codes import MarketCodes, with_codes
+from tff_fedmm.data.anchors import public_anchors
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.data.pipelines import to_dataset
 from tff_fedmm.data.sampling import ctr_examples
@@ -91,7 +94,9 @@ def model_fn_for(backbone: str, users: int, items: int, k: tuple[int, int], conf
 
 
 def _test_metrics(models: dict, market_set: MarketSet, featurizers: dict, data_seed: int) -> Metrics:
-    return {name: evaluate_market(models[name], m, "test", featurizers[name], data_seed=data_seed)
+    held_out = public_anchors(market_set, data_seed).held_out  # the same split as anchored mode's
+    return {name: evaluate_market(models[name], m, "test", featurizers[name], data_seed=data_seed,
+                                  held_out=held_out[name])
             for name, m in market_set.markets.items()}
 
 
@@ -245,20 +250,26 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
     return _test_metrics(models, market_set, featurizers, config.train.data_seed), _history(result, market_set.names)
 
 
-def train_centralized(market_set: MarketSet, backbone: str, config: CTRStageConfig) -> tuple[Metrics, list[dict]]:
+def train_centralized(market_set: MarketSet, backbone: str, config: CTRStageConfig, use: CodeUse = CodeUse(),
+                      k: tuple[int, int] = (0, 0)) -> tuple[Metrics, list[dict]]:
     """Pools every market's examples; IDs are offset per market so they never collide. Each market keeps
-    the pooled model's epoch with its own lowest validation LogLoss, as every other method does."""
+    the pooled model's epoch with its own lowest validation LogLoss, as every other method does. Code
+    fields in `use` index tables common to all markets (`centralized-anchored`: one row per anchor)."""
     names = market_set.names
     user_offset = dict(zip(names, np.cumsum([0] + [market_set.markets[n].num_users for n in names])))
     item_offset = dict(zip(names, np.cumsum([0] + [market_set.markets[n].num_items for n in names])))
     t = config.train
     set_global_seed(t.seed, "ctr-centralized")
     model = model_fn_for(backbone, int(user_offset[names[-1]] + market_set.markets[names[-1]].num_users),
-                         int(item_offset[names[-1]] + market_set.markets[names[-1]].num_items), (0, 0), config)()
+                         int(item_offset[names[-1]] + market_set.markets[names[-1]].num_items), use.sizes(*k),
+                         config)()
     model.compile(optimizer=tf.keras.optimizers.Adam(t.learning_rate), loss="binary_crossentropy")
 
     def offset(name: str) -> Featurize:
+        codes = use.featurizer(name)  # reads the market's own indices, so before the offset
+
         def featurize(ex):
+            ex = codes(ex)
             return {**ex, "user": (ex["user"] + user_offset[name]).astype(np.int32),
                     "item": (ex["item"] + item_offset[name]).astype(np.int32)}
         return featurize
@@ -277,9 +288,9 @@ def train_centralized(market_set: MarketSet, backbone: str, config: CTRStageConf
 
     selection = Selection(_neg_logloss, lambda weights, _: weights, len(names), t.patience)
     result = run_rounds(model.get_weights(), step, t.epochs, 2 * len(names) + 1, selection=selection)
-    metrics = {}
+    metrics, held_out = {}, public_anchors(market_set, t.data_seed).held_out
     for i, name in enumerate(names):  # one model, given each market's best weights in turn
         model.set_weights(result.best_state[i])
         metrics[name] = evaluate_market(model, market_set.markets[name], "test", featurizers[name],
-                                        data_seed=t.data_seed)
+                                        data_seed=t.data_seed, held_out=held_out[name])
     return metrics, _history(result, names)

@@ -25,7 +25,7 @@ TUNED_CTR: dict[str, dict[str, float]] = {
 # Ablations and same-access variants train with the settings of the method they derive from (unless given
 # their own), so they differ from it only in what they remove or add.
 DERIVED_FROM = {"local+codes": "local", "fedmm-local-only": "fedmm", "fedmm-global-only": "fedmm",
-                "fedper-anchored": "fedper"}
+                "fedper-anchored": "fedper", "centralized-anchored": "centralized"}
 
 
 def settings_for(tuned: dict[str, dict[str, float]], method: str, backbone: str) -> dict[str, float]:
