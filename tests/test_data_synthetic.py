@@ -74,3 +74,42 @@ def test_users_mostly_stick_to_one_cluster(data):
 def test_bad_config_is_a_usage_error():
     with pytest.raises(UsageError, match="interactions_per_user"):
         SyntheticConfig(interactions_per_user=2)
+
+
+def test_common_keys_name_linked_products_alike_so_the_real_data_route_finds_them():
+    """With common keys the linked products carry one public key per product, and loading them like real
+    data (pairs of identical raw IDs) finds exactly the generator's table; other items keep market IDs."""
+    from tff_fedmm.data.markets import _identical_raw_items, load_markets
+
+    config = SyntheticConfig(common_keys=True)
+    data = generate_synthetic(config)
+    pairs = data.same_product
+    assert len(pairs) > 100 and (pairs["item_a"] == pairs["item_b"]).all()
+    assert pairs["item_a"].str.match(r"p\d{3}-\d{5}$").all()
+    plain = generate_synthetic(CONFIG)  # the same interactions, only item names differ
+    for name in data.raw:
+        a, b = data.raw[name].frame, plain.raw[name].frame
+        pd.testing.assert_frame_equal(a.drop(columns="itemId"), b.drop(columns="itemId"))
+        assert a["itemId"].nunique() == b["itemId"].nunique()
+        assert a["itemId"].str.match(rf"({name}-i\d{{5}}|p\d{{3}}-\d{{5}})$").all()
+    market_set = load_markets("synthetic", synthetic=config)
+    by_key = _identical_raw_items(market_set.markets)
+    key = ["market_a", "item_a", "market_b", "item_b"]
+    pd.testing.assert_frame_equal(by_key[key].sort_values(key).reset_index(drop=True),
+                                  market_set.same_item[key].sort_values(key).reset_index(drop=True),
+                                  check_dtype=False)
+
+
+def test_market_sizes_scale_users_and_items_per_market():
+    config = SyntheticConfig(num_markets=3, market_sizes=(1.0, 0.5, 2.0), common_keys=True)
+    data = generate_synthetic(config)
+    users = [data.raw[n].frame["userId"].nunique() for n in data.raw]
+    items = [len(data.item_cluster[n]) for n in data.raw]
+    assert users == [400, 200, 800] and items == [300, 150, 600]
+    # the small market carries fewer linked products, so some pairs exist only between the larger two
+    per_pair = data.same_product.groupby(["market_a", "market_b"]).size()
+    assert per_pair["m0", "m2"] > per_pair["m0", "m1"]
+    with pytest.raises(UsageError, match="market_sizes"):
+        SyntheticConfig(num_markets=3, market_sizes=(1.0, 2.0))
+    with pytest.raises(UsageError, match="item per cluster"):
+        SyntheticConfig(items_per_market=20, market_sizes=(1.0, 0.1, 1.0, 1.0))

@@ -3,8 +3,10 @@
 Real XMarket data cannot say whether a federated model aligned the right things across markets;
 here the answer is known. Each market's items fall into clusters: shared clusters 0..S-1 mean the
 same taste in every market, local clusters exist in one market only. Each user mostly consumes one
-cluster, so co-interaction reveals the clusters. Some shared-cluster items are secretly "the same
-product" in several markets; that table is hidden from training and used only to measure alignment.
+cluster, so co-interaction reveals the clusters. Some shared-cluster items are "the same product" in
+several markets. By default their raw IDs differ per market, so that table is hidden from training and
+used only to measure alignment; with `common_keys` they carry one public key in every market, as
+XMarket's ASINs do, so anchored mode can use it. `market_sizes` scales users and items per market.
 """
 
 from __future__ import annotations
@@ -38,17 +40,33 @@ class SyntheticConfig:
     # market-invariant item attribute (its time profile) drives the shared clusters. 0 keeps dates
     # independent of clusters (shared clusters then cannot be told apart without shared IDs).
     launch_jitter_days: int = 0
+    # Linked products share the raw ID `p<cluster>-<slot>` in every market that carries them.
+    common_keys: bool = False
+    # Per-market factors on users_per_market and items_per_market (empty: every market full size).
+    market_sizes: tuple[float, ...] = ()
+
+    def users(self, market_index: int) -> int:
+        return max(1, round(self.users_per_market * self._size(market_index)))
+
+    def items(self, market_index: int) -> int:
+        return max(1, round(self.items_per_market * self._size(market_index)))
+
+    def _size(self, market_index: int) -> float:
+        return self.market_sizes[market_index] if self.market_sizes else 1.0
 
     def __post_init__(self) -> None:
         clusters = self.shared_clusters + self.local_clusters
+        if len(self.market_sizes) not in (0, self.num_markets) or not all(f > 0 for f in self.market_sizes):
+            raise UsageError("synthetic data: market_sizes must hold one positive factor per market")
         checks = [
             (self.num_markets >= 1, "num_markets must be 1 or more"),
             (self.users_per_market >= 1, "users_per_market must be 1 or more"),
             (clusters >= 1 and min(self.shared_clusters, self.local_clusters) >= 0, "need at least one cluster"),
-            (self.items_per_market >= clusters, "items_per_market must be at least one item per cluster"),
+            (min(map(self.items, range(self.num_markets))) >= clusters,
+             "items_per_market must be at least one item per cluster in every market"),
             (
-                _MIN_INTERACTIONS <= self.interactions_per_user <= self.items_per_market,
-                f"interactions_per_user must be between {_MIN_INTERACTIONS} and items_per_market",
+                _MIN_INTERACTIONS <= self.interactions_per_user <= min(map(self.items, range(self.num_markets))),
+                f"interactions_per_user must be between {_MIN_INTERACTIONS} and every market's item count",
             ),
             (0.0 <= self.shared_product_fraction <= 1.0, "shared_product_fraction must be in [0, 1]"),
         ]
@@ -65,20 +83,26 @@ class SyntheticData:
 
 
 def generate_synthetic(config: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
-    raw, clusters, linked = {}, {}, {}
+    raw, clusters, linked, ids = {}, {}, {}, {}
     for index in range(config.num_markets):
         # One generator per market: adding markets never changes the existing ones.
         rng = np.random.default_rng([config.seed, index])
         name = f"m{index}"
         cluster = _item_clusters(config, index, rng)
         launch = _item_launch_days(config, cluster, rng) if config.launch_jitter_days > 0 else None
-        raw[name] = RawMarket(
-            name=name, frame=_interactions(config, name, cluster, rng, launch), source="synthetic",
-            duplicates_dropped=0,
-        )
-        clusters[name] = {_item_id(name, i): int(c) for i, c in enumerate(cluster)}
+        frame = _interactions(config, name, index, cluster, rng, launch)
         linked[name] = _linked_products(config, cluster, rng)
-    return SyntheticData(raw=raw, item_cluster=clusters, same_product=_same_product_table(linked))
+        ids[name] = [_item_id(name, i) for i in range(len(cluster))]
+        if config.common_keys:
+            for (c, slot), item in linked[name].items():
+                ids[name][item] = f"p{c:03d}-{slot:05d}"
+            frame["itemId"] = np.asarray(ids[name], dtype=object)[frame.pop("itemIndex").to_numpy()]
+        else:
+            frame["itemId"] = frame.pop("itemIndex").map(lambda i: _item_id(name, i))
+        raw[name] = RawMarket(name=name, frame=frame[["userId", "itemId", "rate", "date"]], source="synthetic",
+                              duplicates_dropped=0)
+        clusters[name] = {ids[name][i]: int(c) for i, c in enumerate(cluster)}
+    return SyntheticData(raw=raw, item_cluster=clusters, same_product=_same_product_table(linked, ids))
 
 
 def _item_id(market: str, item: int) -> str:
@@ -88,11 +112,13 @@ def _item_id(market: str, item: int) -> str:
 def _item_clusters(config: SyntheticConfig, market_index: int, rng: np.random.Generator) -> np.ndarray:
     """Cluster label per item: equal-sized clusters, shuffled so item ids carry no cluster order.
 
-    Every market gets the same count per shared cluster, so linked products can pair up one-to-one.
+    Markets of one size get the same count per shared cluster, so linked products pair up one-to-one;
+    with `market_sizes`, a product slot links the markets whose cluster has that slot.
     """
     s, k = config.shared_clusters, config.shared_clusters + config.local_clusters
     labels = np.concatenate([np.arange(s), s + market_index * config.local_clusters + np.arange(config.local_clusters)])
-    sizes = config.items_per_market // k + (np.arange(k) < config.items_per_market % k)
+    n = config.items(market_index)
+    sizes = n // k + (np.arange(k) < n % k)
     return rng.permutation(np.repeat(labels, sizes))
 
 
@@ -106,8 +132,9 @@ def _item_launch_days(config: SyntheticConfig, cluster: np.ndarray, rng: np.rand
     return base[cluster] + rng.integers(0, config.launch_jitter_days + 1, len(cluster))
 
 
-def _interactions(config: SyntheticConfig, market: str, cluster: np.ndarray, rng: np.random.Generator,
-                  launch: np.ndarray | None = None) -> pd.DataFrame:
+def _interactions(config: SyntheticConfig, market: str, market_index: int, cluster: np.ndarray,
+                  rng: np.random.Generator, launch: np.ndarray | None = None) -> pd.DataFrame:
+    """Rows userId, itemIndex (the caller names items), rate, date."""
     labels, members = np.unique(cluster, return_inverse=True)
     # Power-law popularity within each cluster, over a random ranking of its items.
     popularity = np.empty(len(cluster))
@@ -115,7 +142,7 @@ def _interactions(config: SyntheticConfig, market: str, cluster: np.ndarray, rng
         idx = np.flatnonzero(members == c)
         popularity[idx] = rng.permutation(np.arange(1, len(idx) + 1)) ** -config.popularity_exponent
         popularity[idx] /= popularity[idx].sum()
-    num_users = config.users_per_market
+    num_users = config.users(market_index)
     favourite = rng.integers(0, len(labels), size=num_users)
     prob = (1 - _AFFINITY) / len(labels) * popularity[None, :] + _AFFINITY * popularity[None, :] * (
         members[None, :] == favourite[:, None]
@@ -139,7 +166,7 @@ def _interactions(config: SyntheticConfig, market: str, cluster: np.ndarray, rng
     frame = pd.DataFrame(
         {
             "userId": [f"{market}-u{u:05d}" for u in users],
-            "itemId": [_item_id(market, i) for i in items],
+            "itemIndex": items,
             "rate": rate.astype(np.float32),
             "date": days.astype("datetime64[ns]"),
         }
@@ -165,10 +192,10 @@ def _linked_products(
     return linked
 
 
-def _same_product_table(linked: dict[str, dict[tuple[int, int], int]]) -> pd.DataFrame:
+def _same_product_table(linked: dict[str, dict[tuple[int, int], int]], ids: dict[str, list[str]]) -> pd.DataFrame:
     names = list(linked)
     rows = [
-        (a, _item_id(a, item), b, _item_id(b, linked[b][product]))
+        (a, ids[a][item], b, ids[b][linked[b][product]])
         for i, a in enumerate(names)
         for b in names[i + 1 :]
         for product, item in linked[a].items()
