@@ -11,8 +11,11 @@ stay as cold users) and `local`, `fedper`, the anchored baselines (`fedper-ancho
 on the paired `--seeds` through `tff_fedmm.api.compare`, up to `--jobs` seeds at once, one run folder per
 fraction and mode under OUT. OUT/scarce.csv holds the target market's test metrics per fraction, method,
 backbone and seed (`auc_held_out`: on the recurring items never used as anchors); OUT/scarce_summary.csv
-the mean and 95% t-interval over seeds, and the paired difference to `local`; OUT/scarce_auc.png plots
-test AUC against the fraction with the intervals as bands.
+per metric (`auc`, `auc_held_out`) the mean and 95% t-interval over seeds, and the paired difference to
+`local`; OUT/scarce_auc.png plots test AUC against the fraction with the intervals as bands. Every
+market's rows go to OUT/scarce_all.csv and, per fraction, the README-style summary over all markets (paired
+differences to `local` and `fedper`) to OUT/scarce_all.md. `--resume` continues a killed sweep (finished
+stages are read back from each run folder's checkpoints).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seeds run at once, one process each (default: the number of cores)")
     parser.add_argument("--backbones", type=_names, default=["deepfm"])
     parser.add_argument("--rounds", type=int, default=None, help="rounds / epochs per stage (default 20)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a killed sweep in OUT from its checkpoints (refused if data or flags changed)")
     parser.add_argument("--out", required=True)
     return run_guarded(lambda: _run(parser.parse_args(argv)))
 
@@ -81,7 +86,8 @@ def _run(args) -> int:
     from tff_fedmm.errors import UsageError
     from tff_fedmm.eval.seed_stats import paired_differences, summary
     from tff_fedmm.plots import write_scarce_market
-    from tff_fedmm.run_folder import mark_complete, open_run_folder, write_csv
+    from tff_fedmm.report import markdown_summary
+    from tff_fedmm.run_folder import mark_complete, open_run_folder, write_csv, write_text
 
     if not args.fedmm_modes or any(mode not in MODES for mode in args.fedmm_modes):
         raise UsageError(f"--fedmm-modes: expected a comma-separated list from: {', '.join(MODES)}")
@@ -95,7 +101,7 @@ def _run(args) -> int:
     if args.target not in market_set.markets:
         raise UsageError(f"--target: {args.target!r} is not among the markets ({', '.join(market_set.names)})")
     out = open_run_folder(args.out)
-    rows = []
+    rows, everywhere = [], []
     for fraction in args.fractions:
         thinned = thin_training(market_set.markets[args.target], fraction, args.data_seed)
         markets = replace(market_set, markets={**market_set.markets, args.target: thinned})
@@ -105,24 +111,32 @@ def _run(args) -> int:
                                      level1="encoder" if anchored else mode,
                                      anchors="public-items" if anchored else "none", anchor_weight=args.anchor_weight)
             result = api.compare(markets, methods, args.backbones, config, seeds=args.seeds, jobs=args.jobs,
-                                 out=out / f"fraction-{fraction:g}" / mode, progress=False)
-            frame = result.results[result.results["market"] == args.target]
-            rows.append(frame.assign(fraction=fraction, method=frame["method"].replace("fedmm", label)))
+                                 out=out / f"fraction-{fraction:g}" / mode, progress=False, resume=args.resume)
+            labelled = result.results.assign(fraction=fraction, method=result.results["method"].replace("fedmm", label))
+            everywhere.append(labelled)
+            rows.append(labelled[labelled["market"] == args.target])
             print(f"scarce_market: fraction {fraction:g}, {mode}: {', '.join(methods)} done", file=sys.stderr)
     table = pd.concat(rows, ignore_index=True)[["fraction", "method", "backbone", "seed", *METRICS]]
     write_csv(out, "scarce.csv", table)
     per_fraction = []
     for fraction, part in table.groupby("fraction", sort=True):
         frame = part.assign(market=args.target)
-        stats = summary(frame, "auc").query("market == 'mean'").drop(columns="market")
-        if "local" in set(part["method"]):
-            diff = paired_differences(frame, "auc", "local").query("market == 'mean'")
-            stats = stats.merge(diff[["method", "backbone", "mean", "ci", "verdict"]].rename(
-                columns={"mean": "diff_vs_local", "ci": "diff_ci"}), on=["method", "backbone"], how="left")
-        per_fraction.append(stats.assign(fraction=fraction))
+        for metric in ("auc", "auc_held_out"):
+            stats = summary(frame, metric).query("market == 'mean'").drop(columns="market")
+            if "local" in set(part["method"]):
+                diff = paired_differences(frame, metric, "local").query("market == 'mean'")
+                stats = stats.merge(diff[["method", "backbone", "mean", "ci", "verdict"]].rename(
+                    columns={"mean": "diff_vs_local", "ci": "diff_ci"}), on=["method", "backbone"], how="left")
+            per_fraction.append(stats.assign(fraction=fraction, metric=metric))
     stats = pd.concat(per_fraction, ignore_index=True)
     write_csv(out, "scarce_summary.csv", stats)
-    write_scarce_market(stats, out / "scarce_auc.png", args.target)
+    write_scarce_market(stats[stats["metric"] == "auc"], out / "scarce_auc.png", args.target)
+    every = pd.concat(everywhere, ignore_index=True)
+    write_csv(out, "scarce_all.csv", every)
+    write_text(out, "scarce_all.md", "\n\n".join(
+        f"## Fraction {fraction:g} of {args.target}'s training data (all markets)\n\n"
+        + markdown_summary(every[every["fraction"] == fraction], ["auc", "auc_held_out", "logloss", "ndcg@10_full"])
+        for fraction in sorted(set(every["fraction"]))) + "\n")
     mark_complete(out)
     print(stats.round(4).to_string(index=False))
     return 0

@@ -44,12 +44,15 @@ def test_scarce_market_task_writes_table_intervals_and_plot(market_dir, tmp_path
     data = market_dir(tiny_market_files())
     target = sorted(load_markets(str(data)).names)[0]
     out = tmp_path / "scarce"
-    done = subprocess.run([sys.executable, str(REPO / "tasks" / "scarce_market.py"), "--data", str(data),
-                           "--target", target, "--fractions", "0.5,1", "--seeds", "0,1",
-                           "--methods", "local,centralized-anchored,fedmm", "--fedmm-modes", "anchored",
-                           "--anchor-weight", "2", "--jobs", "1", "--rounds", "1", "--out", str(out)],
-                          capture_output=True, text=True, timeout=900)
+    argv = [sys.executable, str(REPO / "tasks" / "scarce_market.py"), "--data", str(data), "--target", target,
+            "--fractions", "0.5,1", "--seeds", "0,1", "--methods", "local,centralized-anchored,fedmm",
+            "--fedmm-modes", "anchored", "--anchor-weight", "2", "--jobs", "1", "--rounds", "1", "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+    first = (out / "scarce.csv").read_bytes()
+    (out / "scarce.csv").unlink()  # --resume reads every finished stage back and writes the same tables
+    done = subprocess.run(argv + ["--resume"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and (out / "scarce.csv").read_bytes() == first, done.stderr[-3000:]
     table = pd.read_csv(out / "scarce.csv")
     assert set(table["method"]) == {"local", "centralized-anchored", "fedmm[anchored]"}
     assert set(table["fraction"]) == {0.5, 1.0} and sorted(table["seed"].unique()) == [0, 1]
@@ -58,11 +61,16 @@ def test_scarce_market_task_writes_table_intervals_and_plot(market_dir, tmp_path
     assert config["config"]["codes"]["anchors"] == "public-items"
     assert config["config"]["codes"]["codebook"]["anchor_weight"] == 2.0
     summary = pd.read_csv(out / "scarce_summary.csv")
-    row = summary.query("method == 'local' and fraction == 0.5").iloc[0]
+    row = summary.query("method == 'local' and fraction == 0.5 and metric == 'auc'").iloc[0]
     mean, half, _ = t_interval(table.query("method == 'local' and fraction == 0.5")["auc"])
     # The CSVs hold 6 significant digits, so the hand computation from them agrees to about that.
     assert row["mean"] == pytest.approx(mean, rel=1e-4) and row["ci"] == pytest.approx(half, rel=1e-4)
+    assert set(summary["metric"]) == {"auc", "auc_held_out"}
     assert (out / "scarce_auc.png").stat().st_size > 0 and not (out / "INCOMPLETE").exists()
+    every = pd.read_csv(out / "scarce_all.csv")  # every market, not just the target
+    assert len(every) == len(table) * every["market"].nunique() and every["market"].nunique() > 1
+    text = (out / "scarce_all.md").read_text()
+    assert text.count("## Fraction") == 2 and "| fedmm[anchored] | deepfm |" in text and "− local" in text
 
 
 def test_scarce_market_task_names_a_bad_flag(tmp_path):
