@@ -148,7 +148,7 @@ def _fmt(t: tff.TensorType) -> str:
 # The walk
 
 
-def _building_block(comp):
+def building_block(comp):
     if isinstance(comp, tff.framework.ComputationBuildingBlock):
         return comp
     if hasattr(comp, "to_building_block"):
@@ -156,7 +156,7 @@ def _building_block(comp):
     raise TypeError(f"expected a tff.Computation or building block, got {type(comp).__name__}")
 
 
-def _crossing_of(node) -> Crossing | None:
+def crossing_of(node) -> Crossing | None:
     if isinstance(node, tff.framework.Intrinsic):
         uri = node.uri
         registered_aggregation = bool(getattr(_intrinsic_def(node), "aggregation_kind", None))
@@ -197,12 +197,12 @@ def client_to_server_values(comp) -> list[Crossing]:
     found: list[Crossing] = []
 
     def visit(node):
-        crossing = _crossing_of(node)
+        crossing = crossing_of(node)
         if crossing is not None:
             found.append(crossing)
         return node, False
 
-    tff.framework.transform_postorder(_building_block(comp), visit)
+    tff.framework.transform_postorder(building_block(comp), visit)
     return found
 
 

@@ -199,18 +199,23 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
             _history(result, market_set.names))
 
 
+def tff_model_fn(model_fn, element_spec):
+    """The TFF model FedAvg trains (and its audit reads the metrics of): `model_fn`'s with the CTR loss."""
+    import tensorflow_federated as tff
+
+    return lambda: tff.learning.models.from_keras_model(model_fn(), loss=tf.keras.losses.BinaryCrossentropy(),
+                                                        input_spec=element_spec)
+
+
 def build_fedavg_process(model_fn, element_spec, train: CTRTrainConfig):
     """TFF's `build_weighted_fed_avg` on `model_fn`'s Keras model: client Adam at the stage's rate, server
     SGD at 1.0 (the plain FedAvg step), initial weights from the training seed."""
     import tensorflow_federated as tff
 
-    def tff_model():
-        return tff.learning.models.from_keras_model(model_fn(), loss=tf.keras.losses.BinaryCrossentropy(),
-                                                    input_spec=element_spec)
-
     set_global_seed(train.seed, "ctr-fedavg")
     return tff.learning.algorithms.build_weighted_fed_avg(
-        tff_model, client_optimizer_fn=tff.learning.optimizers.build_adam(train.learning_rate),
+        tff_model_fn(model_fn, element_spec),
+        client_optimizer_fn=tff.learning.optimizers.build_adam(train.learning_rate),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
 
 
