@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,9 @@ import pytest
 tff = pytest.importorskip("tensorflow_federated")
 import tensorflow as tf  # noqa: E402
 
+from test_cli_compare import tiny_market_files  # noqa: E402
+
+from tff_fedmm.cli import main  # noqa: E402
 from tff_fedmm.federated import audit, codebook_process, dataflow, manifest, partial_fedavg, signature  # noqa: E402
 from tff_fedmm.federated.audit_identity import IdentityAuditError, audit_process  # noqa: E402
 from tff_fedmm.federated.codebook_process import CodebookStageConfig, build_codebook_process  # noqa: E402
@@ -222,3 +226,22 @@ def test_client_state_or_data_reaching_a_sum_directly_fails():
     problems = err.value.problems
     assert problems == ["federated_sum carries client state, not declared as sent — the market's private state",
                         "federated_sum carries the market's states without passing the client work"]
+
+
+# --- on every run -------------------------------------------------------------------------------------
+
+
+def test_a_run_whose_process_leaks_stops_before_its_first_round(market_dir, tmp_path, monkeypatch):
+    """The leak of `test_private_embedding_of_a_shared_shape_fails` in a real `fedmm compare`: the CTR
+    stage's audit raises once the process is built, before any round, and the folder stays INCOMPLETE."""
+    honest = partial_fedavg.shared_weights
+    monkeypatch.setattr(partial_fedavg, "shared_weights", lambda model: [
+        model.get_layer("private_user_id_embedding").embeddings, *honest(model)[1:]])
+    out = tmp_path / "run"
+    flags = ["compare", "--data", str(market_dir(tiny_market_files())), "--methods", "fedper", "--backbones",
+             "deepfm", "--rounds", "1", "--quiet", "--out", str(out)]
+    with pytest.raises(IdentityAuditError, match="update/shared_dnn_0/kernel: read from private_user_id_embedding"):
+        main(flags)
+    assert (out / "INCOMPLETE").exists() and not (out / "privacy_audit.json").exists()
+    assert not list(Path(out, "checkpoints").glob("*/round_*")), "a round ran before the audit"
+    assert not list(Path(out, "checkpoints").glob("*.audit.json"))

@@ -50,6 +50,13 @@ def tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
+def audited(out: Path, stage: str) -> tuple[list[str], list[str]]:
+    """A stage's entry in the run's privacy_audit.json: the names of the values that cross, their sources."""
+    entry = json.loads((out / "privacy_audit.json").read_text())["stages"][stage]
+    values = [v for c in entry["crossings"] for v in c["values"]]
+    return [v["value"] for v in values], [s for v in values for s in v["sources"]]
+
+
 # --- end to end ----------------------------------------------------------------------------------------
 
 
@@ -90,6 +97,18 @@ def test_compare_writes_a_complete_run_folder(market_dir, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["command"]["rounds"] == 2 and config["config"]["codes"]["rounds"] == 2
     assert "fedmm" in result.stdout
+    # Every federated process the run built, audited by identity: what crosses, and from which variable.
+    audit = json.loads((out / "privacy_audit.json").read_text())
+    assert set(audit["stages"]) == {"codes-federated-aa-bb", "ctr-fedmm-deepfm", "ctr-fedavg-deepfm"}
+    assert all(entry["seeds"] == [0] for entry in audit["stages"].values())
+    assert set(audit["methods_without_a_federated_process"]) == {"local"} and audit["audit_seconds"] > 0
+    values, sources = audited(out, "codes-federated-aa-bb")
+    assert "codebook_update" in values and "update of shared_global_codebook/codebook" in " ".join(sources)
+    values, sources = audited(out, "ctr-fedmm-deepfm")
+    assert "update of shared_item_global_code_embedding/embeddings (received minus trained)" in sources
+    assert not [s for s in sources if "private_" in s], "a private variable crosses in fedmm's CTR stage"
+    _, sources = audited(out, "ctr-fedavg-deepfm")  # FedAvg shares the ID embeddings: named as such
+    assert "update of private_user_id_embedding/embeddings (received minus trained)" in sources
 
 
 @pytest.mark.slow
@@ -108,6 +127,12 @@ def test_anchored_mode_runs_end_to_end_and_is_recorded(market_dir, tmp_path):
     # alignment is scored on the held-out recurring items only: 30% of the 110 shared item IDs
     _, report = read_csv(out / "codebooks.csv")
     assert {int(r["aligned_pairs"]) for r in report if r["codes"] == "federated"} == {33}
+    values, sources = audited(out, "codes-federated-aa-bb")  # the per-anchor aggregates, named
+    assert values[:3] == ["codebook_update", "anchor_means", "anchor_counts"]
+    assert any(s.startswith("payload/anchor_means (per anchor slot: mean level-1 latent") for s in sources)
+    _, sources = audited(out, "ctr-fedper-anchored-deepfm")
+    assert "update of shared_item_global_code_embedding/embeddings (received minus trained)" in sources
+    assert not [s for s in sources if "private_" in s]
 
 
 @pytest.mark.slow
@@ -128,6 +153,8 @@ def test_two_seeds_write_both_and_a_confidence_interval(market_dir, tmp_path):
         "seed0-ctr-fedper-deepfm.npz", "seed1-ctr-fedper-deepfm.npz"}
     report = (out / "results.md").read_text()
     assert "±" in report and "paired difference to local" in report and "over 2 training seed(s)" in report
+    audit = (out / "privacy_audit.json").read_text()
+    assert json.loads(audit)["stages"]["ctr-fedper-deepfm"]["seeds"] == [0, 1]  # the seeds' processes are one
     # A resumed run finds every stage of both seeds done and writes the same results.
     before = (out / "results.csv").read_text()
     again = subprocess.run(
@@ -136,6 +163,7 @@ def test_two_seeds_write_both_and_a_confidence_interval(market_dir, tmp_path):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "results.csv").read_text() == before
+    assert json.loads((out / "privacy_audit.json").read_text())["stages"] == json.loads(audit)["stages"]
     # The same seeds side by side, one process each (--jobs 2), give the same rows.
     parallel = subprocess.run(
         fedmm_cmd("compare", "--data", str(data), "--methods", "local,fedper", "--backbones", "deepfm",
@@ -144,6 +172,7 @@ def test_two_seeds_write_both_and_a_confidence_interval(market_dir, tmp_path):
     assert parallel.returncode == 0, parallel.stderr[-3000:]
     assert "Traceback" not in parallel.stderr
     assert (tmp_path / "jobs2" / "results.csv").read_text() == before
+    assert json.loads((tmp_path / "jobs2" / "privacy_audit.json").read_text())["stages"] == json.loads(audit)["stages"]
 
 
 @pytest.mark.slow

@@ -141,8 +141,9 @@ def compare(market_set: MarketSet, methods: list[str], backbones: list[str], con
     from tff_fedmm.checkpoints import RunCheckpoints
     from tff_fedmm.federated.context import install_execution_context
     from tff_fedmm.pipelines.compare import run_compare
+    from tff_fedmm.pipelines.privacy_audit import collect as collect_audits
     from tff_fedmm.progress import reporting
-    from tff_fedmm.run_folder import open_run_folder
+    from tff_fedmm.run_folder import open_run_folder, write_json
 
     config = config or make_config()
     seeds = [config.ctr.train.seed] if seeds is None else list(seeds)
@@ -163,7 +164,8 @@ def compare(market_set: MarketSet, methods: list[str], backbones: list[str], con
     with reporting(enabled=progress, stages=len(seeds) * len(methods) * len(backbones)):
         result = run_compare(market_set, methods, backbones, config, checkpoints=checkpoints, seeds=seeds,
                              jobs=jobs)
-    if folder is not None:
+    if folder is not None:  # every stage's audit, made before its first round (also by earlier attempts)
+        write_json(folder, "privacy_audit.json", collect_audits(checkpoints, methods))
         _write_run_folder(folder, result, {"command": command, "workers": workers or None, "methods": methods, "backbones": backbones, "data": market_set.source,
                                            "markets": market_set.names, "interactions": interactions(market_set),
                                            "seeds": seeds, "data_seed": config.ctr.train.data_seed,

@@ -25,6 +25,8 @@ import numpy as np
 
 from tff_fedmm.errors import UsageError
 
+AUDIT_SUFFIX = ".audit.json"
+
 
 class RunCheckpoints:
     def __init__(self, out: Path, resume: bool, fingerprint: dict):
@@ -44,6 +46,11 @@ class RunCheckpoints:
 
     def stage(self, name: str) -> StageCheckpoint:
         return StageCheckpoint(self.root, _safe(name))
+
+    def audits(self) -> dict[str, dict]:
+        """Every stage's privacy audit report (`StageCheckpoint.save_audit`), by stage name."""
+        return {path.name.removesuffix(AUDIT_SUFFIX): json.loads(path.read_text())
+                for path in self.root.glob(f"*{AUDIT_SUFFIX}")}
 
 
 class StageCheckpoint:
@@ -106,6 +113,11 @@ class StageCheckpoint:
         except (OSError, ValueError) as err:  # not written by save_done, which renames a whole file
             raise UsageError(f"--resume: the finished stage {self.name!r} in {path} cannot be read "
                              f"({type(err).__name__}); rerun without --resume") from None
+
+    def save_audit(self, report: dict) -> None:
+        """Stores the privacy audit of the stage's process. Kept when the stage finishes: it describes the
+        process, holds no value of it."""
+        _atomic_write(self.root / f"{self.name}{AUDIT_SUFFIX}", json.dumps(report, indent=2, sort_keys=True))
 
     def save_done(self, arrays: dict[str, np.ndarray]) -> None:
         """Stores a finished stage's outputs, then deletes its round states: resume no longer needs them,

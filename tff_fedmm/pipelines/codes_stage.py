@@ -30,6 +30,7 @@ from tff_fedmm.data.descriptors import entity_descriptors
 from tff_fedmm.models.cf import (
     CFConfig, build_cf_model, embedding_tables, rqvae_input_dim, rqvae_inputs, train_cf,
 )
+from tff_fedmm.pipelines.privacy_audit import audit_codebook, audit_partial_fedavg
 from tff_fedmm.pipelines.rounds import run_rounds
 from tff_fedmm.seeding import derive_seed, set_global_seed
 
@@ -131,6 +132,7 @@ def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: St
     pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.learning_rate)
     process = pf.build_partial_fedavg_process(model_fn, dataset(0, 0).element_spec, pf_config,
                                               seed=derive_seed(config.seed, "cf-federated-server"))
+    audit_partial_fedavg(process, model_fn, "CF stage, shared tower", checkpoint)
     clients = [pf.initial_client_state(model_fn, pf_config, i, seed=derive_seed(config.seed, "cf-federated", name))
                for i, name in enumerate(names)]
 
@@ -170,6 +172,7 @@ def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: C
     process = process or build_codebook_process(config.codebook, dp.codebook_aggregator(
         config.codebook.rule, privacy, participation.expected(len(participants)),
         dp.noise_seed(privacy, config.codebook.rqvae.seed)))
+    audit_codebook(process, config.codebook, participants, federated, privacy, checkpoint)
     server = process.initialize()
     clients = [initial_client_state(config.codebook, i, server.global_model_weights, inputs[name])
                for i, name in enumerate(participants)]

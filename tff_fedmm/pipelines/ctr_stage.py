@@ -34,6 +34,7 @@ from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.models.ctr import build_ctr_model
 from tff_fedmm.models.ctr_training import CTRTrainConfig, fit_ctr_on_market
 from tff_fedmm import progress
+from tff_fedmm.pipelines.privacy_audit import audit_fedavg, audit_partial_fedavg
 from tff_fedmm.pipelines.rounds import RoundsResult, Selection, run_rounds
 from tff_fedmm.seeding import derive_seed, set_global_seed
 
@@ -169,6 +170,7 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.train.learning_rate)
     process = pf.build_partial_fedavg_process(model_fn, spec, pf_config,
                                               seed=derive_seed(config.train.seed, "ctr-partial-server"))
+    audit_partial_fedavg(process, model_fn, "CTR stage", checkpoint)
     clients = [pf.initial_client_state(model_fn, pf_config, i, seed=derive_seed(config.train.seed, "ctr-partial", name))
                for i, name in enumerate(market_set.names)]
 
@@ -228,6 +230,7 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
     spec = federated_dataset(market_set, featurizers, config, 0, 0).element_spec
 
     process = build_fedavg_process(model_fn, spec, config.train)
+    audit_fedavg(process, model_fn, tff_model_fn(model_fn, spec), checkpoint)
     keras_model = model_fn()
 
     def step(server, round_num: int):
