@@ -303,6 +303,7 @@ def test_fedmm_signature_prints_both_processes(capsys):
     out = capsys.readouterr().out
     assert "== codebook process (rule=mean" in out and "== federated CTR process (partial FedAvg, backbone=dcnv2" in out
     assert out.count("type_signature:") == 2 and out.count("audit: passed") == 2
+    assert out.count("by identity, each is declared and read from its source") == 2
     assert "[shared] federated_sum: <codebook_update=float32[64,32]>" in out
     assert "[metric] federated_sum: <loss=float32,num_examples=float32>" in out
 

@@ -2,7 +2,8 @@
 
 `fedmm signature` builds (never runs) the codebook process and a federated CTR process at small,
 distinct sizes and prints, for each, its `next` type signature and every CLIENTS→SERVER value, marked
-`shared` (the global-codebook update or a shared layer) or `metric` (scalars), with the audit's verdict.
+`shared` (the global-codebook update or a shared layer) or `metric` (scalars), with the verdict of
+the audits by shape (`audit`) and by identity (`audit_identity`, which every run also applies).
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None,
     `anchors` > 0 builds the codebook process in anchored mode with that many anchor slots."""
     import functools
 
+    from tff_fedmm.federated.audit_identity import IdentityAuditError, audit_process
     from tff_fedmm.federated.codebook_process import CodebookStageConfig, build_codebook_process
+    from tff_fedmm.federated.manifest import codebook_manifest, partial_fedavg_manifest
     from tff_fedmm.federated.privacy import PrivacyConfig, codebook_aggregator
     from tff_fedmm.federated.partial_fedavg import build_partial_fedavg_process
     from tff_fedmm.models.ctr import build_ctr_model
@@ -91,16 +94,20 @@ def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None,
          + (f", DP z={privacy.noise_multiplier} clip={privacy.clip or 'adaptive'}" if privacy.dp else "")
          + (", secure sum" if secure else "") + (f", anchored: {anchors} anchor slots" if anchors else "") + ")",
          codebook, codebook_allowed(rule, cfg.k_global, cfg.latent_dim, secure, anchors),
-         lambda: audit_codebook_process(codebook, rule, cfg.k_global, cfg.latent_dim, secure, anchors)),
+         lambda: audit_codebook_process(codebook, rule, cfg.k_global, cfg.latent_dim, secure, anchors),
+         lambda title: codebook_manifest(config, title)),
         (f"federated CTR process (partial FedAvg, backbone={backbone}, "
          + ", ".join(f"{k}={v}" for k, v in sizes.items()) + ")",
-         ctr, shared_weights_allowed(model), lambda: audit_partial_fedavg_process(ctr, model)),
+         ctr, shared_weights_allowed(model), lambda: audit_partial_fedavg_process(ctr, model),
+         lambda title: partial_fedavg_manifest(model, title)),
     ]
-    for title, process, allowed, audit in checks:
-        try:
+    for title, process, allowed, audit, manifest in checks:
+        try:  # by shape (`audit`), then by identity (`audit_identity`), as every run does
             audit()
-            verdict = "audit: passed (only shared values and scalar metrics cross)"
-        except PrivacyAuditError as err:
+            audit_process(process, manifest(title))
+            verdict = ("audit: passed (only shared values and scalar metrics cross; by identity, each is "
+                       "declared and read from its source)")
+        except (PrivacyAuditError, IdentityAuditError) as err:
             passed, verdict = False, f"audit: FAILED\n{err}"
         payload = ""
         if process is codebook:  # name every field of the payload, the per-anchor aggregates included
