@@ -107,7 +107,7 @@ _CODEBOOK_METRICS = {
     "reconstruction": "sum of the reconstruction error over the round's examples",
     "local_codes_used": "share of the market's local codes in use (one number)",
     "markets": "the constant 1 (counts the markets that sent)",
-    "num_examples": "number of examples (RQ-VAE rows) this round",
+    "num_examples": "number of the market's RQ-VAE rows this round",
 }
 _CTR_METRICS = {"loss": "sum of the training loss over the round's examples",
                 "num_examples": "number of examples this round"}
@@ -128,7 +128,7 @@ def codebook_manifest(config: CodebookStageConfig, title: str) -> Manifest:
                                 "trained minus received global codebook"))
         else:
             sent.append(Sent(f"1/{name}", f"payload/{name}", str(type_spec), _CODEBOOK_STATISTICS[name]))
-    sent.append(Sent("2", "weight", "float32", "number of examples (RQ-VAE rows) this round"))
+    sent.append(Sent("2", "weight", "float32", "number of the market's RQ-VAE rows this round"))
     sent += _metrics(_CODEBOOK_METRICS)
     return Manifest(title, tuple(sent), kept="0", groups=_composed_groups("payload"),
                     weights=frozenset(map(variable_name, model.weights)))
