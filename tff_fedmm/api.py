@@ -26,6 +26,10 @@ from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.errors import UsageError
 from tff_fedmm.pipelines.compare_names import ANCHORED_METHODS, BACKBONES, METHODS
 
+# Checkpoints of this format keep what a run exports (CF tables, RQ-VAE weights); older ones do not, so
+# `--resume` refuses them (the fingerprint differs) rather than finishing a run without its exports.
+CHECKPOINT_FORMAT = "2"
+
 
 def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "mean", cf_tower: bool = False, *,
                 dp_noise_multiplier: float | None = None, dp_clip: float | None = None, dp_delta: float = 1e-5,
@@ -141,6 +145,7 @@ def compare(market_set: MarketSet, methods: list[str], backbones: list[str], con
     from tff_fedmm.checkpoints import RunCheckpoints
     from tff_fedmm.federated.context import install_execution_context
     from tff_fedmm.pipelines.compare import run_compare
+    from tff_fedmm.pipelines.exports import Exporter, clear_exports
     from tff_fedmm.progress import reporting
     from tff_fedmm.run_folder import open_run_folder
 
@@ -155,15 +160,19 @@ def compare(market_set: MarketSet, methods: list[str], backbones: list[str], con
     folder = open_run_folder(out) if out is not None else None
     checkpoints = (RunCheckpoints(folder, resume, {"data": market_fingerprint(market_set),
                                                    "config": json.dumps(asdict(config), sort_keys=True),
-                                                   "seeds": json.dumps(seeds)})
+                                                   "seeds": json.dumps(seeds),
+                                                   "checkpoint_format": CHECKPOINT_FORMAT})
                    if folder is not None else None)
+    if checkpoints is not None and not checkpoints.resumed:
+        clear_exports(folder)
     if jobs == 1 or len(seeds) == 1:  # with seeds in processes, each starts its own worker
         install_execution_context(workers)
     started = time.monotonic()
     with reporting(enabled=progress, stages=len(seeds) * len(methods) * len(backbones)):
         result = run_compare(market_set, methods, backbones, config, checkpoints=checkpoints, seeds=seeds,
-                             jobs=jobs)
+                             jobs=jobs, exports=folder)
     if folder is not None:
+        Exporter(folder, market_set, seeds[0]).write_manifest({m: list(backbones) for m in methods})
         _write_run_folder(folder, result, {"command": command, "workers": workers or None, "methods": methods, "backbones": backbones, "data": market_set.source,
                                            "markets": market_set.names, "interactions": interactions(market_set),
                                            "seeds": seeds, "data_seed": config.ctr.train.data_seed,
