@@ -58,8 +58,8 @@ def test_reads_the_current_version_into_the_same_tables(tmp_path):
     run, old = read_run(_as_version(tmp_path, SCHEMA_VERSION)), read_run(OLD)
     assert run.schema_version == SCHEMA_VERSION
     assert "schema_version" not in run.results.columns  # read_run gives every version the same shape
-    for name in ("results", "history", "codebooks", "codebook_history"):  # only version 1 gets a seed added
-        pd.testing.assert_frame_equal(getattr(run, name), getattr(old, name).drop(columns="seed"))
+    for name in ("results", "history", "codebooks", "codebook_history"):
+        pd.testing.assert_frame_equal(getattr(run, name), getattr(old, name))
 
 
 @pytest.mark.parametrize(("version", "results_version", "fragment"), [

@@ -229,7 +229,7 @@ def read_run(out: str | Path) -> RunFolder:
              "codebook_history": "codebook_history.csv"}
     tables, config = {key: read(name, table) for key, name in names.items()}, read("config.json", document)
     version = folder_version(str(folder), config, tables["results"])
-    return RunFolder(**upgraded(tables, config, version), config=config, schema_version=version,
+    return RunFolder(**upgraded(tables, config), config=config, schema_version=version,
                      exports=read(MANIFEST, document))
 
 

@@ -5,8 +5,9 @@ column) and a top-level key of `config.json`:
 
 - 1: every folder written before issue #16, which carries neither. Their `results.csv` may lack columns
   added since (`seed` before issue #11, the full-ranking metrics, `auc_held_out`); `read_run` adds the
-  `seed` column from config.json, so every table of a version-1 folder has it, as in version 2.
-- 2: the version-1 tables plus exports (`exports.json`, `markets/`, `shared/`: `tff_fedmm.export_layout`).
+  `seed` column from config.json, so every table it returns has one.
+- 2: the version-1 tables plus exports (`exports.json`, `markets/`, `shared/`: `tff_fedmm.export_layout`)
+  from `fedmm run/compare`; `tasks/local_baseline.py` writes the version too (its folders have no exports).
 
 A folder declaring a version this code does not know was written by a newer tff_fedmm: refused, clearly.
 """
@@ -48,14 +49,14 @@ def folder_version(folder: str, config: dict, results: pd.DataFrame) -> int:
     return version
 
 
-def upgraded(tables: dict[str, pd.DataFrame], config: dict, version: int) -> dict[str, pd.DataFrame]:
-    """The tables of a version-`version` folder as the current version has them: no `schema_version`
-    column, and a `seed` column first in every non-empty table (version 1 before issue #11 ran one training
-    seed, `config.json`'s `seed`)."""
+def upgraded(tables: dict[str, pd.DataFrame], config: dict) -> dict[str, pd.DataFrame]:
+    """A folder's tables as `read_run` gives every version: no `schema_version` column, and a `seed` column
+    first in every non-empty table (a table without one comes from a one-seed run: version 1 before issue
+    #11, or `tasks/local_baseline.py`, whose seed is `config.json`'s `seed`)."""
     out = {}
     for name, frame in tables.items():
         frame = frame.drop(columns=[COLUMN], errors="ignore")
-        if version == 1 and len(frame.columns) and "seed" not in frame.columns:
+        if len(frame.columns) and "seed" not in frame.columns:
             frame.insert(0, "seed", int(config.get("seed", 0)))
         out[name] = frame
     return out
