@@ -176,7 +176,8 @@ def compare(market_set: MarketSet, methods: list[str], backbones: list[str], con
         Exporter(folder, market_set, seeds[0]).write_manifest({m: list(backbones) for m in methods})
         _write_run_folder(folder, result, {"schema_version": SCHEMA_VERSION, "command": command,
                                            "workers": workers or None, "methods": methods, "backbones": backbones,
-                                           "data": market_set.source, "markets": market_set.names, "interactions": interactions(market_set),
+                                           "data": market_set.source, "markets": market_set.names,
+                                           "interactions": interactions(market_set),
                                            "seeds": seeds, "data_seed": config.ctr.train.data_seed,
                                            "privacy": result.privacy,
                                            "config": asdict(config),

@@ -19,7 +19,7 @@ from tff_fedmm.data.pipelines import to_dataset
 from tff_fedmm.data.sampling import ctr_examples
 from tff_fedmm.features import MarketFeatures
 from tff_fedmm.pipelines.ctr_stage import (
-    CodeUse, CTRStageConfig, Keep, Metrics, model_fn_for, neg_logloss, round_history, round_row, test_metrics,
+    CodeUse, CTRStageConfig, Keep, Metrics, market_test_metrics, model_fn_for, neg_logloss, round_history, round_row,
     valid_row,
 )
 from tff_fedmm.pipelines.rounds import Selection, run_rounds
@@ -62,5 +62,5 @@ def train_centralized(market_set: MarketSet, backbone: str, config: CTRStageConf
     metrics = {}
     for i, name in enumerate(names):  # one model, given each market's best weights in turn
         model.set_weights(result.best_state[i])
-        metrics[name] = test_metrics(model, market_set, name, featurizers[name], t.data_seed, keep)
+        metrics[name] = market_test_metrics(model, market_set, name, featurizers[name], t.data_seed, keep)
     return metrics, round_history(result, names)

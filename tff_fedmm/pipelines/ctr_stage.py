@@ -98,8 +98,8 @@ def model_fn_for(backbone: str, users: int, items: int, k: tuple[int, int], conf
                                    share_interaction=share_interaction)
 
 
-def test_metrics(model: tf.keras.Model, market_set: MarketSet, name: str, features: MarketFeatures, data_seed: int,
-                 keep: Keep | None = None) -> dict[str, float]:
+def market_test_metrics(model: tf.keras.Model, market_set: MarketSet, name: str, features: MarketFeatures,
+                        data_seed: int, keep: Keep | None = None) -> dict[str, float]:
     """Market `name`'s test metrics from its selected `model`, which `keep` gets first."""
     if keep is not None:
         keep(name, model, features)
@@ -109,7 +109,7 @@ def test_metrics(model: tf.keras.Model, market_set: MarketSet, name: str, featur
 
 def _test_metrics(models: dict, market_set: MarketSet, featurizers: dict, data_seed: int,
                   keep: Keep | None) -> Metrics:
-    return {name: test_metrics(models[name], market_set, name, featurizers[name], data_seed, keep)
+    return {name: market_test_metrics(models[name], market_set, name, featurizers[name], data_seed, keep)
             for name in market_set.names}
 
 
