@@ -2,7 +2,8 @@
 
     python tasks/local_baseline.py --data ../shared/data/xmarket-electronics --out runs/local
 
-Writes OUT/results.csv with the columns method,backbone,market and every metric (auc ... recall@20_full).
+Writes OUT/results.csv with the columns method,backbone,market, every metric (auc ... auc_held_out) and
+schema_version, and OUT/config.json (`tff_fedmm.run_schema`); no exports.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def _run(args: argparse.Namespace) -> int:
     from tff_fedmm.api import interactions, make_config
     from tff_fedmm.pipelines.compare_names import BACKBONES
     from tff_fedmm.run_folder import mark_complete, open_run_folder, write_csv, write_json
+    from tff_fedmm.run_schema import SCHEMA_VERSION, with_schema_version
 
     backbones = [b for b in args.backbone.split(",") if b]
     if not backbones or any(b not in BACKBONES for b in backbones):
@@ -42,9 +44,9 @@ def _run(args: argparse.Namespace) -> int:
     config = make_config(args.seed, data_seed=args.data_seed)
     results = run_local(market_set, backbones, LocalPipelineConfig(codes=config.codes, ctr=config.ctr,
                                                                      tuned=config.tuned))
-    write_csv(out, "results.csv", results)
-    write_json(out, "config.json", {"data": market_set.source, "interactions": interactions(market_set),
-                                    "seed": args.seed})
+    write_csv(out, "results.csv", with_schema_version(results))
+    write_json(out, "config.json", {"schema_version": SCHEMA_VERSION, "data": market_set.source,
+                                    "interactions": interactions(market_set), "seed": args.seed})
     mark_complete(out)
     print(format_table(results, interactions(market_set)))
     return 0

@@ -23,8 +23,8 @@ from tff_fedmm.cli import main
 psutil = pytest.importorskip("psutil")
 
 RESULT_COLUMNS = ["seed", "method", "backbone", "market", "auc", "logloss", "hr@10", "ndcg@10", "hr@10_full",
-                  "ndcg@10_full", "recall@20_full", "auc_held_out", "alignment"]
-LOCAL_COLUMNS = RESULT_COLUMNS[1:-1]
+                  "ndcg@10_full", "recall@20_full", "auc_held_out", "alignment", "schema_version"]
+LOCAL_COLUMNS = [*RESULT_COLUMNS[1:-2], "schema_version"]
 MARKETS = ("aa", "bb")
 # Ranking evaluation draws 99 distinct never-interacted items per user, so a market needs > 99 + 6 items.
 USERS, ITEMS, PER_USER = 40, 110, 6

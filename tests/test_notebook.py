@@ -1,16 +1,16 @@
-"""`notebooks/fedmm_walkthrough.ipynb` runs top to bottom in this venv's Python and leaves no TFF worker.
+"""`notebooks/fedmm_walkthrough.ipynb` is committed with the outputs of its current cells, runs top to bottom
+in this venv's Python to the same outputs, and leaves no TFF worker.
 
-The kernel is started from a kernelspec written to a temporary JUPYTER_PATH whose argv is this
-interpreter (`sys.executable`), so neither a user-level `python3` kernelspec nor PATH decides which
-Python runs the notebook.
+Execution, the kernelspec (this interpreter, whatever PATH or a user's `python3` kernelspec say) and the
+comparison are `tasks/notebook.py`'s, the command that regenerates the notebook.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
@@ -19,7 +19,6 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "fedmm_walkthrough.ipynb"
-KERNEL = "tff-fedmm-test"
 # Appended to the notebook under test only: what the kernel ran on, the final table's methods, and the
 # worker_binary processes the kernel started (so the test can check they are gone after shutdown).
 PROBE = """
@@ -43,14 +42,11 @@ print("PROBE" + json.dumps({"executable": sys.executable,
 """
 
 
-def _kernelspec(root: Path) -> Path:
-    spec_dir = root / "kernels" / KERNEL
-    spec_dir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "tff_fedmm venv (test)", "language": "python",
-            "env": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    return root
+def _task():
+    spec = importlib.util.spec_from_file_location("notebook_task", REPO_ROOT / "tasks" / "notebook.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _alive(pid: int) -> bool:
@@ -61,32 +57,35 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_notebook_is_stored_without_outputs():
+def test_notebook_is_stored_with_the_outputs_of_its_current_cells():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code and all(not c.outputs and c.execution_count is None for c in code)
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "run python tasks/notebook.py"
+    assert nb.metadata.get("fedmm", {}).get("source_sha256") == _task().source_digest(nb), (
+        "a code cell changed since the outputs were made: run python tasks/notebook.py")
+    outputs = [o for c in code for o in c.outputs]
+    assert outputs and not [o for o in outputs if o.output_type == "error" or o.get("name") == "stderr"]
     source = "\n".join(c.source for c in code)
     assert "from tff_fedmm import" in source and "install_execution_context" not in source
+    assert "load_market_model" in source and "encode(" in source  # the exports are used, not just listed
 
 
 @pytest.mark.slow
-def test_notebook_runs_in_the_venv_and_leaves_no_worker(tmp_path, monkeypatch):
+def test_notebook_runs_in_the_venv_to_its_committed_outputs_and_leaves_no_worker(tmp_path):
     try:
         import IPython  # noqa: F401  (the kernel imports it too)
     except ImportError as err:
         pytest.fail(f"IPython does not import in this venv, so no kernel can start: {err}. ipython 8.23 needs "
                     "typing-extensions>=4.6 (TypeAliasType) but TFF pins 4.5: pin ipython==8.22.2")
-    monkeypatch.setenv("JUPYTER_PATH", str(_kernelspec(tmp_path / "jupyter")))
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    task = _task()
+    stored = nbformat.read(NOTEBOOK, as_version=4)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))
     workdir = tmp_path / "work"
     workdir.mkdir()
-    client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=600, allow_errors=False,
-                                     resources={"metadata": {"path": str(workdir)}})
     started = time.monotonic()
     try:
-        client.execute()  # raises CellExecutionError naming the cell if any cell fails; shuts the kernel down
+        task.execute(nb, workdir)  # raises CellExecutionError naming the cell if any cell fails; shuts the kernel down
     except nbclient.exceptions.CellExecutionError as err:
         if "checkpoint of stage" in str(err):
             pytest.fail("compare(out=...) cannot checkpoint inside a Jupyter kernel: tff_fedmm/checkpoints.py calls "
@@ -95,19 +94,18 @@ def test_notebook_runs_in_the_venv_and_leaves_no_worker(tmp_path, monkeypatch):
         raise
     elapsed = time.monotonic() - started
 
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors, errors
     probe = next(line for o in nb.cells[-1].outputs if o.output_type == "stream"
                  for line in o.text.splitlines() if line.startswith("PROBE"))
     facts = json.loads(probe[len("PROBE"):])
     assert facts["executable"] == sys.executable
     assert {"fedmm", "local", "fedavg"} <= set(facts["methods"])
-    final = nb.cells[-2]  # the notebook's own last cell ran; its comparison table is displayed above
-    table = next(o for c in nb.cells if c.cell_type == "code" and "comparison  #" in c.source for o in c.outputs
-                 if o.output_type == "execute_result")
-    assert all(m in table["data"]["text/plain"] for m in ("fedmm", "local", "fedavg"))
-    assert final.outputs, "the run-folder cell printed nothing"
     assert (workdir / "runs" / "walkthrough" / "results.csv").is_file()
+    assert (workdir / "runs" / "walkthrough" / "markets" / "m0" / "models" / "fedmm" / "deepfm").is_dir()
+    nb.cells.pop()
+    fresh, committed = task.text_outputs(nb), task.text_outputs(stored)
+    stale = [i for i, (a, b) in enumerate(zip(fresh, committed)) if a != b]
+    assert not stale, (f"code cells {stale} give other outputs than the committed ones: run python tasks/notebook.py "
+                       f"(first difference: {fresh[stale[0]]!r} against {committed[stale[0]]!r})")
     assert facts["workers"], "the notebook ran federated stages, so its kernel started a worker"
     deadline = time.monotonic() + 20
     while any(_alive(p) for p in facts["workers"]) and time.monotonic() < deadline:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from test_cli_compare import alive, subreaper, tiny_market_files, worker_descendants  # noqa: F401 (fixture)
+from test_exports import exported, same_exports
 
 from tff_fedmm.cli import main
 
@@ -62,6 +63,8 @@ def test_sigkill_mid_federated_stage_then_resume_matches_uninterrupted(case, mar
     _run(data, out, "--resume", *flags)
     assert not (out / "INCOMPLETE").exists()
     assert (out / "results.csv").read_text() == (tmp_path / "straight" / "results.csv").read_text()
+    # The stages finished before the kill kept the exports they wrote; the one cut short wrote them again.
+    assert same_exports(exported(out), exported(tmp_path / "straight"))
 
 
 @pytest.mark.slow

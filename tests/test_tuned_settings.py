@@ -17,7 +17,7 @@ from tff_fedmm.pipelines.tuned import TUNED_CTR
 def test_tuned_settings_reach_only_their_method_and_backbone(monkeypatch):
     seen = {}
 
-    def fake_train_local(market_set, backbone, use, config, sizes):
+    def fake_train_local(market_set, backbone, use, config, sizes, keep=None):
         seen[backbone] = (config.train.learning_rate, config.train.patience, config.embed_dim, config.round_patience)
         return {name: dict.fromkeys(METRICS, 0.5) for name in market_set.names}, []
 

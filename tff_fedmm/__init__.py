@@ -3,6 +3,7 @@
 The Python API, for notebooks and scripts (the `fedmm` command uses the same functions):
 
     from tff_fedmm import load_markets, make_config, compare, read_run
+    from tff_fedmm import load_market_model, encode   # a finished run's exported models and codebooks
 
 Names are resolved lazily: `import tff_fedmm` does not import TensorFlow.
 """
@@ -17,6 +18,9 @@ _EXPORTS = {
     "run_method": "tff_fedmm.api",
     "read_run": "tff_fedmm.api",
     "RunFolder": "tff_fedmm.api",
+    "load_market_model": "tff_fedmm.scoring",
+    "MarketModel": "tff_fedmm.scoring",
+    "encode": "tff_fedmm.scoring",
     "CompareConfig": "tff_fedmm.pipelines.compare",
     "CompareResult": "tff_fedmm.pipelines.compare",
     "METHODS": "tff_fedmm.pipelines.compare_names",

@@ -17,7 +17,7 @@ import hashlib
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +25,11 @@ import pandas as pd
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.errors import UsageError
 from tff_fedmm.pipelines.compare_names import ANCHORED_METHODS, BACKBONES, METHODS
+from tff_fedmm.run_schema import SCHEMA_VERSION
+
+# Checkpoints of this format keep what a run exports (CF tables, RQ-VAE weights); older ones do not, so
+# `--resume` refuses them (the fingerprint differs) rather than finishing a run without its exports.
+CHECKPOINT_FORMAT = "2"
 
 
 def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "mean", cf_tower: bool = False, *,
@@ -142,6 +147,7 @@ def compare(market_set: MarketSet, methods: list[str], backbones: list[str], con
     from tff_fedmm.federated.context import install_execution_context
     from tff_fedmm.pipelines.compare import run_compare
     from tff_fedmm.pipelines.privacy_audit import collect as collect_audits
+    from tff_fedmm.pipelines.exports import Exporter, clear_exports
     from tff_fedmm.progress import reporting
     from tff_fedmm.run_folder import open_run_folder, write_json
 
@@ -156,18 +162,25 @@ def compare(market_set: MarketSet, methods: list[str], backbones: list[str], con
     folder = open_run_folder(out) if out is not None else None
     checkpoints = (RunCheckpoints(folder, resume, {"data": market_fingerprint(market_set),
                                                    "config": json.dumps(asdict(config), sort_keys=True),
-                                                   "seeds": json.dumps(seeds)})
+                                                   "seeds": json.dumps(seeds),
+                                                   "checkpoint_format": CHECKPOINT_FORMAT})
                    if folder is not None else None)
+    if checkpoints is not None and not checkpoints.resumed:
+        clear_exports(folder)
     if jobs == 1 or len(seeds) == 1:  # with seeds in processes, each starts its own worker
         install_execution_context(workers)
     started = time.monotonic()
     with reporting(enabled=progress, stages=len(seeds) * len(methods) * len(backbones)):
         result = run_compare(market_set, methods, backbones, config, checkpoints=checkpoints, seeds=seeds,
-                             jobs=jobs)
-    if folder is not None:  # every stage's audit, made before its first round (also by earlier attempts)
+                             jobs=jobs, exports=folder)
+    if folder is not None:
+        Exporter(folder, market_set, seeds[0]).write_manifest({m: list(backbones) for m in methods})
+        # every stage's audit, made before its first round (also by earlier attempts)
         write_json(folder, "privacy_audit.json", collect_audits(checkpoints, methods))
-        _write_run_folder(folder, result, {"command": command, "workers": workers or None, "methods": methods, "backbones": backbones, "data": market_set.source,
-                                           "markets": market_set.names, "interactions": interactions(market_set),
+        _write_run_folder(folder, result, {"schema_version": SCHEMA_VERSION, "command": command,
+                                           "workers": workers or None, "methods": methods, "backbones": backbones,
+                                           "data": market_set.source, "markets": market_set.names,
+                                           "interactions": interactions(market_set),
                                            "seeds": seeds, "data_seed": config.ctr.train.data_seed,
                                            "privacy": result.privacy,
                                            "config": asdict(config),
@@ -188,24 +201,40 @@ class RunFolder:
     codebooks: pd.DataFrame
     codebook_history: pd.DataFrame
     config: dict
+    schema_version: int = SCHEMA_VERSION  # of the folder as written (`tff_fedmm.run_schema`)
+    exports: dict = field(default_factory=dict)  # exports.json: the exported seed, methods and backbones
 
 
 def read_run(out: str | Path) -> RunFolder:
-    """A finished run folder's tables; refuses a folder marked incomplete."""
+    """A finished run folder's tables, from every schema version this project has written (version 1: the
+    folders from before `schema_version`), in the current version's shape (`run_schema.upgraded`); refuses
+    a folder marked incomplete, and one of an unknown version."""
+    from tff_fedmm.export_layout import MANIFEST
     from tff_fedmm.run_folder import is_complete
+    from tff_fedmm.run_schema import folder_version, upgraded
 
     folder = Path(out)
     if not is_complete(folder):
         raise UsageError(f"{folder}: not a finished run folder (missing, or marked INCOMPLETE)")
 
-    def table(name: str) -> pd.DataFrame:
-        path = folder / name
+    def read(name: str, parse):
+        try:
+            return parse(folder / name)
+        except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError and pandas' ParserError included
+            raise UsageError(f"{folder / name}: cannot be read ({type(err).__name__}: {err})") from None
+
+    def table(path: Path) -> pd.DataFrame:
         return pd.read_csv(path) if path.exists() and path.stat().st_size > 1 else pd.DataFrame()
 
-    config = folder / "config.json"
-    return RunFolder(results=table("results.csv"), history=table("history.csv"), codebooks=table("codebooks.csv"),
-                     codebook_history=table("codebook_history.csv"),
-                     config=json.loads(config.read_text()) if config.exists() else {})
+    def document(path: Path) -> dict:
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    names = {"results": "results.csv", "history": "history.csv", "codebooks": "codebooks.csv",
+             "codebook_history": "codebook_history.csv"}
+    tables, config = {key: read(name, table) for key, name in names.items()}, read("config.json", document)
+    version = folder_version(str(folder), config, tables["results"])
+    return RunFolder(**upgraded(tables, config), config=config, schema_version=version,
+                     exports=read(MANIFEST, document))
 
 
 def interactions(market_set: MarketSet) -> dict[str, int]:
@@ -243,10 +272,11 @@ def versions() -> dict[str, str]:
 def _write_run_folder(folder: Path, result, config: dict) -> None:
     from tff_fedmm.plots import write_plots
     from tff_fedmm.report import markdown_report, markdown_summary
+    from tff_fedmm.run_schema import with_schema_version
     from tff_fedmm.run_folder import mark_complete, write_csv, write_json, write_text
     from tff_fedmm.tensorboard import write_tensorboard
 
-    write_csv(folder, "results.csv", result.results)
+    write_csv(folder, "results.csv", with_schema_version(result.results))
     write_csv(folder, "history.csv", result.history)
     write_csv(folder, "codebooks.csv", result.codebooks)
     write_csv(folder, "codebook_history.csv", result.codebook_history)

@@ -33,7 +33,8 @@ class RunCheckpoints:
         """`fingerprint` (data files and settings) must match the checkpoint's, or resume is refused."""
         self.root = Path(out) / "checkpoints"
         identity = self.root / "fingerprint.json"
-        if resume and identity.exists():
+        self.resumed = resume and identity.exists()  # False: a fresh start, whatever the folder held
+        if self.resumed:
             saved = json.loads(identity.read_text())
             changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
             if changed:

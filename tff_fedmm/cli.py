@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from tff_fedmm.bench.command import add_bench_command
 from tff_fedmm.cli_compare import add_compare_commands, add_privacy_arguments
+from tff_fedmm.cli_score import add_score_command
 from tff_fedmm.errors import UsageError
 from tff_fedmm.worker_cli import add_worker_command
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(commands)
     _add_signature_command(commands)
     add_compare_commands(commands, add_data_arguments)
+    add_score_command(commands)
     add_bench_command(commands, add_data_arguments)
     add_worker_command(commands)
     return parser

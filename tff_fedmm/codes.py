@@ -27,14 +27,29 @@ class MarketCodes:
     errors: np.ndarray  # mean squared error: level-1 quantization, after level 2, reconstruction
 
 
-def encode_market(config: RQVAEConfig, codebook: np.ndarray, client_state: Mapping, x: np.ndarray,
-                  num_users: int) -> MarketCodes:
-    """`x` is `rqvae_inputs(users, items)`: its first `num_users` rows are users, the rest items."""
+@dataclass(frozen=True)
+class MarketQuantizer:
+    """What turns a market's RQ-VAE input rows into codes: the private RQ-VAE weights (encoder, decoder,
+    local codebook; `rqvae_training.private_variables` order) and the level-1 codebook (the federated global
+    codebook, or the market's own in the private variants). Kept so a run can export it and `encode` new
+    entities exactly as the run encoded its own."""
+
+    private: tuple[np.ndarray, ...]
+    level1: np.ndarray
+
+
+def quantizer_model(config: RQVAEConfig, quantizer: MarketQuantizer):
+    """The RQ-VAE of `config` holding `quantizer`'s weights."""
     model = build_rqvae(config)
-    rt.global_codebook(model).assign(codebook)
-    for v, w in zip(rt.private_variables(model), client_state["private"]):
+    rt.global_codebook(model).assign(quantizer.level1)
+    for v, w in zip(rt.private_variables(model), quantizer.private):
         v.assign(w)
-    g, l, errors = rt.encode_codes(model, x)
+    return model
+
+
+def encode_market(config: RQVAEConfig, quantizer: MarketQuantizer, x: np.ndarray, num_users: int) -> MarketCodes:
+    """`x` is `rqvae_inputs(users, items)`: its first `num_users` rows are users, the rest items."""
+    g, l, errors = rt.encode_codes(quantizer_model(config, quantizer), x)
     return MarketCodes(user_global=g[:num_users], user_local=l[:num_users],
                        item_global=g[num_users:], item_local=l[num_users:], errors=errors)
 

@@ -90,7 +90,7 @@ def load_market_file(path: Path, name: str | None = None) -> RawMarket:
     lines = text.splitlines()
     if not text.strip():
         raise DataError(f"{path}: empty file; expected a header line '{' '.join(COLUMNS)}' and data lines")
-    split = _splitter(lines[0])
+    split = splitter(lines[0])
     header = split(lines[0])
     _check_header(path, header)
     numbers, rows = _data_rows(path, lines, split, len(header))
@@ -105,7 +105,7 @@ def load_market_file(path: Path, name: str | None = None) -> RawMarket:
     return RawMarket(name=name, frame=frame, source=str(path), duplicates_dropped=dropped)
 
 
-def _splitter(header: str) -> Splitter:
+def splitter(header: str) -> Splitter:
     """The header decides the separator: a tab or comma there means the data uses it too."""
     for sep in ("\t", ","):
         if sep in header:

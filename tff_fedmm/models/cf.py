@@ -128,11 +128,24 @@ def rqvae_inputs(user_table: np.ndarray, item_table: np.ndarray,
     so code k can mean the same taste region for both, and one federated process serves both.
     """
     table = np.concatenate([user_table, item_table]).astype(np.float32)
-    table = (table - table.mean(0)) / (table.std(0) + 1e-6)
-    flags = np.zeros((len(table), 2), np.float32)
-    flags[: len(user_table), 0] = 1.0
-    flags[len(user_table):, 1] = 1.0
-    parts = [table, flags]
+    rows = standardized_rows(table, len(user_table), *cf_standardization(user_table, item_table))
     if descriptors is not None:
-        parts.append(weight * np.concatenate(descriptors).astype(np.float32))
-    return np.concatenate(parts, axis=1)
+        rows = np.concatenate([rows, weight * np.concatenate(descriptors).astype(np.float32)], axis=1)
+    return rows
+
+
+def cf_standardization(user_table: np.ndarray, item_table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation of a market's CF rows, users and items together: the
+    RQ-VAE reads its CF space through them, so a new entity is encoded with the same pair."""
+    table = np.concatenate([user_table, item_table]).astype(np.float32)
+    return table.mean(0), table.std(0)
+
+
+def standardized_rows(table: np.ndarray, users: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """CF rows standardised by (`mean`, `std`), each with its one-hot entity type (the first `users` rows are
+    users, the rest items): RQ-VAE input rows without descriptors."""
+    table = (np.asarray(table, np.float32) - mean) / (std + 1e-6)
+    flags = np.zeros((len(table), 2), np.float32)
+    flags[:users, 0] = 1.0
+    flags[users:, 1] = 1.0
+    return np.concatenate([table, flags], axis=1)

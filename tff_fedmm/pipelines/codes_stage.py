@@ -11,16 +11,13 @@ import json
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import pandas as pd
 
 from tff_fedmm import progress
 from tff_fedmm.checkpoints import RunCheckpoints, StageCheckpoint
 from tff_fedmm.codes import FIELDS as CODE_FIELDS
-from tff_fedmm.codes import MarketCodes, encode_market
+from tff_fedmm.codes import MarketCodes, MarketQuantizer, encode_market
 from tff_fedmm.data.anchors import ANCHOR_MODES, public_anchors
 from tff_fedmm.data.markets import MarketSet
-from tff_fedmm.eval.alignment import cluster_nmi, code_agreement
-from tff_fedmm.eval.codebook_stats import code_usage, collision_rate, perplexity
 from tff_fedmm.federated import privacy as dp
 from tff_fedmm.federated.codebook_process import (
     CodebookStageConfig, build_codebook_process, codebook_of, initial_client_state, rqvae_dataset,
@@ -30,6 +27,7 @@ from tff_fedmm.data.descriptors import entity_descriptors
 from tff_fedmm.models.cf import (
     CFConfig, build_cf_model, embedding_tables, rqvae_input_dim, rqvae_inputs, train_cf,
 )
+from tff_fedmm.models.rqvae import RQVAEConfig
 from tff_fedmm.pipelines.privacy_audit import audit_codebook, audit_partial_fedavg
 from tff_fedmm.pipelines.rounds import run_rounds
 from tff_fedmm.seeding import derive_seed, set_global_seed
@@ -85,11 +83,15 @@ class CodesResult:
     codes: dict[str, MarketCodes]
     history: list[dict]  # one row per round: round, loss, reconstruction, codes used
     privacy: dict = field(default_factory=dict)  # `privacy.report` of a federated codebook stage
+    quantizers: dict[str, MarketQuantizer] = field(default_factory=dict)  # what each market encoded with
+    rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)  # the RQ-VAE the quantizers belong to
 
 
-def cf_inputs(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoints | None = None,
-              federated: bool = False, participation: Participation | None = None) -> dict[str, np.ndarray]:
-    """Each market's RQ-VAE input rows (users then items), from its CF model.
+def cf_tables(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoints | None = None,
+              federated: bool = False, participation: Participation | None = None,
+              ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each market's CF embedding tables (users, items), checkpointed as a stage: a run exports them, and
+    the RQ-VAE rows (`cf_inputs`) are computed from them.
 
     `federated` (with `config.tower`) trains the CF models together: the `shared_tower_*` layers are
     averaged across markets by partial FedAvg while every market's embeddings stay private, so all
@@ -104,11 +106,22 @@ def cf_inputs(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoin
         tables = (_federated_cf_tables(market_set, config, stage, participation or Participation())
                   if name.startswith("cf-federated") else
                   {n: embedding_tables(train_cf(m, config)) for n, m in market_set.markets.items()})
-        done = {n: rqvae_inputs(*t, descriptors=entity_descriptors(market_set.markets[n]) if config.descriptors > 0
-                                else None, weight=config.descriptors) for n, t in tables.items()}
+        done = {f"{n}/{entity}": table for n, pair in tables.items() for entity, table in zip(ENTITIES, pair)}
         if stage:
             stage.save_done(done)
-    return done
+    return {n: (done[f"{n}/users"], done[f"{n}/items"]) for n in market_set.names}
+
+
+ENTITIES = ("users", "items")
+
+
+def cf_inputs(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoints | None = None,
+              federated: bool = False, participation: Participation | None = None,
+              tables: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+    """Each market's RQ-VAE input rows (users then items), from its CF tables (`tables`, or `cf_tables`)."""
+    tables = tables or cf_tables(market_set, config, checkpoints, federated, participation)
+    return {n: rqvae_inputs(*t, descriptors=entity_descriptors(market_set.markets[n]) if config.descriptors > 0
+                            else None, weight=config.descriptors) for n, t in tables.items()}
 
 
 def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: StageCheckpoint | None,
@@ -199,13 +212,14 @@ def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: C
     rounds_run = int(np.isfinite(result.metrics[:, 0]).sum())
     report = dp.report(privacy, dp.round_event(server.aggregator) if privacy.dp and rounds_run else None,
                        rounds_run)
-    codes = {}
+    codes, quantizers, level1 = {}, {}, np.asarray(codebook_of(server.global_model_weights))
     for client in clients:
         name = participants[int(client["client_index"])]  # keyed by index, never by list position
-        codes[name] = encode_market(config.codebook.rqvae, codebook_of(server.global_model_weights), client, inputs[name],
+        quantizers[name] = MarketQuantizer(tuple(np.asarray(w) for w in client["private"]), level1)
+        codes[name] = encode_market(config.codebook.rqvae, quantizers[name], inputs[name],
                                     market_set.markets[name].num_users)
     history = [{"round": i + 1, **dict(zip(_HISTORY, row))} for i, row in enumerate(result.metrics)]
-    return CodesResult(codes=codes, history=history, privacy=report)
+    return CodesResult(codes=codes, history=history, privacy=report, quantizers=quantizers, rqvae=config.codebook.rqvae)
 
 
 _HISTORY = ("loss", "reconstruction", "local_codes_used", "global_codes_updated")
@@ -225,7 +239,7 @@ def learn_codes(market_set: MarketSet, config: CodesConfig, federated: bool, pro
     if not federated:  # one plain process serves every market alone (the federated one is built per run)
         process = process or build_codebook_process(config.codebook)
     groups = [market_set.names] if federated else [[name] for name in market_set.names]
-    codes, history, privacy = {}, [], {}
+    codes, history, privacy, quantizers = {}, [], {}, {}
     for group in groups:
         stage = f"{variant}-{'-'.join(group)}"
         done = checkpoints.stage(stage).load_done() if checkpoints else None
@@ -238,64 +252,29 @@ def learn_codes(market_set: MarketSet, config: CodesConfig, federated: bool, pro
         else:
             result = _codes_from_arrays(done, group)
         codes.update(result.codes)
+        quantizers.update(result.quantizers)
         history.extend(row if federated else {**row, "market": group[0]} for row in result.history)
         privacy = result.privacy if federated else privacy
-    return CodesResult(codes=codes, history=history, privacy=privacy)
+    return CodesResult(codes=codes, history=history, privacy=privacy, quantizers=quantizers,
+                       rqvae=config.codebook.rqvae)
 
 
 def _codes_arrays(result: CodesResult) -> dict[str, np.ndarray]:
     arrays = {f"{name}/{field}": getattr(c, field) for name, c in result.codes.items() for field in CODE_FIELDS}
     arrays["history"] = np.array([[row[k] for k in _HISTORY] for row in result.history], np.float64)
     arrays["privacy"] = np.array(json.dumps(result.privacy, sort_keys=True))
+    for name, quantizer in result.quantizers.items():
+        arrays[f"{name}/level1"] = quantizer.level1
+        arrays.update({f"{name}/private/{i}": w for i, w in enumerate(quantizer.private)})
     return arrays
 
 
 def _codes_from_arrays(arrays: dict[str, np.ndarray], group: list[str]) -> CodesResult:
     codes = {name: MarketCodes(*(arrays[f"{name}/{field}"] for field in CODE_FIELDS)) for name in group}
     history = [{"round": i + 1, **dict(zip(_HISTORY, row))} for i, row in enumerate(arrays["history"])]
-    return CodesResult(codes=codes, history=history, privacy=json.loads(str(arrays["privacy"])))
-
-
-def codebook_report(market_set: MarketSet, codes: dict[str, MarketCodes], k_global: int,
-                    k_local: int, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per market: usage and perplexity per level, collision rate, alignment (and NMI on synthetic).
-
-    Alignment uses the evaluation-only same-item table (`pairs`, default `market_set.same_item`; in
-    anchored mode only the held-out items, `data.anchors.held_out_pairs`): for items that are the same
-    product in two markets, how often their level-1 codes agree, next to the chance rate Σ_k p_k^a p_k^b.
-    """
-    rows = []
-    for name, c in codes.items():
-        g = np.concatenate([c.user_global, c.item_global])
-        l = np.concatenate([c.user_local, c.item_local])
-        row = {"market": name, "global_usage": code_usage(g, k_global), "global_perplexity": perplexity(g, k_global),
-               "local_usage": code_usage(l, k_local), "local_perplexity": perplexity(l, k_local),
-               "collision_rate": collision_rate(g, l), "level1_error": c.errors[0], "level2_error": c.errors[1],
-               "reconstruction_error": c.errors[2]}
-        row.update(_alignment(market_set.same_item if pairs is None else pairs, codes, name, k_global))
-        if market_set.item_cluster is not None:
-            row["cluster_nmi"] = cluster_nmi(c.item_global, market_set.item_cluster[name])
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _alignment(pairs: pd.DataFrame, codes: dict[str, MarketCodes], name: str, k_global: int) -> dict:
-    """Pair-weighted agreement and chance over every other market sharing items with `name`."""
-    agree = chance = n = 0.0
-    for other in codes:
-        if other == name:
-            continue
-        ab = pairs[(pairs.market_a == name) & (pairs.market_b == other)]
-        ba = pairs[(pairs.market_a == other) & (pairs.market_b == name)]
-        mine = np.concatenate([ab.item_a.to_numpy(), ba.item_b.to_numpy()]).astype(int)
-        theirs = np.concatenate([ab.item_b.to_numpy(), ba.item_a.to_numpy()]).astype(int)
-        if len(mine) == 0:
-            continue
-        result = code_agreement(codes[name].item_global[mine], codes[other].item_global[theirs], k_global,
-                                all_codes_a=codes[name].item_global, all_codes_b=codes[other].item_global)
-        agree += result["agreement"] * len(mine)
-        chance += result["chance"] * len(mine)
-        n += len(mine)
-    if n == 0:
-        return {"alignment": np.nan, "alignment_chance": np.nan, "aligned_pairs": 0}
-    return {"alignment": agree / n, "alignment_chance": chance / n, "aligned_pairs": int(n)}
+    quantizers = {}
+    for name in group:
+        count = sum(key.startswith(f"{name}/private/") for key in arrays)
+        quantizers[name] = MarketQuantizer(tuple(arrays[f"{name}/private/{i}"] for i in range(count)),
+                                           arrays[f"{name}/level1"])
+    return CodesResult(codes=codes, history=history, privacy=json.loads(str(arrays["privacy"])), quantizers=quantizers)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,23 +41,16 @@ from tff_fedmm.codes import MarketCodes
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.eval.evaluate import METRICS
 from tff_fedmm.pipelines import ctr_stage
+from tff_fedmm.pipelines.code_variants import CODE_METHODS, CodeVariants
+from tff_fedmm.pipelines.codes_stage import CodesConfig
+from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS  # noqa: F401  (re-exported)
+from tff_fedmm.pipelines.ctr_centralized import train_centralized
+from tff_fedmm.pipelines.exports import Exporter
 from tff_fedmm.pipelines.processes import map_in_processes
 from tff_fedmm.pipelines.tuned import settings_for
-from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS  # noqa: F401  (re-exported)
-from tff_fedmm.data.anchors import held_out_pairs, public_anchors
-from tff_fedmm.pipelines.codes_stage import CodesConfig, CodesResult, cf_inputs, codebook_report, learn_codes
-
-log = logging.getLogger(__name__)
+from tff_fedmm.data.anchors import public_anchors
 
 RESULT_COLUMNS = ["seed", "method", "backbone", "market", *METRICS, "alignment"]
-# Which codes each code-using method reads: (code variant, use_global, use_local). A variant names
-# how its CF stage ran (alone, or with the shared tower federated) and how its codebooks did.
-_CODE_METHODS = {
-    "local+codes": ("private", True, True),
-    "fedmm-local-only": ("private-fedcf", True, True),
-    "fedmm-global-only": ("global-only", True, False),
-    "fedmm": ("federated", True, True),
-}
 
 
 @dataclass(frozen=True)
@@ -104,108 +98,49 @@ class _SeedCheckpoints:
         return self.run.stage(f"seed{self.seed}-{name}")
 
 
-class _Codes:
-    """Learns each code variant at most once; variants share the CF stage they have in common."""
-
-    def __init__(self, market_set: MarketSet, config: CodesConfig, checkpoints: _SeedCheckpoints | None):
-        self.market_set, self.config, self.checkpoints = market_set, config, checkpoints
-        self._inputs: dict[bool, dict] = {}
-        self._cache: dict[str, CodesResult] = {}
-        self._reports: dict[str, pd.DataFrame] = {}
-
-    def _cf(self, federated: bool) -> dict:
-        federated = federated and self.config.cf.tower  # without a tower there is nothing to federate
-        if federated not in self._inputs:
-            self._inputs[federated] = cf_inputs(self.market_set, self.config.cf, self.checkpoints, federated,
-                                                self.config.participation)
-        return self._inputs[federated]
-
-    def canonical(self, variant: str) -> str:
-        """Without a CF tower there is no federated CF: `private-fedcf` codes are the `private` ones."""
-        return "private" if variant == "private-fedcf" and not self.config.cf.tower else variant
-
-    def get(self, variant: str) -> CodesResult:
-        variant = self.canonical(variant)
-        if variant not in self._cache:
-            config = self.config
-            if variant == "global-only":  # a single local code carries nothing: one effective level
-                rq = replace(config.codebook.rqvae, k_local=1)
-                config = replace(config, codebook=replace(config.codebook, rqvae=rq))
-            log.info("learning %s codes", variant)
-            self._cache[variant] = learn_codes(
-                self.market_set, config, federated=variant in ("federated", "global-only"),
-                inputs=self._cf(variant != "private"), checkpoints=self.checkpoints, variant=f"codes-{variant}")
-        return self._cache[variant]
-
-    def k(self, variant: str) -> tuple[int, int]:
-        rq = self.config.codebook.rqvae
-        return rq.k_global, (1 if variant == "global-only" else rq.k_local)
-
-    def report(self, variant: str) -> pd.DataFrame:
-        """The codebook report of a variant, computed once (alignment column and codebooks.csv share it)."""
-        variant = self.canonical(variant)
-        if variant not in self._reports:
-            pairs = None
-            if self.config.anchors != "none":  # score what anchored mode was not told: held-out items
-                pairs = held_out_pairs(self.market_set, public_anchors(self.market_set, self.config.data_seed,
-                                                                      max_slots=self.config.anchor_max_slots))
-            self._reports[variant] = codebook_report(self.market_set, self.get(variant).codes, *self.k(variant),
-                                                     pairs=pairs)
-        return self._reports[variant]
-
-    def privacy(self) -> dict[str, dict]:
-        """Per code variant with a federated codebook stage (`federated`, `global-only`): its privacy
-        report. Each is a separate experiment with its own ε."""
-        return {variant: result.privacy for variant, result in self._cache.items() if result.privacy}
-
-    def reports(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        reports, histories = [], []
-        for variant, result in self._cache.items():
-            reports.append(self.report(variant).assign(codes=variant))
-            histories.append(pd.DataFrame(result.history).assign(codes=variant))
-        return (pd.concat(reports, ignore_index=True) if reports else pd.DataFrame(),
-                pd.concat(histories, ignore_index=True) if histories else pd.DataFrame())
-
-
-def _trainer(method: str, codes: _Codes, market_set: MarketSet, config: CompareConfig) -> Callable:
-    """(backbone, round checkpoint) -> (metrics per market, validation history) for `method`."""
+def _trainer(method: str, codes: CodeVariants, market_set: MarketSet, config: CompareConfig) -> Callable:
+    """(backbone, round checkpoint, keep hook) -> (metrics per market, validation history) for `method`."""
     c = config.ctr
     if method == "local":
-        return lambda b, _: ctr_stage.train_local(market_set, b, ctr_stage.CodeUse(), c, (0, 0))
+        return lambda b, _, keep: ctr_stage.train_local(market_set, b, ctr_stage.CodeUse(), c, (0, 0), keep)
     if method == "fedavg":
-        return lambda b, ckpt: ctr_stage.train_fedavg(market_set, b, c, ckpt)
+        return lambda b, ckpt, keep: ctr_stage.train_fedavg(market_set, b, c, ckpt, keep)
     if method == "fedper":
-        return lambda b, ckpt: ctr_stage.train_partial(market_set, b, ctr_stage.CodeUse(), c, (0, 0), ckpt)
+        return lambda b, ckpt, keep: ctr_stage.train_partial(market_set, b, ctr_stage.CodeUse(), c, (0, 0), ckpt, keep)
     if method == "centralized":
-        return lambda b, _: ctr_stage.train_centralized(market_set, b, c)
+        return lambda b, _, keep: train_centralized(market_set, b, c, keep=keep)
     if method in ("fedper-anchored", "centralized-anchored"):
         split = public_anchors(market_set, config.codes.data_seed, max_slots=config.codes.anchor_max_slots)
         use = ctr_stage.CodeUse(anchor_fields(market_set, split), use_global=True, use_local=False)
         k = (split.num_slots + 1, 0)
         if method == "centralized-anchored":
-            return lambda b, _: ctr_stage.train_centralized(market_set, b, c, use, k)
+            return lambda b, _, keep: train_centralized(market_set, b, c, use, k, keep)
         shared = replace(c, share_interaction=True)  # as fedper
-        return lambda b, ckpt: ctr_stage.train_partial(market_set, b, use, shared, k, ckpt)
-    variant, use_global, use_local = _CODE_METHODS[method]
+        return lambda b, ckpt, keep: ctr_stage.train_partial(market_set, b, use, shared, k, ckpt, keep)
+    variant, use_global, use_local = CODE_METHODS[method]
 
-    def train(backbone: str, ckpt):
+    def train(backbone: str, ckpt, keep):
         use = ctr_stage.CodeUse(codes.get(variant).codes, use_global, use_local)
         if method == "local+codes":
-            return ctr_stage.train_local(market_set, backbone, use, c, codes.k(variant))
-        return ctr_stage.train_partial(market_set, backbone, use, c, codes.k(variant), ckpt)
+            return ctr_stage.train_local(market_set, backbone, use, c, codes.k(variant), keep)
+        return ctr_stage.train_partial(market_set, backbone, use, c, codes.k(variant), ckpt, keep)
 
     return train
 
 
 def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str], config: CompareConfig,
                 checkpoints: RunCheckpoints | None = None, seeds: list[int] | None = None,
-                jobs: int = 1) -> CompareResult:
+                jobs: int = 1, exports: Path | None = None) -> CompareResult:
     """Every method × backbone for each training seed in `seeds` (default: the config's own seed); every
     table gains a `seed` column. A privacy report is the one with the largest epsilon over seeds. With
-    `jobs` > 1, up to that many seeds run at once, each in its own process (`pipelines.processes`)."""
+    `jobs` > 1, up to that many seeds run at once, each in its own process (`pipelines.processes`).
+    `exports` (a run folder): the first seed exports its models, codes and codebooks there
+    (`pipelines.exports`)."""
     seeds = [config.ctr.train.seed] if seeds is None else list(seeds)
     calls = [(market_set, methods, backbones, with_training_seed(config, seed),
-              _SeedCheckpoints(checkpoints, seed) if checkpoints else None) for seed in seeds]
+              _SeedCheckpoints(checkpoints, seed) if checkpoints else None,
+              Exporter(exports, market_set, seed) if exports is not None and seed == seeds[0] else None)
+             for seed in seeds]
     if jobs > 1 and len(seeds) > 1:
         per_seed = len(methods) * len(backbones)
         parts = map_in_processes(_run_seed_quietly, calls, jobs,
@@ -239,21 +174,25 @@ def _run_seed_quietly(*args) -> CompareResult:
 
 
 def _run_seed(market_set: MarketSet, methods: list[str], backbones: list[str], config: CompareConfig,
-              checkpoints: _SeedCheckpoints | None) -> CompareResult:
-    codes = _Codes(market_set, config.codes, checkpoints)
+              checkpoints: _SeedCheckpoints | None, exporter: Exporter | None = None) -> CompareResult:
+    codes = CodeVariants(market_set, config.codes, checkpoints)
     rows, history = [], []
+    if exporter:
+        exporter.write_ids()
     for method in methods:
         for backbone in backbones:
             train = _trainer(method, codes, market_set, config.for_method(method, backbone))
             stage = checkpoints.stage(f"ctr-{method}-{backbone}") if checkpoints else None
             done = stage.load_done() if stage else None
             if done is None:
-                if method in _CODE_METHODS:  # learn codes before the CTR bar starts, under their own bars
-                    codes.get(_CODE_METHODS[method][0])
+                if method in CODE_METHODS:  # learn codes before the CTR bar starts, under their own bars
+                    codes.get(CODE_METHODS[method][0])
                 per_market = method in ("local", "local+codes")  # Keras trains market after market
                 progress.start_stage(f"{method} / {backbone}",
                                      config.ctr.rounds * (len(market_set.names) if per_market else 1))
-                metrics, hist = train(backbone, stage)
+                metrics, hist = train(backbone, stage, exporter.keeper(method, backbone) if exporter else None)
+                if exporter and method in CODE_METHODS:
+                    codes.export(exporter, method)
                 if stage:
                     stage.save_done(_stage_arrays(metrics, hist, market_set.names))
             else:
@@ -295,8 +234,8 @@ def anchor_fields(market_set: MarketSet, split) -> dict[str, MarketCodes]:
     return fields
 
 
-def _alignment_by_market(codes: _Codes, method: str) -> dict[str, float]:
-    if method not in _CODE_METHODS:
+def _alignment_by_market(codes: CodeVariants, method: str) -> dict[str, float]:
+    if method not in CODE_METHODS:
         return {}
-    report = codes.report(_CODE_METHODS[method][0])
+    report = codes.report(CODE_METHODS[method][0])
     return dict(zip(report["market"], report["alignment"]))

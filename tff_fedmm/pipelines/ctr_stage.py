@@ -5,31 +5,35 @@
   embeddings private across rounds (`fedper` without codes, the FedMM variants with codes).
 - `train_fedavg`: TFF's own `build_weighted_fed_avg`, every variable averaged; each market's IDs index
   one common table, so ID k of every market shares a row (the naive approach FedMM argues against).
-- `train_centralized`: one Keras model on the pooled markets with market-offset IDs (not private); with
-  anchor fields (`centralized-anchored`), anchor items also share one row by key.
+- `train_centralized` (`pipelines.ctr_centralized`): one Keras model on the pooled markets with
+  market-offset IDs (not private); with anchor fields (`centralized-anchored`), anchor items also share one
+  row by key.
 
 Every market keeps the round (federated) or epoch (Keras; for `centralized` each market's own best
 epoch of the pooled model) with its lowest validation LogLoss on that market (see `pipelines.rounds` and
 `models.ctr_training`); the test split is only ever used for the final numbers. Every method's test metrics include
 `auc_held_out`, on the recurring items anchored mode never uses (`data.anchors`), strict runs too. Each trainer seeds
-TensorFlow from (training seed, stage) first; evaluation candidates come from `train.data_seed`.
+TensorFlow from (training seed, stage) first; evaluation candidates come from `train.data_seed`. A trainer's
+`keep` hook is handed each market's selected model with its features, right when its test metrics are
+computed: what a run exports (`pipelines.exports`) is then the very model its numbers come from.
 """
 
 from __future__ import annotations
 
-import collections
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 import tensorflow as tf
 
 from tff_fedmm.checkpoints import StageCheckpoint
-from tff_fedmm.codes import MarketCodes, with_codes
+from tff_fedmm.codes import MarketCodes
 from tff_fedmm.data.anchors import public_anchors
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.data.pipelines import to_dataset
 from tff_fedmm.data.sampling import ctr_examples
-from tff_fedmm.eval.evaluate import Featurize, evaluate_market
+from tff_fedmm.eval.evaluate import evaluate_market
+from tff_fedmm.features import MarketFeatures
 from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.models.ctr import build_ctr_model
 from tff_fedmm.models.ctr_training import CTRTrainConfig, fit_ctr_on_market
@@ -39,6 +43,8 @@ from tff_fedmm.pipelines.rounds import RoundsResult, Selection, run_rounds
 from tff_fedmm.seeding import derive_seed, set_global_seed
 
 Metrics = dict[str, dict[str, float]]  # market -> metric -> value
+# keep(market, model, features): a market's selected model, called while the model holds its selected weights
+Keep = Callable[[str, tf.keras.Model, MarketFeatures], None]
 
 
 @dataclass(frozen=True)
@@ -80,11 +86,10 @@ class CodeUse:
             return 0, 0
         return (k_global if self.use_global else 0), (k_local if self.use_local else 0)
 
-    def featurizer(self, market: str) -> Featurize:
+    def featurizer(self, market: str) -> MarketFeatures:
         if self.codes is None:
-            return dict
-        codes = self.codes[market]
-        return lambda ex: with_codes(ex, codes, use_global=self.use_global, use_local=self.use_local)
+            return MarketFeatures()
+        return MarketFeatures(self.codes[market], self.use_global, self.use_local)
 
 
 def model_fn_for(backbone: str, users: int, items: int, k: tuple[int, int], config: CTRStageConfig,
@@ -94,11 +99,19 @@ def model_fn_for(backbone: str, users: int, items: int, k: tuple[int, int], conf
                                    share_interaction=share_interaction)
 
 
-def _test_metrics(models: dict, market_set: MarketSet, featurizers: dict, data_seed: int) -> Metrics:
-    held_out = public_anchors(market_set, data_seed).held_out  # the same split as anchored mode's
-    return {name: evaluate_market(models[name], m, "test", featurizers[name], data_seed=data_seed,
-                                  held_out=held_out[name])
-            for name, m in market_set.markets.items()}
+def market_test_metrics(model: tf.keras.Model, market_set: MarketSet, name: str, features: MarketFeatures,
+                        data_seed: int, keep: Keep | None = None) -> dict[str, float]:
+    """Market `name`'s test metrics from its selected `model`, which `keep` gets first."""
+    if keep is not None:
+        keep(name, model, features)
+    held_out = public_anchors(market_set, data_seed).held_out[name]  # the same split as anchored mode's
+    return evaluate_market(model, market_set.markets[name], "test", features, data_seed=data_seed, held_out=held_out)
+
+
+def _test_metrics(models: dict, market_set: MarketSet, featurizers: dict, data_seed: int,
+                  keep: Keep | None) -> Metrics:
+    return {name: market_test_metrics(models[name], market_set, name, featurizers[name], data_seed, keep)
+            for name in market_set.names}
 
 
 def _valid(model, market, featurize, data_seed) -> tuple[float, float]:
@@ -106,13 +119,13 @@ def _valid(model, market, featurize, data_seed) -> tuple[float, float]:
     return result["auc"], result["logloss"]
 
 
-def _valid_row(models: dict, market_set: MarketSet, featurizers: dict, data_seed: int) -> np.ndarray:
+def valid_row(models: dict, market_set: MarketSet, featurizers: dict, data_seed: int) -> np.ndarray:
     """Every market's valid AUC, then every market's valid LogLoss (the selection criterion)."""
     pairs = [_valid(models[n], market_set.markets[n], featurizers[n], data_seed) for n in market_set.names]
     return np.array([a for a, _ in pairs] + [ll for _, ll in pairs])
 
 
-def _round_row(valid: np.ndarray, train_loss: float) -> np.ndarray:
+def round_row(valid: np.ndarray, train_loss: float) -> np.ndarray:
     """A federated round's metrics: every market's valid AUC and LogLoss, then the round's train loss
     (the example-weighted mean over markets, which is what the server learns)."""
     m = len(valid) // 2
@@ -120,14 +133,14 @@ def _round_row(valid: np.ndarray, train_loss: float) -> np.ndarray:
     return np.append(valid, train_loss)
 
 
-def _neg_logloss(row: np.ndarray) -> np.ndarray:
-    """Per-market selection scores from a `_round_row`: minus each market's valid LogLoss."""
+def neg_logloss(row: np.ndarray) -> np.ndarray:
+    """Per-market selection scores from a `round_row`: minus each market's valid LogLoss."""
     m = (len(row) - 1) // 2
     return -row[m:2 * m]
 
 
 def train_local(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig,
-                k: tuple[int, int]) -> tuple[Metrics, list[dict]]:
+                k: tuple[int, int], keep: Keep | None = None) -> tuple[Metrics, list[dict]]:
     models, featurizers, history = {}, {}, []
     for index, (name, market) in enumerate(market_set.markets.items()):
         featurizers[name] = use.featurizer(name)
@@ -137,7 +150,7 @@ def train_local(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRS
                                                                   featurizers[name])):
             history.append({"round": epoch + 1, "market": name, "valid_auc": auc, "valid_logloss": ll,
                             "train_loss": loss})
-    return _test_metrics(models, market_set, featurizers, config.train.data_seed), history
+    return _test_metrics(models, market_set, featurizers, config.train.data_seed, keep), history
 
 
 def federated_dataset(market_set: MarketSet, featurizers: dict, config: CTRStageConfig, round_num: int,
@@ -148,7 +161,7 @@ def federated_dataset(market_set: MarketSet, featurizers: dict, config: CTRStage
                       batch_size=t.batch_size, shuffle_seed=derive_seed(t.seed, "ctr-shuffle", name, round_num))
 
 
-def _history(result: RoundsResult, names: list[str]) -> list[dict]:
+def round_history(result: RoundsResult, names: list[str]) -> list[dict]:
     m = len(names)
     return [{"round": r + 1, "market": n, "valid_auc": float(a), "valid_logloss": float(ll),
              "train_loss": float(row[-1])}
@@ -156,7 +169,8 @@ def _history(result: RoundsResult, names: list[str]) -> list[dict]:
 
 
 def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig,
-                  k: tuple[int, int], checkpoint: StageCheckpoint | None = None) -> tuple[Metrics, list[dict]]:
+                  k: tuple[int, int], checkpoint: StageCheckpoint | None = None,
+                  keep: Keep | None = None) -> tuple[Metrics, list[dict]]:
     from tff_fedmm.federated import partial_fedavg as pf
 
     set_global_seed(config.train.seed, "ctr-partial")
@@ -191,14 +205,14 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
             process.next, *state, lambda i: federated_dataset(market_set, featurizers, config, round_num, i), present)
         state = (server, clients)
         snapshots = [pick(state, i) for i in range(len(market_set.names))]
-        valid = _valid_row(models_of(snapshots), market_set, featurizers, config.train.data_seed)
-        return state, _round_row(valid, metrics["client_work"]["loss"] if metrics else np.nan)
+        valid = valid_row(models_of(snapshots), market_set, featurizers, config.train.data_seed)
+        return state, round_row(valid, metrics["client_work"]["loss"] if metrics else np.nan)
 
-    selection = Selection(_neg_logloss, pick, len(market_set.names), config.round_patience)
+    selection = Selection(neg_logloss, pick, len(market_set.names), config.round_patience)
     result = run_rounds((process.initialize(), clients), step, config.rounds, 2 * len(market_set.names) + 1,
                         selection=selection, checkpoint=checkpoint)
-    return (_test_metrics(models_of(result.best_state), market_set, featurizers, config.train.data_seed),
-            _history(result, market_set.names))
+    return (_test_metrics(models_of(result.best_state), market_set, featurizers, config.train.data_seed, keep),
+            round_history(result, market_set.names))
 
 
 def tff_model_fn(model_fn, element_spec):
@@ -222,11 +236,11 @@ def build_fedavg_process(model_fn, element_spec, train: CTRTrainConfig):
 
 
 def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
-                 checkpoint: StageCheckpoint | None = None) -> tuple[Metrics, list[dict]]:
+                 checkpoint: StageCheckpoint | None = None, keep: Keep | None = None) -> tuple[Metrics, list[dict]]:
     users = max(m.num_users for m in market_set.markets.values())
     items = max(m.num_items for m in market_set.markets.values())
     model_fn = model_fn_for(backbone, users, items, (0, 0), config)
-    featurizers = {name: dict for name in market_set.names}
+    featurizers = {name: MarketFeatures() for name in market_set.names}
     spec = federated_dataset(market_set, featurizers, config, 0, 0).element_spec
 
     process = build_fedavg_process(model_fn, spec, config.train)
@@ -241,9 +255,9 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
                                            for i in present])
             server, loss = output.state, output.metrics["client_work"]["train"]["loss"]
         process.get_model_weights(server).assign_weights_to(keras_model)
-        valid = _valid_row({n: keras_model for n in market_set.names}, market_set, featurizers,
+        valid = valid_row({n: keras_model for n in market_set.names}, market_set, featurizers,
                            config.train.data_seed)
-        return server, _round_row(valid, loss)
+        return server, round_row(valid, loss)
 
     def model_at(server) -> tf.keras.Model:
         model = model_fn()
@@ -251,54 +265,9 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
         return model
 
     # Every market keeps the global model of its own best round.
-    selection = Selection(_neg_logloss, lambda server, _: server, len(market_set.names), config.round_patience)
+    selection = Selection(neg_logloss, lambda server, _: server, len(market_set.names), config.round_patience)
     result = run_rounds(process.initialize(), step, config.rounds, 2 * len(market_set.names) + 1,
                         selection=selection, checkpoint=checkpoint)
     models = {name: model_at(result.best_state[i]) for i, name in enumerate(market_set.names)}
-    return _test_metrics(models, market_set, featurizers, config.train.data_seed), _history(result, market_set.names)
-
-
-def train_centralized(market_set: MarketSet, backbone: str, config: CTRStageConfig, use: CodeUse = CodeUse(),
-                      k: tuple[int, int] = (0, 0)) -> tuple[Metrics, list[dict]]:
-    """Pools every market's examples; IDs are offset per market so they never collide. Each market keeps
-    the pooled model's epoch with its own lowest validation LogLoss, as every other method does. Code
-    fields in `use` index tables common to all markets (`centralized-anchored`: one row per anchor)."""
-    names = market_set.names
-    user_offset = dict(zip(names, np.cumsum([0] + [market_set.markets[n].num_users for n in names])))
-    item_offset = dict(zip(names, np.cumsum([0] + [market_set.markets[n].num_items for n in names])))
-    t = config.train
-    set_global_seed(t.seed, "ctr-centralized")
-    model = model_fn_for(backbone, int(user_offset[names[-1]] + market_set.markets[names[-1]].num_users),
-                         int(item_offset[names[-1]] + market_set.markets[names[-1]].num_items), use.sizes(*k),
-                         config)()
-    model.compile(optimizer=tf.keras.optimizers.Adam(t.learning_rate), loss="binary_crossentropy")
-
-    def offset(name: str) -> Featurize:
-        codes = use.featurizer(name)  # reads the market's own indices, so before the offset
-
-        def featurize(ex):
-            ex = codes(ex)
-            return {**ex, "user": (ex["user"] + user_offset[name]).astype(np.int32),
-                    "item": (ex["item"] + item_offset[name]).astype(np.int32)}
-        return featurize
-
-    featurizers = {n: offset(n) for n in names}
-
-    def step(_, epoch: int):
-        parts = [featurizers[n](ctr_examples(market_set.markets[n], "train", neg_ratio=t.neg_ratio, seed=t.seed,
-                                             epoch=epoch)) for n in names]
-        pooled = collections.OrderedDict((key, np.concatenate([p[key] for p in parts])) for key in parts[0])
-        dataset = to_dataset(pooled, batch_size=t.batch_size,
-                             shuffle_seed=derive_seed(t.seed, "ctr-shuffle", "pooled", epoch))
-        fitted = model.fit(dataset.map(lambda e: (e["x"], e["y"])), epochs=1, verbose=0)
-        valid = _valid_row({n: model for n in names}, market_set, featurizers, t.data_seed)
-        return model.get_weights(), _round_row(valid, float(fitted.history["loss"][0]))
-
-    selection = Selection(_neg_logloss, lambda weights, _: weights, len(names), t.patience)
-    result = run_rounds(model.get_weights(), step, t.epochs, 2 * len(names) + 1, selection=selection)
-    metrics, held_out = {}, public_anchors(market_set, t.data_seed).held_out
-    for i, name in enumerate(names):  # one model, given each market's best weights in turn
-        model.set_weights(result.best_state[i])
-        metrics[name] = evaluate_market(model, market_set.markets[name], "test", featurizers[name],
-                                        data_seed=t.data_seed, held_out=held_out[name])
-    return metrics, _history(result, names)
+    return (_test_metrics(models, market_set, featurizers, config.train.data_seed, keep),
+            round_history(result, market_set.names))
