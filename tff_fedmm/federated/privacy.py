@@ -35,6 +35,7 @@ from tff_fedmm.seeding import derive_seed
 
 if TYPE_CHECKING:  # TFF and dp_accounting load on first use: configs and checks stay fast
     import dp_accounting
+    import tensorflow_federated as tff
 
     from tff_fedmm.federated.codebook_aggregator import GlobalCodebookFactory
 
@@ -104,7 +105,6 @@ def codebook_aggregator(rule: str, privacy: PrivacyConfig, markets_per_round: fl
     the DP noise (`noise_seed`)."""
     import tensorflow_federated as tff
 
-    from tff_fedmm.federated import dp_noise
     from tff_fedmm.federated.codebook_aggregator import GlobalCodebookFactory
 
     secure = tff.aggregators.SecureSumFactory
@@ -112,14 +112,8 @@ def codebook_aggregator(rule: str, privacy: PrivacyConfig, markets_per_round: fl
         _quiet_unused_assert_warnings()
     if privacy.dp:
         check_privacy(privacy, rule, markets_per_round)
-        record_sum = secure(SECURE_DP_RECORD_BOUND) if privacy.secure_agg else None
-        if privacy.clip is None:
-            dp = dp_noise.gaussian_adaptive(privacy.noise_multiplier, markets_per_round, seed,
-                                            record_sum=record_sum)
-        else:
-            dp = dp_noise.gaussian_fixed(privacy.noise_multiplier, markets_per_round, privacy.clip, seed,
-                                         record_sum=record_sum)
-        return GlobalCodebookFactory(rule, mean_factory=dp)
+        return GlobalCodebookFactory(rule, mean_factory=dp_mean_factory(privacy, privacy.clip, markets_per_round,
+                                                                         seed))
     if privacy.secure_agg:
         return GlobalCodebookFactory(
             rule,
@@ -127,6 +121,21 @@ def codebook_aggregator(rule: str, privacy: PrivacyConfig, markets_per_round: fl
                                                      weight_sum_factory=secure(SECURE_WEIGHT_BOUND)),
             sum_factory=secure(SECURE_VALUE_BOUND))
     return GlobalCodebookFactory(rule)
+
+
+def dp_mean_factory(privacy: PrivacyConfig, clip: float | None, markets_per_round: float,
+                    seed: int) -> tff.aggregators.UnweightedAggregationFactory:
+    """The DP mean of one stage's shared update, the one place every DP aggregation of a run is built:
+    each market's update clipped to L2 norm `clip` (None: adaptive), summed (securely with `--secure-agg`),
+    Gaussian noise of `privacy.noise_multiplier` x clip seeded by `seed`, divided by `markets_per_round`."""
+    import tensorflow_federated as tff
+
+    from tff_fedmm.federated import dp_noise
+
+    record_sum = tff.aggregators.SecureSumFactory(SECURE_DP_RECORD_BOUND) if privacy.secure_agg else None
+    if clip is None:
+        return dp_noise.gaussian_adaptive(privacy.noise_multiplier, markets_per_round, seed, record_sum=record_sum)
+    return dp_noise.gaussian_fixed(privacy.noise_multiplier, markets_per_round, clip, seed, record_sum=record_sum)
 
 
 class _UnusedAssertFilter(logging.Filter):
