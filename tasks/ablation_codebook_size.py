@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from dataclasses import replace
@@ -111,7 +110,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as `fedmm` does (tff_fedmm.cli.main)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="ablation: %(levelname)s: %(message)s")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     sys.exit(main())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 
@@ -133,7 +132,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as `fedmm` does (tff_fedmm.cli.main)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="dp_tradeoff: %(levelname)s: %(message)s")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     sys.exit(main())

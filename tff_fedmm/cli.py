@@ -179,8 +179,6 @@ def exit_at_once_on_ctrl_c() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # TensorFlow's C++ start-up chatter (CPU features, TensorRT) is not a log a user can act on.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="fedmm: %(levelname)s: %(message)s")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices from per-round Keras models
     with exit_at_once_on_ctrl_c():
