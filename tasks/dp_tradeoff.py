@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 
-from tff_fedmm.cli import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
+from tff_fedmm.cli_args import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 from tff_fedmm.errors import UsageError
 from tff_fedmm.pipelines.compare_names import BACKBONES
 

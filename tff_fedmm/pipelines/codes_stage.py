@@ -24,13 +24,12 @@ from tff_fedmm.federated.codebook_process import (
 )
 from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.data.descriptors import entity_descriptors
-from tff_fedmm.models.cf import (
-    CFConfig, build_cf_model, embedding_tables, rqvae_input_dim, rqvae_inputs, train_cf,
-)
+from tff_fedmm.models.cf import CFConfig, build_cf_model, embedding_tables, rqvae_input_dim, rqvae_inputs
 from tff_fedmm.models.rqvae import RQVAEConfig
 from tff_fedmm.pipelines.privacy_audit import audit_codebook, audit_partial_fedavg
 from tff_fedmm.pipelines.rounds import run_rounds
 from tff_fedmm.seeding import derive_seed, set_global_seed
+from tff_fedmm.training.cf import train_cf
 
 
 @dataclass(frozen=True)
