@@ -70,9 +70,10 @@ def markdown(table) -> str:
 def _compare_in_fresh_process(args: argparse.Namespace, z: float | None, folder):
     """`fedmm compare --methods fedmm ...` in its own process, its run folder read back.
 
-    One process per noise level, because a FedMM result depends on what else ran earlier in the same
-    process (measured: `fedmm-global-only,fedmm` and `fedmm` alone give different FedMM codes, cause not
-    yet found, BUILD_NOTES); levels run in one process would confound noise with position.
+    One process per noise level, so that each level's result is exactly what `fedmm compare` gives alone:
+    a FedMM result once depended on what ran before it in the same process (TensorFlow's global seed
+    entered the codebook stage's shuffles; fixed in `codes_stage`, see BUILD_NOTES "Fixed: a FedMM result
+    depended on what ran before it"), and separate processes keep any such coupling out of the table.
     """
     import subprocess
 

@@ -107,8 +107,7 @@ def make_workload(market_set: MarketSet, backbone: str, seed: int, users: int | 
     return CTRWorkload(
         market_set=market_set, backbone=backbone, config=config.ctr, k=k,
         codes=random_codes(market_set, *k, seed=seed),
-        users=users or max(m.num_users for m in market_set.markets.values()),
-        items=items or max(m.num_items for m in market_set.markets.values()))
+        users=users or market_set.largest_vocabulary[0], items=items or market_set.largest_vocabulary[1])
 
 
 def fedmm_ctr_process(workload: CTRWorkload, element_spec=None):

@@ -130,8 +130,7 @@ def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: St
     from tff_fedmm.federated import partial_fedavg as pf
 
     names = market_set.names
-    users = max(m.num_users for m in market_set.markets.values())
-    items = max(m.num_items for m in market_set.markets.values())
+    users, items = market_set.largest_vocabulary
     model_fn = lambda: build_cf_model(users, items, config)  # noqa: E731
 
     def dataset(index: int, round_num: int):

@@ -174,8 +174,7 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     from tff_fedmm.federated import partial_fedavg as pf
 
     set_global_seed(config.train.seed, "ctr-partial")
-    users = max(m.num_users for m in market_set.markets.values())
-    items = max(m.num_items for m in market_set.markets.values())
+    users, items = market_set.largest_vocabulary
     # Sharing only code embeddings needs codes: without them (fedper) the interaction layers are shared.
     share_interaction = config.share_interaction or use.codes is None
     model_fn = model_fn_for(backbone, users, items, use.sizes(*k), config, share_interaction)
@@ -237,8 +236,7 @@ def build_fedavg_process(model_fn, element_spec, train: CTRTrainConfig):
 
 def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
                  checkpoint: StageCheckpoint | None = None, keep: Keep | None = None) -> tuple[Metrics, list[dict]]:
-    users = max(m.num_users for m in market_set.markets.values())
-    items = max(m.num_items for m in market_set.markets.values())
+    users, items = market_set.largest_vocabulary
     model_fn = model_fn_for(backbone, users, items, (0, 0), config)
     featurizers = {name: MarketFeatures() for name in market_set.names}
     spec = federated_dataset(market_set, featurizers, config, 0, 0).element_spec
