@@ -1,16 +1,13 @@
 """`fedmm bench`: FedMM's cost against TFF's FedAvg and plain Keras, measured in one run, one line per figure.
 
-    round_time_ratio ctr fedmm/fedavg = X        (`timing`, `ctr`: the same coded CTR model and examples)
-    round_time_ratio ctr_as_compared fedmm/fedavg = X  (FedAvg on its own ID-only model, as `compare` runs it)
-    round_time_ratio codebook fedmm/fedavg = X   (`codebook`: the same RQ-VAE under both algorithms)
-    throughput_ratio federated/keras_fit = X     (`throughput`: examples/s, same examples and model)
-    upload_bytes_per_market_per_round fedmm = N fedavg = M ratio = M/N   (`upload`: from TFF types)
-    upload_bytes_per_market_per_round ids=1000|10000|100000 ...  (both CTR models at N users + items)
-    scaling markets=5,10,20,50 seconds_per_round = a,b,c,d (...)  (`scaling`: fixed-size markets)
-    memory peak_rss_mb / growth_mb_per_round, pipeline_round_seconds  (`memory`: rounds of the real pipeline)
+    round_time_ratio ctr | ctr_as_compared | codebook fedmm/fedavg = X   (`timing`, `ctr`, `codebook`)
+    throughput_ratio federated/keras_fit = X                            (`throughput`)
+    upload_bytes_per_market_per_round [ids=N] fedmm = N fedavg = M ratio = M/N   (`upload`)
+    scaling markets=5,10,20,50 seconds_per_round = a,b,c,d (...)        (`scaling`)
+    memory peak_rss_mb | growth_mb_per_round ..., pipeline_round_seconds ctr = X   (`memory`)
 
-TensorFlow is imported only inside `run_bench`: `cli` imports this package (via `command`) for every
-`fedmm` invocation, and `fedmm --help` or a bad flag must not wait seconds for it.
+TensorFlow is imported inside `run_bench` only: `cli` imports this package (through `command`) on every
+`fedmm` call, and `fedmm --help` or a bad flag must not wait seconds for it.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
 """The codebook stage's workload: FedMM's codebook process against `build_weighted_fed_avg` on the same RQ-VAE.
 
-FedAvg gets the RQ-VAE as a hand-written `VariableModel` running the very same Keras model (`build_rqvae`)
-and loss (`rqvae_losses`). `from_keras_model` cannot express that loss: its losses are per output
-`(y_true, y_pred)`, while the codebook and commitment terms tie several outputs together, and the TFF notes
-rule out `add_loss`. Both processes then train the same model, loss, client Adam at the same rate and local
-epochs (FedAvg gets the dataset repeated `local_epochs` times, as FedMM's client loops over it); what
-differs is the algorithm: FedAvg averages every weight and keeps no client state, FedMM averages only the
-global codebook, keeps encoder/decoder/local codebook per market and re-seeds idle local codes.
-
-Inputs are random rows of the real shape (CF dim + 2 type flags, one row per user and item of each
-market): a round's cost depends on rows and sizes, not on the CF values.
+FedAvg trains the very same Keras model and loss (`build_rqvae`, `rqvae_losses`) as a hand-written
+`VariableModel`: `from_keras_model` takes per-output losses, and the codebook and commitment terms tie
+several outputs together (the TFF notes rule out `add_loss`). Same client Adam, rate and local epochs (the
+dataset repeated `local_epochs` times, as FedMM's client loops over it); what differs is the algorithm:
+FedMM averages only the global codebook and keeps the rest per market. Inputs are random rows of the real
+shape, one per user and item: a round's cost depends on rows and sizes, not on CF values.
 """
 
 from __future__ import annotations

@@ -18,37 +18,24 @@ from tff_fedmm.errors import UsageError
 BACKBONES = ("deepfm", "dcnv2")  # = models.ctr.BACKBONES; importing that module loads TensorFlow
 
 
-def _count(flag: str, minimum: int) -> Callable[[str], int]:
+def _count(flag: str, minimum: int, or_zero: bool = False) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise UsageError(f"{flag}: expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise UsageError(f"{flag}: expected an integer >= {minimum}, got {value}")
+        value = int(text) if text.strip().lstrip("-").isdigit() else None
+        if value is None or (value < minimum and not (or_zero and value == 0)):
+            raise UsageError(f"{flag}: expected {'0 (skip) or ' if or_zero else ''}an integer >= {minimum}, "
+                             f"got {text!r}")
         return value
     return parse
-
-
-def _memory_rounds(text: str) -> int:
-    value = _count("--memory-rounds", 0)(text)
-    if 0 < value < 3:
-        raise UsageError(f"--memory-rounds: expected 0 (skip) or at least 3 rounds (a growth slope needs them), "
-                         f"got {value}")
-    return value
 
 
 def _scaling(text: str) -> tuple[int, ...]:
     if text.strip().lower() in ("off", "none", "0"):
         return ()
-    try:
-        counts = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise UsageError(f"--scaling: expected comma-separated market counts such as 5,10,20,50 or 'off', "
-                         f"got {text!r}") from None
-    if len(counts) < 2 or min(counts) < 1 or len(set(counts)) != len(counts):
-        raise UsageError(f"--scaling: expected at least two distinct positive market counts (a line needs two "
-                         f"points), got {text!r}")
+    parts = [part.strip() for part in text.split(",")]
+    counts = {int(part) for part in parts if part.isdigit() and int(part) > 0}
+    if len(counts) < 2 or len(counts) != len(parts):  # a line needs two points
+        raise UsageError(f"--scaling: expected 'off' or at least two distinct positive market counts such as "
+                         f"5,10,20,50, got {text!r}")
     return tuple(sorted(counts))
 
 
@@ -74,8 +61,9 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
                        help="synthetic market counts for the scaling figure (default 5,10,20,50; --quick 2,3)")
     bench.add_argument("--scaling-rounds", type=_count("--scaling-rounds", 1), metavar="N",
                        help="timed rounds per market count (default 3; --quick 1)")
-    bench.add_argument("--memory-rounds", type=_memory_rounds, metavar="N",
-                       help="rounds of the CTR pipeline the memory figure watches; 0 skips it (default 50; --quick 4)")
+    bench.add_argument("--memory-rounds", type=_count("--memory-rounds", 3, or_zero=True), metavar="N",
+                       help="rounds of the CTR pipeline the memory figure watches (3 at least for a growth slope); "
+                            "0 skips it (default 50; --quick 4)")
     bench.add_argument("--quick", action="store_true", help="tiny markets and few rounds (for tests)")
     bench.set_defaults(handler=run_bench_command)
 

@@ -1,13 +1,9 @@
 """The CTR workload every figure shares: markets with codes, per-round datasets, and both CTR processes.
 
-Both sides come from the CTR stage's own builders (`pipelines.ctr_stage`): FedMM's partial FedAvg as
-`train_partial` builds it for a method with codes (only the global-code embeddings shared, by default),
-FedAvg as `train_fedavg` does (TFF's `build_weighted_fed_avg`, every variable averaged). Both see the same
-markets, examples per round, backbone, batch size and learning rates.
-
-Codes are drawn at random at the default code-book sizes instead of learned: a CTR round's cost depends on
-how many code fields and rows there are, not on which code a user has, and learning them would add minutes
-that measure nothing here.
+Both processes come from `pipelines.ctr_stage`'s builders: FedMM's partial FedAvg as `train_partial`
+builds it for a method with codes, TFF's FedAvg as `train_fedavg` does; same markets, examples per round,
+backbone, batch size and learning rates. Codes are random at the default code-book sizes, not learned: a
+round's cost depends on how many code fields and rows there are, not on which code a user has.
 """
 
 from __future__ import annotations
@@ -70,11 +66,13 @@ def make_workload(market_set: MarketSet, backbone: str, seed: int, users: int | 
     return CTRWorkload(market_set, backbone, config.ctr, k, CodeUse(codes), users or largest[0], items or largest[1])
 
 
+def _pf_config(work: CTRWorkload) -> pf.PartialFedAvgConfig:
+    return pf.PartialFedAvgConfig(client_learning_rate=work.config.train.learning_rate)
+
+
 def fedmm_process(work: CTRWorkload):
-    train = work.config.train
-    return pf.build_partial_fedavg_process(work.model_fn(), work.datasets(0)[0].element_spec,
-                                           pf.PartialFedAvgConfig(client_learning_rate=train.learning_rate),
-                                           seed=train.seed)
+    return pf.build_partial_fedavg_process(work.model_fn(), work.datasets(0)[0].element_spec, _pf_config(work),
+                                           seed=work.config.train.seed)
 
 
 def fedavg_process(work: CTRWorkload, coded: bool = False):
@@ -85,10 +83,8 @@ def fedavg_process(work: CTRWorkload, coded: bool = False):
 def fedmm_runner(work: CTRWorkload, process=None) -> Runner:
     """FedMM's CTR process with server and market states, as `train_partial` runs it (`process`: reuse one)."""
     process = process or fedmm_process(work)
-    train = work.config.train
-    pf_config = pf.PartialFedAvgConfig(client_learning_rate=train.learning_rate)
     server = process.initialize()
-    clients = [pf.initial_client_state(work.model_fn(), pf_config, i, seed=train.seed * 1000 + i)
+    clients = [pf.initial_client_state(work.model_fn(), _pf_config(work), i, seed=work.config.train.seed * 1000 + i)
                for i in range(len(work.market_set.names))]
     return Runner(process, (server, clients), work.datasets, stateful_step)
 

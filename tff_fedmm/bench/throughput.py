@@ -1,10 +1,9 @@
-"""Training throughput: FedMM's federated CTR round against plain Keras `fit` on the same examples.
+"""Training throughput: FedMM's federated CTR rounds against plain Keras `fit` on the same examples.
 
-The federated side is the CTR round-time comparison's FedMM rounds. The Keras side trains one model per
-market, as each market's local step in FedMM does: the same architecture, optimizer and rate, batch size,
-one epoch per round, over the same rounds' datasets. Its models are compiled once and warmed up like the
-processes, so the first `fit`'s tracing is excluded as TFF's compilation is. Per round: examples / seconds;
-the figures are medians over the timed rounds.
+The federated rounds are the CTR round-time comparison's. Keras trains one model per market, as each market's
+local step in FedMM does: same architecture, optimizer, rate and batch size, one epoch per round, the same
+rounds' datasets, compiled once and warmed up as the processes are (the first `fit` traces). Figures:
+median examples per second over the timed rounds.
 """
 
 from __future__ import annotations

@@ -1,40 +1,27 @@
-"""Timing processes against each other: warm-up, then interleaved timed rounds, then medians.
+"""Processes timed against each other: warm-up, then interleaved timed rounds, then medians.
 
-Interleaved, because the machine is shared and its load drifts: alternating the processes round by round
-puts them under the same drift, where timing one after the other would charge a burst of someone else's
-work to whichever ran then. Medians, so that one slow round (garbage collection, another job) does not
-move a figure. Warm-up, because a process's first `next` compiles in the worker, once per process. Each
-round is measured in wall seconds (the figures) and CPU seconds of Python + worker (`procfs`: the cost,
-which others' load barely moves). Data preparation stays outside the measured block.
+Interleaved: on a shared machine load drifts, and alternating the processes round by round puts them under
+the same drift. Medians: one slow round (garbage collection, another job) moves no figure. Warm-up: a
+process's first `next` compiles in the worker. Every round is measured in wall seconds (the figures) and in
+CPU seconds of Python + worker (`procfs`: the cost, which others' load barely moves); data preparation stays
+outside the measured block.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from tff_fedmm.bench.procfs import cpu_seconds
 from tff_fedmm.federated.participation import run_present
 
 
-@dataclass
-class Sample:
-    wall: float = 0.0
-    cpu: float = 0.0
-
-
-@contextmanager
-def measure() -> Iterator[Sample]:
-    """`with measure() as s: work()` leaves the work's wall and CPU seconds in `s`."""
-    sample = Sample()
-    wall, cpu = time.perf_counter(), cpu_seconds()
-    try:
-        yield sample
-    finally:
-        sample.wall, sample.cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+class Sample(NamedTuple):
+    wall: float  # seconds
+    cpu: float  # CPU seconds of Python + worker
 
 
 def fedavg_step(process, state, datasets):
@@ -62,10 +49,10 @@ def time_rounds(runners: Sequence[Runner], warmup: int, rounds: int) -> list[lis
     for round_num in range(warmup + rounds):
         for runner, samples in zip(runners, kept):
             data = runner.data(round_num)
-            with measure() as sample:
-                runner.state = runner.step(runner.process, runner.state, data)
+            wall, cpu = time.perf_counter(), cpu_seconds()
+            runner.state = runner.step(runner.process, runner.state, data)
             if round_num >= warmup:
-                samples.append(sample)
+                samples.append(Sample(time.perf_counter() - wall, cpu_seconds() - cpu))
     return kept
 
 
