@@ -7,7 +7,8 @@
     memory peak_rss_mb | growth_mb_per_round ..., pipeline_round_seconds ctr = X   (`memory`)
 
 TensorFlow is imported inside `run_bench` only: `cli` imports this package (through `command`) on every
-`fedmm` call, and `fedmm --help` or a bad flag must not wait seconds for it.
+`fedmm` call, and `fedmm --help` or a bad flag must not wait for it (`python -c "import tff_fedmm.cli"`
+0.65 s; with `tff_fedmm.bench.ctr` and `.codebook` 74 s, on the 2-core machine under load).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ class Upload:
 
     @property
     def fedmm(self) -> int:
-        """A FedMM round of each stage: both its uploads."""
+        """FedMM per round: one codebook-stage round plus one CTR-stage round."""
         return self.codebook + self.fedmm_ctr
 
     @property
@@ -45,11 +45,13 @@ class Upload:
         return self.fedavg_ctr / self.fedmm
 
     def line(self, ids: int | None = None) -> str:
-        head = (f"upload_bytes_per_market_per_round{'' if ids is None else f' ids={ids}'} fedmm = {self.fedmm} "
-                f"fedavg = {self.fedavg_ctr} ratio = {self.ratio:.2f}")
-        return head if ids is not None else (
-            f"{head} (fedmm = codebook round {self.codebook} + ctr round {self.fedmm_ctr}; "
-            f"fedavg = FedAvg ctr round; float32 payload + weight + metrics)")
+        size = "" if ids is None else f" ids={ids}"
+        line = (f"upload_bytes_per_market_per_round{size} fedmm = {self.fedmm} fedavg = {self.fedavg_ctr} "
+                f"ratio = {self.ratio:.2f}")
+        if ids is None:
+            line += (f" (fedmm = codebook round {self.codebook} + ctr round {self.fedmm_ctr}; "
+                     f"fedavg = FedAvg ctr round; float32 payload + weight + metrics)")
+        return line
 
 
 def upload_at_vocabulary(work: CTRWorkload, codebook_bytes: int, ids: int) -> Upload:
