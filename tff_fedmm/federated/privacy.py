@@ -63,8 +63,9 @@ class PrivacyConfig:
     delta: float = 1e-5
     secure_agg: bool = False
     noise_seed: int | None = None  # None: secret noise (OS entropy); an int: reproducible, not private
-    # The L2 clips of the other DP stages (`clip` is the codebook's); None: adaptive. Defaults: the 90th
-    # percentile of the per-market update norms measured by tasks/dp_update_norms.py (BUILD_NOTES).
+    # The L2 clips of the other DP stages (`clip` is the codebook's); None: adaptive. Defaults from the
+    # per-market update norms of tasks/dp_update_norms.py (BUILD_NOTES): about the 90th percentile of
+    # FedMM's CTR updates, about the median of the CF tower's (where TFF's adaptive clipping aims).
     ctr_clip: float | None = 0.5
     cf_clip: float | None = 2.0
 
