@@ -1,11 +1,13 @@
-"""FedMM's test AUC against the ε of a DP global-codebook aggregation, over several noise levels.
+"""FedMM's test AUC against its ε under DP, over several noise levels.
 
     python tasks/dp_tradeoff.py --data ../shared/data/xmarket-electronics --out runs/dp
 
 Runs `fedmm` on one backbone once without DP and once per noise multiplier Z (fixed L2 clip `--dp-clip`,
 the same seed and data), each as `fedmm compare --methods fedmm --dp-noise-multiplier Z --dp-clip C` in a
-process of its own (run folders OUT/no_dp, OUT/z<Z>); `global_usage` is the mean over markets of the fraction of global codes in use. ε is per market at `--dp-delta` over the codebook rounds run (see `tff_fedmm.federated.privacy`:
-it covers the global-codebook aggregation; the CTR stage's shared code embeddings are not noised).
+process of its own (run folders OUT/no_dp, OUT/z<Z>); `global_usage` is the mean over markets of the fraction
+of global codes in use. DP covers every federated stage of FedMM (the codebook with clip `--dp-clip`, the CTR
+stage's shared embeddings with the default `--dp-ctr-clip`); ε is the largest over markets of FedMM's ε at
+`--dp-delta`, composed over every stage and round (`tff_fedmm.pipelines.privacy_report`).
 Writes OUT/dp_tradeoff.csv (rewritten after every run), OUT/dp_tradeoff.png and OUT/config.json, and
 prints the table as Markdown.
 """
@@ -118,10 +120,10 @@ def _run(args: argparse.Namespace) -> int:
             print(f"[{i}/{len(args.noise) + 1}] noise multiplier {z or 'none (no DP)'}", file=sys.stderr, flush=True)
         started = time.monotonic()
         run = _compare_in_fresh_process(args, z, out / ("no_dp" if z is None else f"z{z:g}"))
-        privacy = run.config["privacy"].get("federated", {})
+        privacy = run.config["privacy"].get("methods", {}).get("fedmm", {}).get("epsilon", {})
         rows.append({"noise_multiplier": z or 0.0, "clip": args.dp_clip if z else float("nan"),
-                     "epsilon": privacy.get("epsilon", float("inf")), "delta": args.dp_delta,
-                     "rounds": privacy.get("rounds", 0), **summary_row(run.results, weights),
+                     "epsilon": max(privacy.values()) if privacy else float("inf"), "delta": args.dp_delta,
+                     "rounds": run.config["config"]["ctr"]["rounds"] if z else 0, **summary_row(run.results, weights),
                      "global_usage": float(run.codebooks["global_usage"].mean()),
                      "seconds": round(time.monotonic() - started, 1)})
         write_csv(out, "dp_tradeoff.csv", pd.DataFrame(rows, columns=COLUMNS))

@@ -1,6 +1,6 @@
 """#6's privacy options, executed: DP on the global-codebook aggregation (its state in the server state,
 seeded noise, ε from the recorded events), secure summation equal to the plain sum, and market drop-out
-leaving absent markets' private state bit-identical."""
+leaving absent markets' private state bit-identical. DP on the other stages: tests/test_dp_all_stages.py."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import tensorflow as tf  # noqa: E402
 from test_cli_compare import tiny_market_files  # noqa: E402
 
 from tff_fedmm.cli import main  # noqa: E402
-from tff_fedmm.federated import audit  # noqa: E402
+from tff_fedmm.federated import accounting, audit  # noqa: E402
 from tff_fedmm.federated import privacy as dp  # noqa: E402
 from tff_fedmm.federated.codebook_aggregator import client_payload_type  # noqa: E402
 from tff_fedmm.federated.codebook_process import (  # noqa: E402
@@ -28,6 +28,7 @@ from tff_fedmm.federated.codebook_process import (  # noqa: E402
 from tff_fedmm.federated.participation import Participation, run_present  # noqa: E402
 from tff_fedmm.training import rqvae as rt  # noqa: E402
 from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae  # noqa: E402
+from tff_fedmm.pipelines.privacy_report import Ledger  # noqa: E402
 
 RQ = RQVAEConfig(input_dim=6, latent_dim=3, hidden=8, k_global=5, k_local=3, seed=0)
 CONFIG = CodebookStageConfig(rqvae=RQ, local_epochs=1, learning_rate=1e-2)
@@ -41,7 +42,15 @@ def inputs() -> list[np.ndarray]:
 
 
 def process_for(privacy: dp.PrivacyConfig):
-    return build_codebook_process(CONFIG, dp.codebook_aggregator("mean", privacy, MARKETS, seed=3))
+    """The codebook process as a run builds it: under DP, its loss sums stay in the markets."""
+    return build_codebook_process(CONFIG, dp.codebook_aggregator("mean", privacy, MARKETS, seed=3),
+                                  metrics_cross=not privacy.dp)
+
+
+def epsilon(event, rounds: int, delta: float = 1e-5) -> float:
+    """ε of one market charged `rounds` times with `event`."""
+    return accounting.epsilon([accounting.charge("codebook", accounting.MARKET, ["m"], event, rounds)], "m",
+                              accounting.MARKET, delta)
 
 
 def run(process, rounds: int, present=lambda r: list(range(MARKETS))):
@@ -99,21 +108,23 @@ def test_dp_clips_each_market_and_noise_is_seeded_by_the_state(tff_context):
 
 
 def test_epsilon_decreases_as_noise_grows_and_grows_with_rounds():
-    eps = [dp.epsilon(dp_accounting.GaussianDpEvent(z), 20, 1e-5) for z in (0.5, 1.0, 2.0, 4.0, 8.0)]
+    eps = [epsilon(dp_accounting.GaussianDpEvent(z), 20) for z in (0.5, 1.0, 2.0, 4.0, 8.0)]
     assert all(a > b for a, b in zip(eps, eps[1:])), eps
-    assert dp.epsilon(dp_accounting.GaussianDpEvent(1.0), 40, 1e-5) > eps[1]
-    assert dp.epsilon(dp_accounting.GaussianDpEvent(1.0), 20, 1e-7) > eps[1]
+    assert epsilon(dp_accounting.GaussianDpEvent(1.0), 40) > eps[1]
+    assert epsilon(dp_accounting.GaussianDpEvent(1.0), 20, 1e-7) > eps[1]
 
 
 @pytest.mark.slow
 def test_dp_process_reports_epsilon_from_its_recorded_events(tff_context):
-    reports = []
+    eps = []
     for z in (0.5, 2.0):
         privacy = dp.PrivacyConfig(noise_multiplier=z, clip=0.5)
         server, _ = run(process_for(privacy), 2)[-1]
-        reports.append(dp.report(privacy, dp.round_event(server.aggregator), 2))
-    assert reports[0]["epsilon"] > reports[1]["epsilon"] > 0
-    assert reports[0]["unit"] == dp.UNIT and reports[0]["rounds"] == 2
+        ledger = Ledger("codebook")
+        ledger.record(privacy, server.aggregator, ["a", "b", "c"], [[0, 1, 2], [0, 1, 2]])
+        eps.append(accounting.epsilon(ledger.charges, "b", accounting.MARKET, 1e-5))
+        assert eps[-1] == pytest.approx(epsilon(dp_accounting.GaussianDpEvent(z), 2))
+    assert eps[0] > eps[1] > 0
 
 
 # --- secure aggregation -------------------------------------------------------------------------------
@@ -123,10 +134,11 @@ def test_dp_process_reports_epsilon_from_its_recorded_events(tff_context):
 def test_secure_sum_is_in_the_computation_and_only_the_payload_crosses(noise):
     process = process_for(dp.PrivacyConfig(noise_multiplier=noise, secure_agg=True))
     crossings = audit.audit_codebook_process(process, "mean", RQ.k_global, RQ.latent_dim, secure=True)
-    # Every crossing but the summed scalar metrics is a secure sum: the server sees no market's value.
-    assert {c.uri for c in crossings} == {"federated_secure_sum_bitwidth", "federated_sum"}
+    # Every crossing but the summed scalar metrics (which stay in the markets under DP) is a secure sum:
+    # the server sees no market's value.
+    assert {c.uri for c in crossings} == {"federated_secure_sum_bitwidth"} | ({"federated_sum"} if noise is None else set())
     metrics = [c for c in crossings if c.uri == "federated_sum"]
-    assert len(metrics) == 1 and all(audit.is_float32_scalar(t) for t in metrics[0].leaves)
+    assert len(metrics) == (noise is None) and all(audit.is_float32_scalar(t) for c in metrics for t in c.leaves)
     with pytest.raises(audit.PrivacyAuditError):  # the plain payload type is not what crosses
         audit.audit_codebook_process(process, "mean", RQ.k_global, RQ.latent_dim)
 
@@ -199,9 +211,12 @@ def test_dp_secure_dropout_run_with_a_noise_seed_is_deterministic_and_reports_ep
     data = market_dir(tiny_market_files())
     flags = ["--dp-noise-multiplier", "1.0", "--dp-clip", "0.5", "--secure-agg", "--dropout-rate", "0.3",
              "--seed", "5", "--dp-noise-seed", "11"]
-    # Seed 5 drops both markets in codebook round 2: only the other rounds aggregate, and only they count.
-    aggregated = sum(bool(Participation(None, 0.3, 5).present("codebook", r, 2)) for r in range(3))
-    assert aggregated == 2
+    # Seed 5 drops both markets in codebook round 2: each market is charged for the rounds it took part in,
+    # in the codebook and the CTR stage.
+    participation = Participation(None, 0.3, 5)
+    assert not participation.present("codebook", 1, 2)
+    charged = [sum(i in participation.present(stage, r, 2) for stage in ("codebook", "ctr") for r in range(3))
+               for i in range(2)]
     outputs = []
     for name in ("a", "b"):
         done = subprocess.run([sys.executable, "-m", "tff_fedmm", "compare", "--methods", "fedmm", "--backbones",
@@ -210,11 +225,15 @@ def test_dp_secure_dropout_run_with_a_noise_seed_is_deterministic_and_reports_ep
         assert done.returncode == 0, done.stderr[-3000:]
         outputs.append(done.stdout)
     assert (tmp_path / "a" / "results.csv").read_text() == (tmp_path / "b" / "results.csv").read_text()
-    report = json.loads((tmp_path / "a" / "config.json").read_text())["privacy"]["federated"]
-    assert report["rounds"] == aggregated and report["dp"] and report["secure_agg"] and report["unit"] == dp.UNIT
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    report = config["privacy"]
+    assert report["dp"] and report["secure_agg"] and report["unit"] == accounting.UNITS[accounting.MARKET]
     assert report["noise"] == dp.NOISE_REPRODUCIBLE and "noise: reproducible" in outputs[0]
-    assert report["epsilon"] == pytest.approx(dp.epsilon(dp_accounting.GaussianDpEvent(1.0), aggregated, 1e-5))
-    assert f"epsilon = {report['epsilon']:.3g}" in outputs[0]
+    eps = report["methods"]["fedmm"]["epsilon"]
+    for market, count in zip(config["markets"], charged):
+        assert eps[market] == pytest.approx(epsilon(dp_accounting.GaussianDpEvent(1.0), count))
+    assert f"DP fedmm: epsilon per market at delta = 1e-05: {config['markets'][0]} {eps[config['markets'][0]]:.3g}" \
+        in outputs[0]
 
 
 SECRET = 0x2D1B3F5E7A9C4B  # stands in for the OS entropy, so the test can look for it
@@ -245,7 +264,7 @@ def test_dp_noise_is_secret_by_default_and_a_finished_run_folder_cannot_regenera
     assert "noise: secret" in capsys.readouterr().out
 
     folder = tmp_path / "a"
-    assert json.loads((folder / "config.json").read_text())["privacy"]["federated"]["noise"] == dp.NOISE_SECRET
+    assert json.loads((folder / "config.json").read_text())["privacy"]["noise"] == dp.NOISE_SECRET
     assert not [p for p in (folder / "checkpoints").rglob("round_*")], "round states outlived their stage"
     assert _occurrences(folder, SECRET) == []
 

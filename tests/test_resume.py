@@ -3,6 +3,7 @@ results of an uninterrupted run; a resume against changed data or a torn checkpo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -63,6 +64,9 @@ def test_sigkill_mid_federated_stage_then_resume_matches_uninterrupted(case, mar
     _run(data, out, "--resume", *flags)
     assert not (out / "INCOMPLETE").exists()
     assert (out / "results.csv").read_text() == (tmp_path / "straight" / "results.csv").read_text()
+    # The DP charges of the stages finished before the kill come back from their checkpoints: same ε.
+    privacy = [json.loads((folder / "config.json").read_text())["privacy"] for folder in (out, tmp_path / "straight")]
+    assert privacy[0] == privacy[1]
     # The stages finished before the kill kept the exports they wrote; the one cut short wrote them again.
     assert same_exports(exported(out), exported(tmp_path / "straight"))
 

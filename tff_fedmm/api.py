@@ -34,17 +34,19 @@ CHECKPOINT_FORMAT = "2"
 
 def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "mean", cf_tower: bool = False, *,
                 dp_noise_multiplier: float | None = None, dp_clip: float | None = None, dp_delta: float = 1e-5,
-                secure_agg: bool = False, dp_noise_seed: int | None = None, clients_per_round: int | None = None,
+                secure_agg: bool = False, dp_noise_seed: int | None = None, dp_ctr_clip: float | str | None = None,
+                dp_cf_clip: float | str | None = None, clients_per_round: int | None = None,
                 dropout_rate: float = 0.0, data_seed: int = 0, level1: str = "encoder", anchors: str = "none",
                 anchor_weight: float = 1.0, tuned: dict[str, dict[str, float]] | None = None):
     """A `CompareConfig` with every training seed set to `seed` (`compare(seeds=...)` overrides it) and the
     evaluation candidates drawn from `data_seed`; `rounds` bounds each federated stage's rounds and the
     Keras epochs (None keeps the defaults: 20).
 
-    Privacy of the global-codebook aggregation (`tff_fedmm.federated.privacy`): `dp_noise_multiplier`
-    turns DP on, with a fixed L2 `dp_clip` or adaptive clipping when it is None; its noise is secret unless
-    `dp_noise_seed` makes it reproducible (and so not private); `secure_agg` sums
-    through TFF's secure sum. Participation in every federated stage (`federated.participation`):
+    Privacy (`tff_fedmm.federated.privacy`): `dp_noise_multiplier` turns DP on for every federated
+    aggregation of every method, with the L2 clips `dp_clip` (global codebook; None: adaptive),
+    `dp_ctr_clip` (CTR shared variables) and `dp_cf_clip` (CF tower) — None keeps their defaults,
+    "adaptive" adapts them; its noise is secret unless `dp_noise_seed` makes it reproducible (and so not
+    private); `secure_agg` sums the codebook aggregation (and DP sums) through TFF's secure sum. Participation in every federated stage (`federated.participation`):
     `clients_per_round` markets sampled per round, each then absent with probability `dropout_rate`.
     `level1` chooses what level-1 codes are read from (`codes_stage.with_level1`). `anchors="public-items"`
     is anchored mode (`data.anchors`): the federated codebook stage pulls anchor items' level-1 latents
@@ -60,12 +62,17 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
 
     participation = Participation(clients_per_round, dropout_rate, seed)
     check_participation(participation)
+    privacy = PrivacyConfig(dp_noise_multiplier, dp_clip, dp_delta, secure_agg, dp_noise_seed)
+    for flag, name, clip in (("--dp-ctr-clip", "ctr_clip", dp_ctr_clip), ("--dp-cf-clip", "cf_clip", dp_cf_clip)):
+        if clip is not None and not privacy.dp:
+            raise UsageError(f"{flag}: only used with --dp-noise-multiplier (DP is off without it)")
+        if clip is not None:
+            privacy = replace(privacy, **{name: None if clip == "adaptive" else float(clip)})
     config = CompareConfig()
     codes, ctr = config.codes, config.ctr
     codes = replace(codes, cf=replace(codes.cf, tower=cf_tower),
                     codebook=replace(codes.codebook, rule=codebook_rule),
-                    privacy=PrivacyConfig(dp_noise_multiplier, dp_clip, dp_delta, secure_agg, dp_noise_seed),
-                    participation=participation)
+                    privacy=privacy, participation=participation)
     codes = with_level1(codes, level1)
     if anchors not in ("none", "public-items"):
         raise UsageError(f"--anchors: expected none or public-items, got {anchors!r}")
@@ -75,7 +82,7 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
         raise UsageError(f"--anchor-weight: expected a weight >= 0, got {anchor_weight}")
     codes = replace(codes, anchors=anchors, data_seed=data_seed,
                     codebook=replace(codes.codebook, anchor_weight=anchor_weight))
-    ctr = replace(ctr, train=replace(ctr.train, data_seed=data_seed), participation=participation)
+    ctr = replace(ctr, train=replace(ctr.train, data_seed=data_seed), participation=participation, privacy=privacy)
     if rounds is not None:
         codes = replace(codes, rounds=rounds)
         ctr = replace(ctr, rounds=rounds, train=replace(ctr.train, epochs=rounds))
@@ -126,10 +133,13 @@ def check_choices(methods: list[str], backbones: list[str], rounds: int | None =
 
 
 def check_config(config, market_set: MarketSet) -> None:
-    """Raises `UsageError` naming the flag for privacy settings these markets cannot honour."""
+    """Raises `UsageError` naming the flag for privacy settings these markets cannot honour; the privacy of
+    the codes and CTR stages must be one (DP covers every stage of every method)."""
     from tff_fedmm.federated.privacy import check_privacy
 
     codes = config.codes
+    if config.ctr.privacy != codes.privacy:
+        raise ValueError("config.ctr.privacy differs from config.codes.privacy: one privacy setting covers a run")
     check_privacy(codes.privacy, codes.codebook.rule, codes.participation.expected(len(market_set.names)))
 
 

@@ -64,10 +64,16 @@ def _add_signature_command(commands: argparse._SubParsersAction) -> None:
 
 def _signature(args: argparse.Namespace) -> int:
     """Builds the processes (executes nothing, so no execution context) and prints the audit's view."""
+    from dataclasses import replace
+
     from tff_fedmm.federated.privacy import PrivacyConfig, check_privacy
     from tff_fedmm.pipelines.signature import SIGNATURE_MARKETS, signature_report
 
     privacy = PrivacyConfig(args.dp_noise_multiplier, args.dp_clip, secure_agg=args.secure_agg)
+    if args.dp_ctr_clip is not None:
+        if not privacy.dp:
+            raise UsageError("--dp-ctr-clip: only used with --dp-noise-multiplier (DP is off without it)")
+        privacy = replace(privacy, ctr_clip=None if args.dp_ctr_clip == "adaptive" else args.dp_ctr_clip)
     check_privacy(privacy, args.rule, SIGNATURE_MARKETS)
     if args.anchor_slots < 0:
         raise UsageError(f"--anchor-slots: expected 0 or more, got {args.anchor_slots}")

@@ -98,16 +98,22 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
 
 
 def add_privacy_arguments(parser: argparse.ArgumentParser, epsilon: bool = True) -> None:
-    """The DP and secure-sum flags of the global-codebook aggregation (`fedmm run/compare/signature`);
-    `epsilon=False` leaves out `--dp-delta`, which only matters where a run reports its epsilon."""
-    privacy = parser.add_argument_group("privacy of the global-codebook aggregation")
+    """The DP and secure-sum flags (`fedmm run/compare/signature`); `epsilon=False` (signature, which builds
+    no CF process and runs nothing) leaves out `--dp-cf-clip`, `--dp-delta` and `--dp-noise-seed`."""
+    privacy = parser.add_argument_group("privacy of the federated aggregations")
     privacy.add_argument("--dp-noise-multiplier", type=float, default=None, metavar="Z",
-                         help="differential privacy: Gaussian noise of Z x clip on the sum of the markets' clipped "
-                              "codebook updates; the run reports (epsilon, delta) per market (default: no DP)")
+                         help="differential privacy on every federated aggregation of every method (CF tower, global "
+                              "codebook, CTR shared variables): Gaussian noise of Z x clip on the sum of the markets' "
+                              "clipped updates; the run reports one (epsilon, delta) per method and market covering "
+                              "every stage (default: no DP)")
     privacy.add_argument("--dp-clip", type=_clip, default=None, metavar="C|adaptive",
                          help="L2 clip of a market's codebook update per round, or 'adaptive' (TFF's adaptive "
                               "clipping to the median norm; needs Z < 0.1 x markets per round). Default adaptive")
+    privacy.add_argument("--dp-ctr-clip", type=_clip_or_adaptive, default=None, metavar="C|adaptive",
+                         help="L2 clip of a market's CTR shared-variable update per round (default 0.5)")
     if epsilon:
+        privacy.add_argument("--dp-cf-clip", type=_clip_or_adaptive, default=None, metavar="C|adaptive",
+                             help="L2 clip of a market's CF tower update per round, with --cf-tower (default 2.0)")
         privacy.add_argument("--dp-delta", type=float, default=1e-5, help="the delta of the reported epsilon (1e-5)")
         privacy.add_argument("--dp-noise-seed", type=int, default=None, metavar="N",
                              help="reproducible DP noise for research: anyone with the run's settings can "
@@ -127,6 +133,11 @@ def _clip(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a positive number or 'adaptive', got {text!r}") from None
 
 
+def _clip_or_adaptive(text: str) -> float | str:
+    """`--dp-ctr-clip`/`--dp-cf-clip`: a number, or `adaptive` (kept as text: None means not given)."""
+    return "adaptive" if text == "adaptive" else _clip(text)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.backbone not in BACKBONES:
         raise UsageError(f"--backbone: unknown {args.backbone!r}; expected one of: {', '.join(BACKBONES)}")
@@ -136,6 +147,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from tff_fedmm import api
+    from tff_fedmm.pipelines import privacy_report
 
     api.check_choices(args.methods, args.backbones, args.rounds)
     seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
@@ -148,6 +160,7 @@ def _compare(args: argparse.Namespace) -> int:
     config = api.make_config(seeds[0], args.rounds, args.codebook_rule, args.cf_tower,
                              dp_noise_multiplier=args.dp_noise_multiplier, dp_clip=args.dp_clip,
                              dp_delta=args.dp_delta, secure_agg=args.secure_agg, dp_noise_seed=args.dp_noise_seed,
+                             dp_ctr_clip=args.dp_ctr_clip, dp_cf_clip=args.dp_cf_clip,
                              clients_per_round=args.clients_per_round, dropout_rate=args.dropout_rate,
                              data_seed=args.data_seed, level1=args.level1, anchors=args.anchors,
                              anchor_weight=args.anchor_weight)
@@ -158,10 +171,8 @@ def _compare(args: argparse.Namespace) -> int:
     print(format_table(result.results, api.interactions(market_set)))
     if len(seeds) > 1:
         print("\n" + markdown_intervals(result.results, "auc"))
-    for variant, privacy in result.privacy.items():
-        if privacy.get("dp"):
-            print(f"DP ({variant} codes): epsilon = {privacy['epsilon']:.3g} at delta = {privacy['delta']:g} over "
-                  f"{privacy['rounds']} rounds, per market; unit: {privacy['unit']}; noise: {privacy['noise']}")
+    for line in privacy_report.lines(result.privacy):
+        print(line)
     return 0
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import dp_accounting
+import numpy as np
 
 MARKET = "market"  # add/remove one market's whole data, over the whole run
 INTERACTION = "interaction"  # add/remove one interaction of one market, over the whole run
@@ -58,6 +59,8 @@ def _plain(value):
         return {field: _plain(getattr(value, field)) for field in value._fields if field != "module_name"}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if isinstance(value, np.generic):  # events read from a TF aggregator state hold numpy scalars
+        return value.item()
     return value
 
 

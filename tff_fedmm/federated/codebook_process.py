@@ -129,9 +129,10 @@ def _build_finalize_metrics(metrics_type: tff.Type) -> tff.Computation:
 
 
 def build_codebook_process(
-    config: CodebookStageConfig, aggregator: GlobalCodebookFactory | None = None
+    config: CodebookStageConfig, aggregator: GlobalCodebookFactory | None = None, metrics_cross: bool = True
 ) -> tff.templates.IterativeProcess:
-    """The public builder: composes the small typed pieces above, as `build_fed_kmeans` does."""
+    """The public builder: composes the small typed pieces above, as `build_fed_kmeans` does.
+    `metrics_cross=False` (under DP) keeps the loss sums in the markets (`composer`)."""
     cfg = config.rqvae
     aggregator = aggregator or GlobalCodebookFactory(config.rule)
     if aggregator.rule != config.rule:
@@ -167,6 +168,7 @@ def build_codebook_process(
                                      tff.TensorType(np.float32)),
         finalizer=build_codebook_finalizer(cfg.k_global, cfg.latent_dim, config.rule, config.anchors),
         finalize_metrics=_build_finalize_metrics(metrics_type),
+        metrics_cross=metrics_cross,
     )
 
 

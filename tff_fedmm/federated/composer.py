@@ -9,7 +9,9 @@ takes and returns the markets' private state CLIENTS-placed:
         -> <state@SERVER, {client_state}@CLIENTS, metrics@SERVER>
 
 Only two values ever move CLIENTS→SERVER: the aggregator's input (the shared update) and the summed
-scalar metrics. `tff_fedmm.federated.audit` checks that claim on the compiled computation.
+scalar metrics — or, with `metrics_cross=False` (under DP, where nothing may cross outside the
+mechanism), the update alone: the metrics then stay in the markets and `next` returns none of the
+client work's. `tff_fedmm.federated.audit` checks that claim on the compiled computation.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ def compose_stateful_process(
     aggregator: tff.templates.AggregationProcess,
     finalizer: tff.learning.templates.FinalizerProcess,
     finalize_metrics: tff.Computation,
+    metrics_cross: bool = True,
 ) -> tff.templates.IterativeProcess:
     """`client_update(shared, client_state, data) -> (client_state, update, weight, metrics)`.
 
-    `metrics` must be a structure of float32 scalars: they are summed across markets and turned into
-    round metrics on the server by `finalize_metrics` (so a market's raw statistics never need to).
+    `metrics` must be a structure of float32 scalars: with `metrics_cross` they are summed across markets
+    and turned into round metrics on the server by `finalize_metrics` (so a market's raw statistics never
+    need to); without, they never leave the markets and the round metrics have no `client_work`.
     """
 
     @tff.federated_computation
@@ -68,13 +72,11 @@ def compose_stateful_process(
                 finalizer=finalized.state,
             )
         )
-        metrics = tff.federated_zip(
-            collections.OrderedDict(
-                client_work=tff.federated_map(finalize_metrics, tff.federated_sum(client_metrics)),
-                aggregator=aggregated.measurements,
-                finalizer=finalized.measurements,
-            )
-        )
+        metrics = collections.OrderedDict(aggregator=aggregated.measurements, finalizer=finalized.measurements)
+        if metrics_cross:
+            metrics["client_work"] = tff.federated_map(finalize_metrics, tff.federated_sum(client_metrics))
+            metrics.move_to_end("client_work", last=False)
+        metrics = tff.federated_zip(metrics)
         return new_state, client_states, metrics
 
     return tff.templates.IterativeProcess(initialize, next_fn)

@@ -119,10 +119,16 @@ def build_partial_fedavg_process(
     model_fn: ModelFn,
     element_spec,
     config: PartialFedAvgConfig = PartialFedAvgConfig(),
-    aggregator: tff.aggregators.WeightedAggregationFactory | None = None,
+    aggregator: tff.aggregators.WeightedAggregationFactory | tff.aggregators.UnweightedAggregationFactory
+    | None = None,
     seed: int = 0,
+    metrics_cross: bool = True,
 ) -> tff.templates.IterativeProcess:
-    """`element_spec`: the (batched) element spec of a market's dataset, `<x=<...>, y=float32[?]>`."""
+    """`element_spec`: the (batched) element spec of a market's dataset, `<x=<...>, y=float32[?]>`.
+
+    `aggregator`: the mean of the shared updates, example-weighted (`MeanFactory`) by default; an
+    unweighted one (a DP mean, `privacy.dp_mean_factory`) ignores the weights. `metrics_cross=False`
+    keeps the loss sums in the markets (`composer.compose_stateful_process`)."""
 
     @tff.tensorflow.computation
     def initial_shared():
@@ -140,6 +146,8 @@ def build_partial_fedavg_process(
     data_type = tff.SequenceType(tff.types.tensorflow_to_type(element_spec))
     client_update = _build_client_update(model_fn, config, weights_type, state_type, data_type)
     aggregator = aggregator or tff.aggregators.MeanFactory()
+    if isinstance(aggregator, tff.aggregators.UnweightedAggregationFactory):
+        aggregator = tff.aggregators.as_weighted_aggregator(aggregator)
     return compose_stateful_process(
         initial_shared_fn=initial_shared,
         initial_client_state_type=state_type,
@@ -150,6 +158,7 @@ def build_partial_fedavg_process(
         finalizer=tff.learning.templates.build_apply_optimizer_finalizer(
             tff.learning.optimizers.build_sgdm(config.server_learning_rate), weights_type),
         finalize_metrics=_build_finalize_metrics(client_update.type_signature.result[3]),
+        metrics_cross=metrics_cross,
     )
 
 

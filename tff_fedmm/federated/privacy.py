@@ -1,14 +1,16 @@
-"""Privacy options of the global-codebook aggregation: differential privacy, secure summation, ε.
+"""Privacy options of the federated aggregations: differential privacy, secure summation.
 
-DP (`--dp-noise-multiplier z`, `--dp-clip C|adaptive`) wraps the codebook mean in TFF's
-`DifferentiallyPrivateFactory`: each market's codebook update is clipped to L2 norm C (fixed, or adapted
-towards the median update norm as in TFF's `gaussian_adaptive`), the clipped updates are summed, Gaussian
-noise of standard deviation z·C is added and the sum is divided by the expected number of markets per
-round. The unit of privacy is **one market's whole contribution to one round** (add/remove-one-market
-adjacency): ε bounds what the released global codebooks reveal about any one market's data. It is
-computed by the RDP accountant of `dp_accounting` from the `DpEvent`s the aggregator records in the
-server state, composed over every round in which the aggregation ran; no amplification by sampling is
-claimed, so market drop-out only makes the bound looser than necessary, never wrong.
+DP (`--dp-noise-multiplier z`) wraps every federated aggregation that carries values derived from a
+market's data in TFF's `DifferentiallyPrivateFactory` (`dp_mean_factory`): the global codebook (with its
+anchor aggregates), the CTR stage's shared variables (FedMM, fedper, fedper-anchored, FedAvg) and the CF
+tower. Each market's update is clipped to the L2 norm of its stage (`--dp-clip` for the codebook,
+`--dp-ctr-clip`, `--dp-cf-clip`; fixed, or adapted towards the median update norm as in TFF's
+`gaussian_adaptive`), the clipped updates are summed, Gaussian noise of standard deviation z·clip is
+added and the sum is divided by the expected number of markets per round. Under DP no other per-round
+value crosses: the summed training metrics stay in the markets and rounds are fixed (no cross-market
+early stopping). ε is composed over every stage and round by `federated.accounting`, with the unit
+add/remove one market's whole data over the whole run; no amplification by sampling is claimed, so
+market drop-out only makes the bound looser than necessary, never wrong.
 
 Secure aggregation (`--secure-agg`) replaces every summation of the codebook aggregation by TFF's
 `SecureSumFactory`: values are clipped to fixed bounds, quantized to 32-bit integers and summed with
@@ -49,7 +51,6 @@ SECURE_VALUE_BOUND = 2.0**16
 SECURE_WEIGHT_BOUND = 2.0**24
 SECURE_DP_RECORD_BOUND = 2.0**8
 
-UNIT = "one market's whole codebook update in one round (add/remove one market)"
 NOISE_SECRET = "secret: seeded from OS entropy, deleted with the stage's round checkpoints"
 NOISE_REPRODUCIBLE = ("reproducible (--dp-noise-seed): anyone who knows the run's settings can regenerate and "
                       "subtract it, so the reported epsilon does not hold against them")
@@ -62,6 +63,11 @@ class PrivacyConfig:
     delta: float = 1e-5
     secure_agg: bool = False
     noise_seed: int | None = None  # None: secret noise (OS entropy); an int: reproducible, not private
+    # The L2 clips of the other DP stages (`clip` is the codebook's); None: adaptive. Defaults from the
+    # per-market update norms of tasks/dp_update_norms.py (BUILD_NOTES): about the 90th percentile of
+    # FedMM's CTR updates, about the median of the CF tower's (where TFF's adaptive clipping aims).
+    ctr_clip: float | None = 0.5
+    cf_clip: float | None = 2.0
 
     @property
     def dp(self) -> bool:
@@ -77,26 +83,31 @@ def check_privacy(privacy: PrivacyConfig, rule: str, markets_per_round: float) -
         return
     if privacy.noise_multiplier < 0:
         raise UsageError(f"--dp-noise-multiplier: expected a number >= 0, got {privacy.noise_multiplier}")
-    if privacy.clip is not None and privacy.clip <= 0:
-        raise UsageError(f"--dp-clip: expected a positive L2 norm or 'adaptive', got {privacy.clip}")
+    for flag, clip in (("--dp-clip", privacy.clip), ("--dp-ctr-clip", privacy.ctr_clip),
+                       ("--dp-cf-clip", privacy.cf_clip)):
+        if clip is not None and clip <= 0:
+            raise UsageError(f"{flag}: expected a positive L2 norm or 'adaptive', got {clip}")
     if not 0 < privacy.delta < 1:
         raise UsageError(f"--dp-delta: expected a number in (0, 1), got {privacy.delta}")
     if rule != "mean":
         raise UsageError("--dp-noise-multiplier: DP needs --codebook-rule mean (the usage rule's per-code sums "
                          "grow with a market's size, so no fixed clip bounds a market's contribution)")
     limit = 0.1 * markets_per_round
-    if privacy.clip is None and privacy.noise_multiplier >= limit:
-        raise UsageError(f"--dp-clip adaptive: TFF's adaptive clipping needs --dp-noise-multiplier < 0.1 x markets "
-                         f"per round = {limit:g} here (it spends part of the budget on the clip); "
-                         "give a fixed --dp-clip instead")
+    for flag, clip in (("--dp-clip", privacy.clip), ("--dp-ctr-clip", privacy.ctr_clip),
+                       ("--dp-cf-clip", privacy.cf_clip)):
+        if clip is None and privacy.noise_multiplier >= limit:
+            raise UsageError(f"{flag} adaptive: TFF's adaptive clipping needs --dp-noise-multiplier < 0.1 x markets "
+                             f"per round = {limit:g} here (it spends part of the budget on the clip); "
+                             f"give a fixed {flag} instead")
 
 
-def noise_seed(privacy: PrivacyConfig, training_seed: int) -> int:
-    """The seed of a stage's DP noise: 62 bits of OS entropy nobody else can redraw, or, with
-    `--dp-noise-seed`, one derived from it and the training seed (each seed of a run gets its own noise)."""
+def noise_seed(privacy: PrivacyConfig, training_seed: int, stage: str) -> int:
+    """The seed of `stage`'s DP noise: 62 bits of OS entropy nobody else can redraw, or, with
+    `--dp-noise-seed`, one derived from it, the stage and the training seed (each stage and seed of a run
+    gets its own noise: stages sharing one noise would cancel it in their difference)."""
     if privacy.noise_seed is None:
         return secrets.randbits(62)
-    return derive_seed(privacy.noise_seed, "dp-noise", training_seed)
+    return derive_seed(privacy.noise_seed, "dp-noise", stage, training_seed)
 
 
 def codebook_aggregator(rule: str, privacy: PrivacyConfig, markets_per_round: float,
@@ -157,24 +168,3 @@ def round_event(aggregator_state) -> dp_accounting.DpEvent:
     from tensorflow_federated.python.aggregators.differential_privacy import extract_dp_event_from_state
 
     return extract_dp_event_from_state(aggregator_state)
-
-
-def epsilon(event: dp_accounting.DpEvent, rounds: int, delta: float) -> float:
-    """ε of `rounds` compositions of one round's event at `delta` (RDP accountant, add/remove adjacency)."""
-    import dp_accounting
-
-    accountant = dp_accounting.rdp.RdpAccountant()
-    accountant.compose(event, rounds)
-    return float(accountant.get_epsilon(delta))
-
-
-def report(privacy: PrivacyConfig, event: dp_accounting.DpEvent | None, rounds: int) -> dict:
-    """What a run records about its privacy: settings, ε at δ, over how many rounds, and the unit."""
-    out = {"dp": privacy.dp, "secure_agg": privacy.secure_agg}
-    if privacy.dp:
-        out.update(noise_multiplier=privacy.noise_multiplier,
-                   clip="adaptive" if privacy.clip is None else privacy.clip, delta=privacy.delta,
-                   noise=NOISE_SECRET if privacy.noise_seed is None else NOISE_REPRODUCIBLE,
-                   rounds=rounds, unit=UNIT,
-                   epsilon=epsilon(event, rounds, privacy.delta) if event is not None and rounds else 0.0)
-    return out

@@ -16,7 +16,8 @@ import pandas as pd
 from tff_fedmm.data.anchors import held_out_pairs, public_anchors
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.pipelines.codebook_report import codebook_report
-from tff_fedmm.pipelines.codes_stage import CodesConfig, CodesResult, cf_inputs, cf_tables, learn_codes
+from tff_fedmm.pipelines.cf_stage import CFTables, cf_inputs, cf_tables
+from tff_fedmm.pipelines.codes_stage import CodesConfig, CodesResult, learn_codes
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class CodeVariants:
     def __init__(self, market_set: MarketSet, config: CodesConfig, checkpoints=None):
         """`checkpoints`: a seed's view of the run's checkpoints (`stage(name)`), or None."""
         self.market_set, self.config, self.checkpoints = market_set, config, checkpoints
-        self._tables: dict[bool, dict] = {}
+        self._tables: dict[bool, CFTables] = {}
         self._inputs: dict[bool, dict] = {}
         self._cache: dict[str, CodesResult] = {}
         self._reports: dict[str, pd.DataFrame] = {}
@@ -45,8 +46,8 @@ class CodeVariants:
         federated = variant != "private" and self.config.cf.tower  # without a tower there is nothing to federate
         if federated not in self._tables:
             self._tables[federated] = cf_tables(self.market_set, self.config.cf, self.checkpoints, federated,
-                                                self.config.participation)
-        return self._tables[federated]
+                                                self.config.participation, self.config.privacy)
+        return self._tables[federated].tables
 
     def _cf(self, variant: str) -> dict:
         federated = variant != "private" and self.config.cf.tower
@@ -98,10 +99,12 @@ class CodeVariants:
                                                      pairs=pairs)
         return self._reports[variant]
 
-    def privacy(self) -> dict[str, dict]:
-        """Per code variant with a federated codebook stage (`federated`, `global-only`): its privacy
-        report. Each is a separate experiment with its own ε."""
-        return {variant: result.privacy for variant, result in self._cache.items() if result.privacy}
+    def charges(self, variant: str) -> list[dict]:
+        """The DP charges (JSON) of every stage `variant`'s codes come from: a federated CF tower, a
+        federated codebook; learns the variant if it was not yet."""
+        codes = self.get(variant)
+        federated = self.canonical(variant) != "private" and self.config.cf.tower
+        return self._tables[federated].charges + codes.charges
 
     def reports(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         reports, histories = [], []

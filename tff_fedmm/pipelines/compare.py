@@ -27,6 +27,7 @@ run skips every stage any seed finished.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,8 @@ from tff_fedmm.pipelines.codes_stage import CodesConfig
 from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS  # noqa: F401  (re-exported)
 from tff_fedmm.pipelines.ctr_centralized import train_centralized
 from tff_fedmm.pipelines.exports import Exporter
+from tff_fedmm.pipelines import privacy_report
+from tff_fedmm.pipelines.privacy_report import Ledger
 from tff_fedmm.pipelines.processes import map_in_processes
 from tff_fedmm.pipelines.tuned import settings_for
 from tff_fedmm.data.anchors import public_anchors
@@ -73,7 +76,8 @@ class CompareResult:
     history: pd.DataFrame  # method, backbone, round, market, valid_auc, valid_logloss, train_loss
     codebooks: pd.DataFrame  # per code variant and market: usage, perplexity, collisions, alignment
     codebook_history: pd.DataFrame  # per code variant and round: loss, reconstruction, codes used
-    privacy: dict = field(default_factory=dict)  # code variant -> privacy report of its federated codebook stage
+    # config.json's "privacy" (`privacy_report.section`); from one seed, its charges (method -> backbone -> JSON)
+    privacy: dict = field(default_factory=dict)
 
 
 def with_training_seed(config: CompareConfig, seed: int) -> CompareConfig:
@@ -99,31 +103,33 @@ class _SeedCheckpoints:
 
 
 def _trainer(method: str, codes: CodeVariants, market_set: MarketSet, config: CompareConfig) -> Callable:
-    """(backbone, round checkpoint, keep hook) -> (metrics per market, validation history) for `method`."""
+    """(backbone, round checkpoint, keep hook, DP ledger) -> (metrics per market, validation history) for
+    `method`; its federated CTR stage charges the ledger."""
     c = config.ctr
     if method == "local":
-        return lambda b, _, keep: ctr_stage.train_local(market_set, b, ctr_stage.CodeUse(), c, (0, 0), keep)
+        return lambda b, _, keep, __: ctr_stage.train_local(market_set, b, ctr_stage.CodeUse(), c, (0, 0), keep)
     if method == "fedavg":
-        return lambda b, ckpt, keep: ctr_stage.train_fedavg(market_set, b, c, ckpt, keep)
+        return lambda b, ckpt, keep, ledger: ctr_stage.train_fedavg(market_set, b, c, ckpt, keep, ledger)
     if method == "fedper":
-        return lambda b, ckpt, keep: ctr_stage.train_partial(market_set, b, ctr_stage.CodeUse(), c, (0, 0), ckpt, keep)
+        return lambda b, ckpt, keep, ledger: ctr_stage.train_partial(market_set, b, ctr_stage.CodeUse(), c, (0, 0),
+                                                                     ckpt, keep, ledger)
     if method == "centralized":
-        return lambda b, _, keep: train_centralized(market_set, b, c, keep=keep)
+        return lambda b, _, keep, __: train_centralized(market_set, b, c, keep=keep)
     if method in ("fedper-anchored", "centralized-anchored"):
         split = public_anchors(market_set, config.codes.data_seed, max_slots=config.codes.anchor_max_slots)
         use = ctr_stage.CodeUse(anchor_fields(market_set, split), use_global=True, use_local=False)
         k = (split.num_slots + 1, 0)
         if method == "centralized-anchored":
-            return lambda b, _, keep: train_centralized(market_set, b, c, use, k, keep)
+            return lambda b, _, keep, __: train_centralized(market_set, b, c, use, k, keep)
         shared = replace(c, share_interaction=True)  # as fedper
-        return lambda b, ckpt, keep: ctr_stage.train_partial(market_set, b, use, shared, k, ckpt, keep)
+        return lambda b, ckpt, keep, ledger: ctr_stage.train_partial(market_set, b, use, shared, k, ckpt, keep, ledger)
     variant, use_global, use_local = CODE_METHODS[method]
 
-    def train(backbone: str, ckpt, keep):
+    def train(backbone: str, ckpt, keep, ledger: Ledger):
         use = ctr_stage.CodeUse(codes.get(variant).codes, use_global, use_local)
         if method == "local+codes":
             return ctr_stage.train_local(market_set, backbone, use, c, codes.k(variant), keep)
-        return ctr_stage.train_partial(market_set, backbone, use, c, codes.k(variant), ckpt, keep)
+        return ctr_stage.train_partial(market_set, backbone, use, c, codes.k(variant), ckpt, keep, ledger)
 
     return train
 
@@ -132,7 +138,7 @@ def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str],
                 checkpoints: RunCheckpoints | None = None, seeds: list[int] | None = None,
                 jobs: int = 1, exports: Path | None = None) -> CompareResult:
     """Every method × backbone for each training seed in `seeds` (default: the config's own seed); every
-    table gains a `seed` column. A privacy report is the one with the largest epsilon over seeds. With
+    table gains a `seed` column; `privacy` is the run's privacy section (`privacy_report.section`). With
     `jobs` > 1, up to that many seeds run at once, each in its own process (`pipelines.processes`).
     `exports` (a run folder): the first seed exports its models, codes and codebooks there
     (`pipelines.exports`)."""
@@ -155,11 +161,7 @@ def run_compare(market_set: MarketSet, methods: list[str], backbones: list[str],
         frame = pd.concat(frames, ignore_index=True)
         return frame[["seed", *[c for c in frame.columns if c != "seed"]]]
 
-    privacy: dict = {}
-    for part in parts:
-        for variant, report in part.privacy.items():
-            if report.get("epsilon", 0.0) >= privacy.get(variant, {}).get("epsilon", -1.0):
-                privacy[variant] = report
+    privacy = privacy_report.section(config.codes.privacy, [p.privacy for p in parts], methods, market_set.names)
     results = stacked("results") if parts else pd.DataFrame(columns=RESULT_COLUMNS)
     return CompareResult(results=results.reindex(columns=RESULT_COLUMNS), history=stacked("history"),
                          codebooks=stacked("codebooks"), codebook_history=stacked("codebook_history"),
@@ -176,7 +178,7 @@ def _run_seed_quietly(*args) -> CompareResult:
 def _run_seed(market_set: MarketSet, methods: list[str], backbones: list[str], config: CompareConfig,
               checkpoints: _SeedCheckpoints | None, exporter: Exporter | None = None) -> CompareResult:
     codes = CodeVariants(market_set, config.codes, checkpoints)
-    rows, history = [], []
+    rows, history, charges = [], [], {}
     if exporter:
         exporter.write_ids()
     for method in methods:
@@ -190,13 +192,17 @@ def _run_seed(market_set: MarketSet, methods: list[str], backbones: list[str], c
                 per_market = method in ("local", "local+codes")  # Keras trains market after market
                 progress.start_stage(f"{method} / {backbone}",
                                      config.ctr.rounds * (len(market_set.names) if per_market else 1))
-                metrics, hist = train(backbone, stage, exporter.keeper(method, backbone) if exporter else None)
+                ledger = Ledger(f"ctr ({method}/{backbone})")
+                metrics, hist = train(backbone, stage, exporter.keeper(method, backbone) if exporter else None, ledger)
                 if exporter and method in CODE_METHODS:
                     codes.export(exporter, method)
+                ctr_charges = [c.to_json() for c in ledger.charges]
                 if stage:
-                    stage.save_done(_stage_arrays(metrics, hist, market_set.names))
+                    stage.save_done(_stage_arrays(metrics, hist, market_set.names, ctr_charges))
             else:
-                metrics, hist = _stage_from_arrays(done, market_set.names)
+                metrics, hist, ctr_charges = _stage_from_arrays(done, market_set.names)
+            upstream = codes.charges(CODE_METHODS[method][0]) if method in CODE_METHODS else []
+            charges.setdefault(method, {})[backbone] = upstream + ctr_charges
             alignment = _alignment_by_market(codes, method)
             rows.extend({"method": method, "backbone": backbone, "market": name, **m,
                          "alignment": alignment.get(name, np.nan)} for name, m in metrics.items())
@@ -204,22 +210,23 @@ def _run_seed(market_set: MarketSet, methods: list[str], backbones: list[str], c
             progress.stage_done()
     reports, code_history = codes.reports()
     return CompareResult(results=pd.DataFrame(rows, columns=RESULT_COLUMNS[1:]), history=pd.DataFrame(history),
-                         codebooks=reports, codebook_history=code_history, privacy=codes.privacy())
+                         codebooks=reports, codebook_history=code_history, privacy=charges)
 
 
-def _stage_arrays(metrics: dict, history: list[dict], names: list[str]) -> dict[str, np.ndarray]:
-    """A finished stage as arrays; history markets by index (-1: all markets pooled)."""
+def _stage_arrays(metrics: dict, history: list[dict], names: list[str], charges: list[dict]) -> dict[str, np.ndarray]:
+    """A finished stage as arrays; history markets by index (-1: all markets pooled); its DP charges."""
     index = {n: i for i, n in enumerate(names)}
     return {"metrics": np.array([[metrics[n][k] for k in METRICS] for n in names], np.float64),
             "history": np.array([[h["round"], index.get(h["market"], -1), h["valid_auc"], h["valid_logloss"],
-                                  h["train_loss"]] for h in history], np.float64).reshape(-1, 5)}
+                                  h["train_loss"]] for h in history], np.float64).reshape(-1, 5),
+            "charges": np.array(json.dumps(charges))}
 
 
-def _stage_from_arrays(arrays: dict, names: list[str]) -> tuple[dict, list[dict]]:
+def _stage_from_arrays(arrays: dict, names: list[str]) -> tuple[dict, list[dict], list[dict]]:
     metrics = {n: dict(zip(METRICS, map(float, row))) for n, row in zip(names, arrays["metrics"])}
     history = [{"round": int(r), "market": names[int(m)] if m >= 0 else "all", "valid_auc": float(a),
                 "valid_logloss": float(ll), "train_loss": float(loss)} for r, m, a, ll, loss in arrays["history"]]
-    return metrics, history
+    return metrics, history, json.loads(str(arrays["charges"]))
 
 
 def anchor_fields(market_set: MarketSet, split) -> dict[str, MarketCodes]:

@@ -16,10 +16,16 @@ epoch of the pooled model) with its lowest validation LogLoss on that market (se
 TensorFlow from (training seed, stage) first; evaluation candidates come from `train.data_seed`. A trainer's
 `keep` hook is handed each market's selected model with its features, right when its test metrics are
 computed: what a run exports (`pipelines.exports`) is then the very model its numbers come from.
+
+Under DP (`CTRStageConfig.privacy`) both federated trainers average their shared variables with a DP mean
+(`privacy.dp_mean_factory`, clip `--dp-ctr-clip`; FedAvg becomes TFF's `build_unweighted_fed_avg`), keep
+their loss sums in the markets, run every round (no early stopping across markets; each market still
+keeps its own best round by its own validation) and charge their `ledger` for each market's rounds.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -34,11 +40,13 @@ from tff_fedmm.data.pipelines import to_dataset
 from tff_fedmm.data.sampling import ctr_examples
 from tff_fedmm.eval.evaluate import evaluate_market
 from tff_fedmm.features import MarketFeatures
+from tff_fedmm.federated import privacy as dp
 from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.models.ctr import build_ctr_model
 from tff_fedmm.training.ctr import CTRTrainConfig, fit_ctr_on_market
 from tff_fedmm import progress
 from tff_fedmm.pipelines.privacy_audit import audit_fedavg, audit_partial_fedavg
+from tff_fedmm.pipelines.privacy_report import Ledger
 from tff_fedmm.pipelines.rounds import RoundsResult, Selection, run_rounds
 from tff_fedmm.seeding import derive_seed, set_global_seed
 
@@ -58,6 +66,19 @@ class CTRStageConfig:
     # on XMarket validation (BUILD_NOTES); fedper, which has no codes, always shares its interaction layers.
     share_interaction: bool = False
     participation: Participation = Participation()  # which markets take part in each federated round
+    privacy: dp.PrivacyConfig = dp.PrivacyConfig()  # DP on the shared variables' average (`ctr_clip`)
+
+    def patience(self) -> int:
+        """Rounds without improvement in any market before stopping; under DP none (fixed rounds)."""
+        return self.rounds if self.privacy.dp else self.round_patience
+
+    def dp_mean(self, markets: int, ledger: Ledger | None):
+        """The DP mean of the shared updates under DP (noise seeded for `ledger`'s stage), else None."""
+        p = self.privacy
+        if not p.dp:
+            return None
+        return dp.dp_mean_factory(p, p.ctr_clip, self.participation.expected(markets),
+                                  dp.noise_seed(p, self.train.seed, ledger.stage if ledger else "ctr"))
 
 
 # What validation tuning may change per method and backbone (`CompareConfig.tuned`, tasks/tune_baselines.py).
@@ -170,7 +191,7 @@ def round_history(result: RoundsResult, names: list[str]) -> list[dict]:
 
 def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig,
                   k: tuple[int, int], checkpoint: StageCheckpoint | None = None,
-                  keep: Keep | None = None) -> tuple[Metrics, list[dict]]:
+                  keep: Keep | None = None, ledger: Ledger | None = None) -> tuple[Metrics, list[dict]]:
     from tff_fedmm.federated import partial_fedavg as pf
 
     set_global_seed(config.train.seed, "ctr-partial")
@@ -181,8 +202,9 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     featurizers = {name: use.featurizer(name) for name in market_set.names}
     spec = federated_dataset(market_set, featurizers, config, 0, 0).element_spec
     pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.train.learning_rate)
-    process = pf.build_partial_fedavg_process(model_fn, spec, pf_config,
-                                              seed=derive_seed(config.train.seed, "ctr-partial-server"))
+    process = pf.build_partial_fedavg_process(model_fn, spec, pf_config, config.dp_mean(len(market_set.names), ledger),
+                                              seed=derive_seed(config.train.seed, "ctr-partial-server"),
+                                              metrics_cross=not config.privacy.dp)
     audit_partial_fedavg(process, model_fn, "CTR stage", checkpoint)
     clients = [pf.initial_client_state(model_fn, pf_config, i, seed=derive_seed(config.train.seed, "ctr-partial", name))
                for i, name in enumerate(market_set.names)]
@@ -205,11 +227,13 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
         state = (server, clients)
         snapshots = [pick(state, i) for i in range(len(market_set.names))]
         valid = valid_row(models_of(snapshots), market_set, featurizers, config.train.data_seed)
-        return state, round_row(valid, metrics["client_work"]["loss"] if metrics else np.nan)
+        return state, round_row(valid, metrics["client_work"]["loss"] if metrics and "client_work" in metrics
+                                else np.nan)
 
-    selection = Selection(neg_logloss, pick, len(market_set.names), config.round_patience)
+    selection = Selection(neg_logloss, pick, len(market_set.names), config.patience())
     result = run_rounds((process.initialize(), clients), step, config.rounds, 2 * len(market_set.names) + 1,
                         selection=selection, checkpoint=checkpoint)
+    _charge(ledger, config, result, market_set.names, result.state[0].aggregator)
     return (_test_metrics(models_of(result.best_state), market_set, featurizers, config.train.data_seed, keep),
             round_history(result, market_set.names))
 
@@ -222,26 +246,45 @@ def tff_model_fn(model_fn, element_spec):
                                                         input_spec=element_spec)
 
 
-def build_fedavg_process(model_fn, element_spec, train: CTRTrainConfig):
+def build_fedavg_process(model_fn, element_spec, train: CTRTrainConfig, dp_mean=None):
     """TFF's `build_weighted_fed_avg` on `model_fn`'s Keras model: client Adam at the stage's rate, server
-    SGD at 1.0 (the plain FedAvg step), initial weights from the training seed."""
+    SGD at 1.0 (the plain FedAvg step), initial weights from the training seed. With `dp_mean` (a DP
+    factory, unweighted), TFF's `build_unweighted_fed_avg` with it, the metrics kept in the markets."""
     import tensorflow_federated as tff
 
     set_global_seed(train.seed, "ctr-fedavg")
-    return tff.learning.algorithms.build_weighted_fed_avg(
-        tff_model_fn(model_fn, element_spec),
-        client_optimizer_fn=tff.learning.optimizers.build_adam(train.learning_rate),
-        server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
+    optimizers = dict(client_optimizer_fn=tff.learning.optimizers.build_adam(train.learning_rate),
+                      server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
+    if dp_mean is None:
+        return tff.learning.algorithms.build_weighted_fed_avg(tff_model_fn(model_fn, element_spec), **optimizers)
+    return tff.learning.algorithms.build_unweighted_fed_avg(tff_model_fn(model_fn, element_spec), **optimizers,
+                                                            model_aggregator=dp_mean,
+                                                            metrics_aggregator=_metrics_stay_in_markets)
 
 
-def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
-                 checkpoint: StageCheckpoint | None = None, keep: Keep | None = None) -> tuple[Metrics, list[dict]]:
+def _metrics_stay_in_markets(metric_finalizers, local_unfinalized_metrics_type=None):
+    """A TFF metrics aggregator that aggregates nothing: under DP the metric sums never leave a market, and
+    the server's train loss is NaN (not known)."""
+    import tensorflow_federated as tff
+
+    return lambda metrics: tff.federated_value(collections.OrderedDict(loss=np.float32(np.nan)), tff.SERVER)
+
+
+def _charge(ledger: Ledger | None, config: CTRStageConfig, result: RoundsResult, names: list[str],
+            aggregator_state) -> None:
+    if ledger is not None:
+        ledger.record(config.privacy, aggregator_state, names,
+                      (config.participation.present("ctr", r, len(names)) for r in range(len(result.metrics))))
+
+
+def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig, checkpoint: StageCheckpoint | None = None,
+                 keep: Keep | None = None, ledger: Ledger | None = None) -> tuple[Metrics, list[dict]]:
     users, items = market_set.largest_vocabulary
     model_fn = model_fn_for(backbone, users, items, (0, 0), config)
     featurizers = {name: MarketFeatures() for name in market_set.names}
     spec = federated_dataset(market_set, featurizers, config, 0, 0).element_spec
 
-    process = build_fedavg_process(model_fn, spec, config.train)
+    process = build_fedavg_process(model_fn, spec, config.train, config.dp_mean(len(market_set.names), ledger))
     audit_fedavg(process, model_fn, tff_model_fn(model_fn, spec), checkpoint)
     keras_model = model_fn()
 
@@ -263,9 +306,10 @@ def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
         return model
 
     # Every market keeps the global model of its own best round.
-    selection = Selection(neg_logloss, lambda server, _: server, len(market_set.names), config.round_patience)
+    selection = Selection(neg_logloss, lambda server, _: server, len(market_set.names), config.patience())
     result = run_rounds(process.initialize(), step, config.rounds, 2 * len(market_set.names) + 1,
                         selection=selection, checkpoint=checkpoint)
+    _charge(ledger, config, result, market_set.names, result.state.aggregator)
     models = {name: model_at(result.best_state[i]) for i, name in enumerate(market_set.names)}
     return (_test_metrics(models, market_set, featurizers, config.train.data_seed, keep),
             round_history(result, market_set.names))

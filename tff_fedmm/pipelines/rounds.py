@@ -4,7 +4,8 @@ Model selection is per market: after every round each market scores the model it
 validation split and keeps its own best round (its snapshot of the shared weights and its private
 state). A market needs nothing from the others for that, and it is the choice the non-federated
 baselines make too (each market keeps its best epoch). The loop stops once no market has improved for
-`patience` rounds.
+`patience` rounds; under DP, where that cross-market signal may not leave the markets, stages pass a
+patience of all their rounds, so the rounds are fixed.
 
 The loop's whole state is one structure saved after every round, so a killed run resumed from its
 checkpoint continues exactly where it stopped.
@@ -37,6 +38,7 @@ class Selection:
 class RoundsResult:
     best_state: object  # the last state, or with a Selection the list of per-market best snapshots
     metrics: np.ndarray  # [rounds run, metrics per round]
+    state: object = None  # the last state (with a Selection, the server's DP state is read from it)
 
 
 def run_rounds(initial, step: Step, rounds: int, width: int, *, selection: Selection | None = None,
@@ -59,4 +61,4 @@ def run_rounds(initial, step: Step, rounds: int, width: int, *, selection: Selec
         if checkpoint is not None:
             checkpoint.save_round(loop, loop["round"])
     return RoundsResult(best_state=loop["best_state"] if selection else loop["state"],
-                        metrics=np.asarray(loop["metrics"]).reshape(-1, width))
+                        metrics=np.asarray(loop["metrics"]).reshape(-1, width), state=loop["state"])

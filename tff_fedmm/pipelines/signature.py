@@ -64,15 +64,16 @@ SIGNATURE_MARKETS = 5  # markets per round assumed by a DP mean's denominator (i
 
 def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None, anchors: int = 0) -> tuple[str, bool]:
     """Builds (never runs) both processes; returns their `describe` text and whether both audits pass.
-    `privacy` (a `PrivacyConfig`) wraps the codebook aggregation as `--dp-*`/`--secure-agg` do (the DP
-    state — clip, noise seed, `DpEvent` — then shows in the server state of `next`'s signature).
+    `privacy` (a `PrivacyConfig`) wraps the aggregations as `--dp-*`/`--secure-agg` do in a run: the
+    codebook's with DP and secure sums, the CTR's with DP (the DP state — clip, noise seed, `DpEvent` — then
+    shows in the server state of `next`'s signature, and the loss sums no longer cross).
     `anchors` > 0 builds the codebook process in anchored mode with that many anchor slots."""
     import functools
 
     from tff_fedmm.federated.audit_identity import IdentityAuditError, audit_process
     from tff_fedmm.federated.codebook_process import CodebookStageConfig, build_codebook_process
     from tff_fedmm.federated.manifest import codebook_manifest, partial_fedavg_manifest
-    from tff_fedmm.federated.privacy import PrivacyConfig, codebook_aggregator
+    from tff_fedmm.federated.privacy import PrivacyConfig, codebook_aggregator, dp_mean_factory
     from tff_fedmm.federated.partial_fedavg import build_partial_fedavg_process
     from tff_fedmm.models.ctr import build_ctr_model
     from tff_fedmm.pipelines.ctr_stage import CTRStageConfig
@@ -81,13 +82,16 @@ def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None,
     privacy = privacy or PrivacyConfig()
     config = CodebookStageConfig(rule=rule, anchors=anchors)
     cfg = config.rqvae
-    codebook = build_codebook_process(config, codebook_aggregator(rule, privacy, SIGNATURE_MARKETS, cfg.seed))
+    codebook = build_codebook_process(config, codebook_aggregator(rule, privacy, SIGNATURE_MARKETS, cfg.seed),
+                                      metrics_cross=not privacy.dp)
     secure = privacy.secure_agg
     sizes = SIGNATURE_CTR_SIZES
     # The federated CTR model as FedMM builds it by default (which layers are shared follows the stage config).
     model_fn = functools.partial(build_ctr_model, backbone, **sizes,
                                  share_interaction=CTRStageConfig().share_interaction)
-    ctr = build_partial_fedavg_process(model_fn, ctr_element_spec(sizes["k_global"], sizes["k_local"]))
+    ctr_mean = dp_mean_factory(privacy, privacy.ctr_clip, SIGNATURE_MARKETS, cfg.seed) if privacy.dp else None
+    ctr = build_partial_fedavg_process(model_fn, ctr_element_spec(sizes["k_global"], sizes["k_local"]), aggregator=ctr_mean,
+                                       metrics_cross=not privacy.dp)
     model = model_fn()
     checks = [
         (f"codebook process (rule={rule}, K_global={cfg.k_global}, K_local={cfg.k_local}, d={cfg.latent_dim}"
@@ -97,7 +101,8 @@ def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None,
          lambda: audit_codebook_process(codebook, rule, cfg.k_global, cfg.latent_dim, secure, anchors),
          lambda title: codebook_manifest(config, title)),
         (f"federated CTR process (partial FedAvg, backbone={backbone}, "
-         + ", ".join(f"{k}={v}" for k, v in sizes.items()) + ")",
+         + ", ".join(f"{k}={v}" for k, v in sizes.items())
+         + (f", DP z={privacy.noise_multiplier} clip={privacy.ctr_clip or 'adaptive'}" if privacy.dp else "") + ")",
          ctr, shared_weights_allowed(model), lambda: audit_partial_fedavg_process(ctr, model),
          lambda title: partial_fedavg_manifest(model, title)),
     ]

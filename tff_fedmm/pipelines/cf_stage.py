@@ -1,0 +1,121 @@
+"""Stage 1 of FedMM: each market's CF embeddings, trained alone or with a federated shared tower.
+
+With `--cf-tower` the CF models of the markets train together: the `shared_tower_*` layers are averaged
+across markets by partial FedAvg while every market's embeddings stay private. Under DP that average is
+a DP mean with its own clip (`--dp-cf-clip`), its loss sums stay in the markets, and the stage's charges
+(`privacy_report.Ledger`) count every round each market took part in.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tff_fedmm import progress
+from tff_fedmm.checkpoints import RunCheckpoints, StageCheckpoint
+from tff_fedmm.data.descriptors import entity_descriptors
+from tff_fedmm.data.markets import MarketSet
+from tff_fedmm.federated import privacy as dp
+from tff_fedmm.federated.participation import Participation, run_present
+from tff_fedmm.models.cf import CFConfig, build_cf_model, embedding_tables, rqvae_inputs
+from tff_fedmm.pipelines.privacy_audit import audit_partial_fedavg
+from tff_fedmm.pipelines.privacy_report import Ledger
+from tff_fedmm.pipelines.rounds import run_rounds
+from tff_fedmm.seeding import derive_seed, set_global_seed
+from tff_fedmm.training.cf import train_cf
+
+ENTITIES = ("users", "items")
+CF_TOWER = "cf-tower"  # the name of the federated CF stage's DP charges
+
+
+@dataclass
+class CFTables:
+    tables: dict[str, tuple[np.ndarray, np.ndarray]]  # market -> (user table, item table)
+    charges: list[dict] = field(default_factory=list)  # the DP charges of a federated tower (JSON)
+
+
+def cf_tables(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoints | None = None,
+              federated: bool = False, participation: Participation | None = None,
+              privacy: dp.PrivacyConfig | None = None) -> CFTables:
+    """Each market's CF embedding tables (users, items), checkpointed as a stage: a run exports them, and
+    the RQ-VAE rows (`cf_inputs`) are computed from them.
+
+    `federated` (with `config.tower`) trains the CF models together, `participation` picking each round's
+    markets and `privacy` applying DP to the tower's average. Otherwise each market trains alone.
+    """
+    name = ("cf-federated" if federated and config.tower else "cf") + ("-descriptors" if config.descriptors > 0 else "")
+    stage = checkpoints.stage(name) if checkpoints else None
+    done = stage.load_done() if stage else None
+    if done is None:
+        progress.start_stage(name, config.epochs if name.startswith("cf-federated") else 0)
+        ledger = Ledger(CF_TOWER)
+        tables = (_federated_cf_tables(market_set, config, stage, participation or Participation(),
+                                       privacy or dp.PrivacyConfig(), ledger)
+                  if name.startswith("cf-federated") else
+                  {n: embedding_tables(train_cf(m, config)) for n, m in market_set.markets.items()})
+        done = {f"{n}/{entity}": table for n, pair in tables.items() for entity, table in zip(ENTITIES, pair)}
+        done["charges"] = np.array(json.dumps([c.to_json() for c in ledger.charges]))
+        if stage:
+            stage.save_done(done)
+    return CFTables({n: (done[f"{n}/users"], done[f"{n}/items"]) for n in market_set.names},
+                    json.loads(str(done["charges"])))
+
+
+def cf_inputs(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoints | None = None,
+              federated: bool = False, participation: Participation | None = None,
+              tables: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+    """Each market's RQ-VAE input rows (users then items), from its CF tables (`tables`, or `cf_tables`)."""
+    tables = tables or cf_tables(market_set, config, checkpoints, federated, participation).tables
+    return {n: rqvae_inputs(*t, descriptors=entity_descriptors(market_set.markets[n]) if config.descriptors > 0
+                            else None, weight=config.descriptors) for n, t in tables.items()}
+
+
+def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: StageCheckpoint | None,
+                         participation: Participation, privacy: dp.PrivacyConfig,
+                         ledger: Ledger) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from tff_fedmm.data.pipelines import to_dataset
+    from tff_fedmm.data.sampling import ctr_examples
+    from tff_fedmm.federated import partial_fedavg as pf
+
+    names = market_set.names
+    users, items = market_set.largest_vocabulary
+    model_fn = lambda: build_cf_model(users, items, config)  # noqa: E731
+
+    def dataset(index: int, round_num: int):
+        return to_dataset(ctr_examples(market_set.markets[names[index]], "train", neg_ratio=config.neg_ratio,
+                                       seed=config.seed, epoch=round_num),
+                          batch_size=config.batch_size,
+                          shuffle_seed=derive_seed(config.seed, "cf-shuffle", names[index], round_num))
+
+    set_global_seed(config.seed, "cf-federated")
+    pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.learning_rate)
+    aggregator = (dp.dp_mean_factory(privacy, privacy.cf_clip, participation.expected(len(names)),
+                                     dp.noise_seed(privacy, config.seed, ledger.stage)) if privacy.dp else None)
+    process = pf.build_partial_fedavg_process(model_fn, dataset(0, 0).element_spec, pf_config, aggregator,
+                                              seed=derive_seed(config.seed, "cf-federated-server"),
+                                              metrics_cross=not privacy.dp)
+    audit_partial_fedavg(process, model_fn, "CF stage, shared tower", checkpoint)
+    clients = [pf.initial_client_state(model_fn, pf_config, i, seed=derive_seed(config.seed, "cf-federated", name))
+               for i, name in enumerate(names)]
+
+    def step(state, round_num: int):
+        present = participation.present("cf-federated", round_num, len(names))
+        server, clients, metrics = run_present(process.next, state[0], state[1],
+                                               lambda i: dataset(i, round_num), present)
+        loss = float(metrics["client_work"]["loss"]) if metrics and "client_work" in metrics else float("nan")
+        progress.round_done(cf_loss=loss)
+        return (server, clients), np.array([loss])
+
+    result = run_rounds((process.initialize(), clients), step, config.epochs, 1, checkpoint=checkpoint)
+    server, clients = result.best_state
+    ledger.record(privacy, server.aggregator, names,
+                  (participation.present("cf-federated", r, len(names)) for r in range(len(result.metrics))))
+    tables = {}
+    for client in clients:
+        name = names[int(client["client_index"])]
+        user_table, item_table = embedding_tables(pf.market_model(model_fn, server.global_model_weights, client))
+        market = market_set.markets[name]
+        tables[name] = (user_table[: market.num_users], item_table[: market.num_items])
+    return tables
