@@ -35,7 +35,7 @@ CHECKPOINT_FORMAT = "2"
 def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "mean", cf_tower: bool = False, *,
                 dp_noise_multiplier: float | None = None, dp_clip: float | None = None, dp_delta: float = 1e-5,
                 secure_agg: bool = False, dp_noise_seed: int | None = None, clients_per_round: int | None = None,
-                dropout_rate: float = 0.0, data_seed: int = 0, level1: str = "encoder", anchors: str = "none",
+                dropout_rate: float = 0.0, dp_mode: str = "central", data_seed: int = 0, level1: str = "encoder", anchors: str = "none",
                 anchor_weight: float = 1.0, tuned: dict[str, dict[str, float]] | None = None):
     """A `CompareConfig` with every training seed set to `seed` (`compare(seeds=...)` overrides it) and the
     evaluation candidates drawn from `data_seed`; `rounds` bounds each federated stage's rounds and the
@@ -43,7 +43,8 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
 
     Privacy of the global-codebook aggregation (`tff_fedmm.federated.privacy`): `dp_noise_multiplier`
     turns DP on, with a fixed L2 `dp_clip` or adaptive clipping when it is None; its noise is secret unless
-    `dp_noise_seed` makes it reproducible (and so not private); `secure_agg` sums
+    `dp_noise_seed` makes it reproducible (and so not private); `dp_mode="distributed"` has each market add
+    its share of the noise before a secure sum instead of the server after summing; `secure_agg` sums
     through TFF's secure sum. Participation in every federated stage (`federated.participation`):
     `clients_per_round` markets sampled per round, each then absent with probability `dropout_rate`.
     `level1` chooses what level-1 codes are read from (`codes_stage.with_level1`). `anchors="public-items"`
@@ -64,7 +65,8 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
     codes, ctr = config.codes, config.ctr
     codes = replace(codes, cf=replace(codes.cf, tower=cf_tower),
                     codebook=replace(codes.codebook, rule=codebook_rule),
-                    privacy=PrivacyConfig(dp_noise_multiplier, dp_clip, dp_delta, secure_agg, dp_noise_seed),
+                    privacy=PrivacyConfig(dp_noise_multiplier, dp_clip, dp_delta, secure_agg, dp_noise_seed,
+                                          mode=dp_mode),
                     participation=participation)
     codes = with_level1(codes, level1)
     if anchors not in ("none", "public-items"):
@@ -130,7 +132,8 @@ def check_config(config, market_set: MarketSet) -> None:
     from tff_fedmm.federated.privacy import check_privacy
 
     codes = config.codes
-    check_privacy(codes.privacy, codes.codebook.rule, codes.participation.expected(len(market_set.names)))
+    check_privacy(codes.privacy, codes.codebook.rule, codes.participation.expected(len(market_set.names)),
+                  codes.participation.dropout_rate)
 
 
 def compare(market_set: MarketSet, methods: list[str], backbones: list[str], config=None, *,

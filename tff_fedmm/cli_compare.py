@@ -98,7 +98,8 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
 
 def add_privacy_arguments(parser: argparse.ArgumentParser, epsilon: bool = True) -> None:
     """The DP and secure-sum flags of the global-codebook aggregation (`fedmm run/compare/signature`);
-    `epsilon=False` leaves out `--dp-delta`, which only matters where a run reports its epsilon."""
+    `epsilon=False` (signature) leaves out the flags that only matter to a run: `--dp-delta` (where a run
+    reports its epsilon), `--dp-noise-seed` and `--dp-mode` (the noise a run draws)."""
     privacy = parser.add_argument_group("privacy of the global-codebook aggregation")
     privacy.add_argument("--dp-noise-multiplier", type=float, default=None, metavar="Z",
                          help="differential privacy: Gaussian noise of Z x clip on the sum of the markets' clipped "
@@ -111,6 +112,13 @@ def add_privacy_arguments(parser: argparse.ArgumentParser, epsilon: bool = True)
         privacy.add_argument("--dp-noise-seed", type=int, default=None, metavar="N",
                              help="reproducible DP noise for research: anyone with the run's settings can "
                                   "regenerate it, so it is NOT private (default: secret noise from OS entropy)")
+        privacy.add_argument("--dp-mode", choices=("central", "distributed"), default="central",
+                             help="who adds the DP noise: the server after summing (central, default: the server "
+                                  "sees each market's clipped update) or each market, a share of discrete Gaussian "
+                                  "noise before a secure sum (distributed: the server sees only the noised sum; "
+                                  "needs a fixed --dp-clip, no --dropout-rate, no --dp-noise-seed). Distributed "
+                                  "noise is drawn by the markets and cannot be redrawn: a killed run resumes and "
+                                  "completes, but not to the numbers of an uninterrupted one")
     privacy.add_argument("--secure-agg", action="store_true",
                          help="sum the codebook aggregation with TFF's secure sum (simulated protocol, documented "
                               "fixed bounds): the server sees only sums")
@@ -149,6 +157,7 @@ def _compare(args: argparse.Namespace) -> int:
                              dp_noise_multiplier=args.dp_noise_multiplier, dp_clip=args.dp_clip,
                              dp_delta=args.dp_delta, secure_agg=args.secure_agg, dp_noise_seed=args.dp_noise_seed,
                              clients_per_round=args.clients_per_round, dropout_rate=args.dropout_rate,
+                             dp_mode=args.dp_mode,
                              data_seed=args.data_seed, level1=args.level1, anchors=args.anchors,
                              anchor_weight=args.anchor_weight)
     result = api.compare(market_set, args.methods, args.backbones, config, seeds=seeds, out=args.out,
@@ -160,7 +169,7 @@ def _compare(args: argparse.Namespace) -> int:
         print("\n" + markdown_intervals(result.results, "auc"))
     for variant, privacy in result.privacy.items():
         if privacy.get("dp"):
-            print(f"DP ({variant} codes): epsilon = {privacy['epsilon']:.3g} at delta = {privacy['delta']:g} over "
+            print(f"DP ({variant} codes, {privacy['mode']} noise): epsilon = {privacy['epsilon']:.3g} at delta = {privacy['delta']:g} over "
                   f"{privacy['rounds']} rounds, per market; unit: {privacy['unit']}; noise: {privacy['noise']}")
     return 0
 
