@@ -94,6 +94,15 @@ def test_settings_distributed_dp_cannot_honour_are_one_line(flags, message, mark
     assert not (tmp_path / "run").exists()
 
 
+def test_the_flag_offers_the_modes_privacy_knows():
+    from tff_fedmm.cli import build_parser
+
+    for command in ("run", "compare"):
+        sub = build_parser()._subparsers._group_actions[0].choices[command]
+        (action,) = [a for a in sub._actions if a.dest == "dp_mode"]
+        assert tuple(action.choices) == dp.MODES and action.default == dp.CENTRAL
+
+
 def test_an_unknown_mode_is_refused_by_the_api_too():
     with pytest.raises(UsageError, match="--dp-mode: expected one of central, distributed"):
         dp.check_privacy(dp.PrivacyConfig(noise_multiplier=1.0, clip=0.3, mode="local"), "mean", 2)
