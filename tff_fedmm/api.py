@@ -36,8 +36,8 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
                 dp_noise_multiplier: float | None = None, dp_clip: float | None = None, dp_delta: float = 1e-5,
                 secure_agg: bool = False, dp_noise_seed: int | None = None, dp_ctr_clip: float | str | None = None,
                 dp_cf_clip: float | str | None = None, clients_per_round: int | None = None,
-                dropout_rate: float = 0.0, data_seed: int = 0, level1: str = "encoder", anchors: str = "none",
-                anchor_weight: float = 1.0, tuned: dict[str, dict[str, float]] | None = None):
+                dropout_rate: float = 0.0, dp_mode: str = "central", data_seed: int = 0, level1: str = "encoder",
+                anchors: str = "none", anchor_weight: float = 1.0, tuned: dict[str, dict[str, float]] | None = None):
     """A `CompareConfig` with every training seed set to `seed` (`compare(seeds=...)` overrides it) and the
     evaluation candidates drawn from `data_seed`; `rounds` bounds each federated stage's rounds and the
     Keras epochs (None keeps the defaults: 20).
@@ -46,7 +46,8 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
     aggregation of every method, with the L2 clips `dp_clip` (global codebook; None: adaptive),
     `dp_ctr_clip` (CTR shared variables) and `dp_cf_clip` (CF tower) — None keeps their defaults,
     "adaptive" adapts them; its noise is secret unless `dp_noise_seed` makes it reproducible (and so not
-    private); `secure_agg` sums the codebook aggregation (and DP sums) through TFF's secure sum. Participation in every federated stage (`federated.participation`):
+    private); `dp_mode="distributed"` has each market add its share of the noise before a secure sum
+    instead of the server after summing; `secure_agg` sums the codebook aggregation (and DP sums) through TFF's secure sum. Participation in every federated stage (`federated.participation`):
     `clients_per_round` markets sampled per round, each then absent with probability `dropout_rate`.
     `level1` chooses what level-1 codes are read from (`codes_stage.with_level1`). `anchors="public-items"`
     is anchored mode (`data.anchors`): the federated codebook stage pulls anchor items' level-1 latents
@@ -62,7 +63,7 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
 
     participation = Participation(clients_per_round, dropout_rate, seed)
     check_participation(participation)
-    privacy = PrivacyConfig(dp_noise_multiplier, dp_clip, dp_delta, secure_agg, dp_noise_seed)
+    privacy = PrivacyConfig(dp_noise_multiplier, dp_clip, dp_delta, secure_agg, dp_noise_seed, mode=dp_mode)
     for flag, name, clip in (("--dp-ctr-clip", "ctr_clip", dp_ctr_clip), ("--dp-cf-clip", "cf_clip", dp_cf_clip)):
         if clip is not None and not privacy.dp:
             raise UsageError(f"{flag}: only used with --dp-noise-multiplier (DP is off without it)")
@@ -140,7 +141,8 @@ def check_config(config, market_set: MarketSet) -> None:
     codes = config.codes
     if config.ctr.privacy != codes.privacy:
         raise ValueError("config.ctr.privacy differs from config.codes.privacy: one privacy setting covers a run")
-    check_privacy(codes.privacy, codes.codebook.rule, codes.participation.expected(len(market_set.names)))
+    check_privacy(codes.privacy, codes.codebook.rule, codes.participation.expected(len(market_set.names)),
+                  codes.participation.dropout_rate)
 
 
 def compare(market_set: MarketSet, methods: list[str], backbones: list[str], config=None, *,

@@ -23,6 +23,11 @@ built and lives only in the server state (the DP query's state) and the stage's 
 are deleted once the stage has finished (`checkpoints.StageCheckpoint.save_done`). Nothing in a finished
 run folder can regenerate it. `--dp-noise-seed N` makes the noise reproducible for research; the run
 folder then records that anyone who knows the run's settings can regenerate and subtract it.
+
+Where the noise is added (`--dp-mode`): `central` (default) as above, by the server after summing, so the
+server itself sees each market's clipped update (or with `--secure-agg` the exact sum); `distributed`
+(`federated.distributed_dp`): each market adds its share of discrete Gaussian noise before TFF's secure
+sum, so the server only sees a noised sum; ε is then the distributed discrete Gaussian's bound.
 """
 
 from __future__ import annotations
@@ -51,9 +56,13 @@ SECURE_VALUE_BOUND = 2.0**16
 SECURE_WEIGHT_BOUND = 2.0**24
 SECURE_DP_RECORD_BOUND = 2.0**8
 
+CENTRAL, DISTRIBUTED = "central", "distributed"
+MODES = (CENTRAL, DISTRIBUTED)
 NOISE_SECRET = "secret: seeded from OS entropy, deleted with the stage's round checkpoints"
 NOISE_REPRODUCIBLE = ("reproducible (--dp-noise-seed): anyone who knows the run's settings can regenerate and "
                       "subtract it, so the reported epsilon does not hold against them")
+NOISE_DISTRIBUTED = ("distributed: each market adds a discrete Gaussian share from its own randomness before the "
+                     "secure sum; no seed of the run can regenerate it")
 
 
 @dataclass(frozen=True)
@@ -68,14 +77,19 @@ class PrivacyConfig:
     # FedMM's CTR updates, about the median of the CF tower's (where TFF's adaptive clipping aims).
     ctr_clip: float | None = 0.5
     cf_clip: float | None = 2.0
+    mode: str = CENTRAL  # where the noise is added: by the server (central) or by each market (distributed)
 
     @property
     def dp(self) -> bool:
         return self.noise_multiplier is not None
 
 
-def check_privacy(privacy: PrivacyConfig, rule: str, markets_per_round: float) -> None:
+def check_privacy(privacy: PrivacyConfig, rule: str, markets_per_round: float, dropout_rate: float = 0.0) -> None:
     """Raises `UsageError`, naming the flag, for DP settings the mechanism cannot honour."""
+    if privacy.mode not in MODES:
+        raise UsageError(f"--dp-mode: expected one of {', '.join(MODES)}, got {privacy.mode!r}")
+    if privacy.mode == DISTRIBUTED:
+        _check_distributed(privacy, dropout_rate)
     if not privacy.dp:
         for flag, value in (("--dp-clip", privacy.clip), ("--dp-noise-seed", privacy.noise_seed)):
             if value is not None:
@@ -101,6 +115,23 @@ def check_privacy(privacy: PrivacyConfig, rule: str, markets_per_round: float) -
                              f"give a fixed {flag} instead")
 
 
+def _check_distributed(privacy: PrivacyConfig, dropout_rate: float) -> None:
+    """What distributed DP (`federated.distributed_dp`) cannot honour."""
+    if not privacy.dp:
+        raise UsageError("--dp-mode distributed: needs --dp-noise-multiplier and --dp-clip (DP is off without them)")
+    if privacy.noise_seed is not None:
+        raise UsageError("--dp-noise-seed: not with --dp-mode distributed (each market draws its own noise share; "
+                         "no seed of the run can make it reproducible)")
+    for flag, clip in (("--dp-clip", privacy.clip), ("--dp-ctr-clip", privacy.ctr_clip),
+                       ("--dp-cf-clip", privacy.cf_clip)):
+        if clip is None:
+            raise UsageError(f"{flag} adaptive: not with --dp-mode distributed; give a fixed {flag} (the "
+                             "epsilon of distributed DP is computed for a fixed clip)")
+    if dropout_rate > 0:
+        raise UsageError("--dropout-rate: not with --dp-mode distributed (every market of a round adds its share "
+                         "of the noise; with markets absent the sum carries less noise than epsilon assumes)")
+
+
 def noise_seed(privacy: PrivacyConfig, training_seed: int, stage: str) -> int:
     """The seed of `stage`'s DP noise: 62 bits of OS entropy nobody else can redraw, or, with
     `--dp-noise-seed`, one derived from it, the stage and the training seed (each stage and seed of a run
@@ -119,7 +150,7 @@ def codebook_aggregator(rule: str, privacy: PrivacyConfig, markets_per_round: fl
     from tff_fedmm.federated.codebook_aggregator import GlobalCodebookFactory
 
     secure = tff.aggregators.SecureSumFactory
-    if privacy.secure_agg:
+    if privacy.secure_agg or privacy.mode == DISTRIBUTED:
         _quiet_unused_assert_warnings()
     if privacy.dp:
         check_privacy(privacy, rule, markets_per_round)
@@ -138,8 +169,14 @@ def dp_mean_factory(privacy: PrivacyConfig, clip: float | None, markets_per_roun
                     seed: int) -> tff.aggregators.UnweightedAggregationFactory:
     """The DP mean of one stage's shared update, the one place every DP aggregation of a run is built:
     each market's update clipped to L2 norm `clip` (None: adaptive), summed (securely with `--secure-agg`),
-    Gaussian noise of `privacy.noise_multiplier` x clip seeded by `seed`, divided by `markets_per_round`."""
+    Gaussian noise of `privacy.noise_multiplier` x clip seeded by `seed`, divided by `markets_per_round`.
+    With `--dp-mode distributed` the markets add the noise themselves (`distributed_dp`; `seed` unused)."""
     import tensorflow_federated as tff
+
+    if privacy.mode == DISTRIBUTED:
+        from tff_fedmm.federated.distributed_dp import DistributedDpMeanFactory
+
+        return DistributedDpMeanFactory(privacy.noise_multiplier, round(markets_per_round), clip)
 
     from tff_fedmm.federated import dp_noise
 
@@ -157,14 +194,19 @@ class _UnusedAssertFilter(logging.Filter):
 def _quiet_unused_assert_warnings() -> None:
     """TFF 0.87's secure sum builds an `assert_less_equal` whose op nothing in its graph reads, and
     TensorFlow's `tf_should_use` logs a 20-line "Object was never used" error for it at every trace,
-    on every run with `--secure-agg`. It says nothing about the run; drop just that message."""
+    on every run with `--secure-agg` or `--dp-mode distributed`. It says nothing about the run; drop just that message."""
     logger = logging.getLogger("tensorflow")
     if not any(isinstance(f, _UnusedAssertFilter) for f in logger.filters):
         logger.addFilter(_UnusedAssertFilter())
 
 
 def round_event(aggregator_state) -> dp_accounting.DpEvent:
-    """The `DpEvent` the DP aggregator recorded in the server state for its last round."""
+    """The `DpEvent` the DP aggregator recorded in the server state for its last round (for distributed DP,
+    the bound `distributed_dp.round_event` computes from the state)."""
     from tensorflow_federated.python.aggregators.differential_privacy import extract_dp_event_from_state
 
+    from tff_fedmm.federated import distributed_dp
+
+    if distributed_dp.is_state(aggregator_state):
+        return distributed_dp.round_event(aggregator_state)
     return extract_dp_event_from_state(aggregator_state)

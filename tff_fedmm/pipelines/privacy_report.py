@@ -58,7 +58,9 @@ def section(privacy: dp.PrivacyConfig, per_seed: Sequence[SeedCharges], methods:
     out.update(noise_multiplier=privacy.noise_multiplier, delta=privacy.delta, unit=accounting.UNITS[accounting.MARKET],
                clips={stage: "adaptive" if clip is None else clip for stage, clip in
                       (("codebook", privacy.clip), ("ctr", privacy.ctr_clip), ("cf_tower", privacy.cf_clip))},
-               noise=dp.NOISE_SECRET if privacy.noise_seed is None else dp.NOISE_REPRODUCIBLE,
+               mode=privacy.mode,
+               noise=(dp.NOISE_DISTRIBUTED if privacy.mode == dp.DISTRIBUTED else
+                      dp.NOISE_SECRET if privacy.noise_seed is None else dp.NOISE_REPRODUCIBLE),
                per=("epsilon: one training of the method (one seed, one backbone), every stage it ran, every "
                     "round a market took part in; the largest over the run's trainings. epsilon_all_trainings: "
                     "every training of the method in this run composed"),
