@@ -35,7 +35,8 @@ CHECKPOINT_FORMAT = "2"
 def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "mean", cf_tower: bool = False, *,
                 dp_noise_multiplier: float | None = None, dp_clip: float | None = None, dp_delta: float = 1e-5,
                 secure_agg: bool = False, dp_noise_seed: int | None = None, clients_per_round: int | None = None,
-                dropout_rate: float = 0.0, dp_mode: str = "central", data_seed: int = 0, level1: str = "encoder", anchors: str = "none",
+                dropout_rate: float = 0.0, dp_mode: str = "central", data_seed: int = 0, level1: str = "encoder",
+                anchors: str = "none",
                 anchor_weight: float = 1.0, tuned: dict[str, dict[str, float]] | None = None):
     """A `CompareConfig` with every training seed set to `seed` (`compare(seeds=...)` overrides it) and the
     evaluation candidates drawn from `data_seed`; `rounds` bounds each federated stage's rounds and the

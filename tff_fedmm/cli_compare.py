@@ -169,7 +169,8 @@ def _compare(args: argparse.Namespace) -> int:
         print("\n" + markdown_intervals(result.results, "auc"))
     for variant, privacy in result.privacy.items():
         if privacy.get("dp"):
-            print(f"DP ({variant} codes, {privacy['mode']} noise): epsilon = {privacy['epsilon']:.3g} at delta = {privacy['delta']:g} over "
+            print(f"DP ({variant} codes, {privacy['mode']} noise): epsilon = {privacy['epsilon']:.3g} at "
+                  f"delta = {privacy['delta']:g} over "
                   f"{privacy['rounds']} rounds, per market; unit: {privacy['unit']}; noise: {privacy['noise']}")
     return 0
 
