@@ -194,7 +194,8 @@ class _UnusedAssertFilter(logging.Filter):
 def _quiet_unused_assert_warnings() -> None:
     """TFF 0.87's secure sum builds an `assert_less_equal` whose op nothing in its graph reads, and
     TensorFlow's `tf_should_use` logs a 20-line "Object was never used" error for it at every trace,
-    on every run with `--secure-agg` or `--dp-mode distributed`. It says nothing about the run; drop just that message."""
+    on every run with `--secure-agg` or `--dp-mode distributed`. It says nothing about the run; drop just
+    that message."""
     logger = logging.getLogger("tensorflow")
     if not any(isinstance(f, _UnusedAssertFilter) for f in logger.filters):
         logger.addFilter(_UnusedAssertFilter())
