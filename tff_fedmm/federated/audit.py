@@ -275,21 +275,23 @@ def audit_codebook_process(process, rule: str, k_global: int, latent_dim: int, s
     return crossings
 
 
-def shared_weight_types(model) -> list[tff.TensorType]:
-    """The tensor types of the model's `shared_*` trainable weights, in the processes' order."""
+def shared_weight_types(model, secure: bool = False) -> list[tff.TensorType]:
+    """The tensor types of the model's `shared_*` trainable weights, in the processes' order; with `secure`
+    (a DP mean whose clipped records are summed securely), quantized to int64 as TFF's secure sum sends them."""
     from tff_fedmm.federated.partial_fedavg import shared_weights
 
-    return [tff.TensorType(np.dtype(w.dtype.as_numpy_dtype), list(w.shape)) for w in shared_weights(model)]
+    types = [tff.TensorType(np.dtype(w.dtype.as_numpy_dtype), list(w.shape)) for w in shared_weights(model)]
+    return [tff.TensorType(np.int64, t.shape) for t in types] if secure else types
 
 
-def shared_weights_allowed(model) -> TypePredicate:
+def shared_weights_allowed(model, secure: bool = False) -> TypePredicate:
     """Partial FedAvg: a scalar, or a leaf with the dtype and shape of one of the `shared_*` weights."""
-    shared = {_key(t) for t in shared_weight_types(model)}
+    shared = {_key(t) for t in shared_weight_types(model, secure)}
     return lambda t: is_scalar(t) or _key(t) in shared
 
 
-def audit_partial_fedavg_process(process, model) -> list[Crossing]:
+def audit_partial_fedavg_process(process, model, secure: bool = False) -> list[Crossing]:
     """Only scalars and shared weights cross, and the shared weights cross exactly once each."""
-    crossings = assert_only_allowed(process.next, shared_weights_allowed(model))
-    assert_nonscalar_leaves_equal(crossings, shared_weight_types(model))
+    crossings = assert_only_allowed(process.next, shared_weights_allowed(model, secure))
+    assert_nonscalar_leaves_equal(crossings, shared_weight_types(model, secure))
     return crossings

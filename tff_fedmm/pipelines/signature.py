@@ -65,7 +65,8 @@ SIGNATURE_MARKETS = 5  # markets per round assumed by a DP mean's denominator (i
 def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None, anchors: int = 0) -> tuple[str, bool]:
     """Builds (never runs) both processes; returns their `describe` text and whether both audits pass.
     `privacy` (a `PrivacyConfig`) wraps the aggregations as `--dp-*`/`--secure-agg` do in a run: the
-    codebook's with DP and secure sums, the CTR's with DP (the DP state — clip, noise seed, `DpEvent` — then
+    codebook's with DP and secure sums, the CTR's with DP (its clipped records summed securely with
+    `--secure-agg`; the DP state — clip, noise seed, `DpEvent` — then
     shows in the server state of `next`'s signature, and the loss sums no longer cross).
     `anchors` > 0 builds the codebook process in anchored mode with that many anchor slots."""
     import functools
@@ -102,8 +103,10 @@ def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None,
          lambda title: codebook_manifest(config, title)),
         (f"federated CTR process (partial FedAvg, backbone={backbone}, "
          + ", ".join(f"{k}={v}" for k, v in sizes.items())
-         + (f", DP z={privacy.noise_multiplier} clip={privacy.ctr_clip or 'adaptive'}" if privacy.dp else "") + ")",
-         ctr, shared_weights_allowed(model), lambda: audit_partial_fedavg_process(ctr, model),
+         + (f", DP z={privacy.noise_multiplier} clip={privacy.ctr_clip or 'adaptive'}" if privacy.dp else "")
+         + (", secure sum" if secure and privacy.dp else "") + ")",
+         ctr, shared_weights_allowed(model, secure and privacy.dp),
+         lambda: audit_partial_fedavg_process(ctr, model, secure and privacy.dp),
          lambda title: partial_fedavg_manifest(model, title)),
     ]
     for title, process, allowed, audit, manifest in checks:
