@@ -20,11 +20,13 @@ options, datasets and seeds), every market taking part in every round, and this 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from tff_fedmm.federated import privacy as dp
+from tff_fedmm.federated import privacy_attack as pa
 from tff_fedmm.pipelines.codes_stage import CodesConfig
 
 
@@ -78,3 +80,44 @@ def record_trace(inputs: dict[str, np.ndarray], config: CodesConfig, record_mark
     return AttackTrace(codebooks=np.stack(codebooks),
                        market_updates={n: np.stack(u) for n, u in updates.items()} if plain is not None else None,
                        weights={n: float(len(inputs[n])) for n in names}, row_codes=row_codes, epsilon=epsilon)
+
+
+@dataclass(frozen=True)
+class Protection:
+    """One row of the attack table: a name and the privacy options of the codebook stage."""
+
+    name: str
+    privacy: dp.PrivacyConfig
+
+    @property
+    def view(self) -> str:
+        """What the server receives under this protection (`privacy_attack.VIEWS`)."""
+        return pa.view_kind(self.privacy.dp, self.privacy.secure_agg, distributed=False)
+
+
+def protections(noise: list[float], clip: float, delta: float, secure_noise: list[float]) -> list[Protection]:
+    """No protection, secure summation, central DP at each of `noise` (fixed L2 `clip`), and central DP
+    with secure summation at each of `secure_noise`. DP noise is reproducible (`noise_seed`): the table
+    can be regenerated, and secret noise has the same law."""
+    def central(z: float, secure: bool) -> Protection:
+        return Protection(f"central DP z={z:g}" + (" + secure agg" if secure else ""),
+                          dp.PrivacyConfig(noise_multiplier=z, clip=clip, delta=delta, secure_agg=secure, noise_seed=0))
+
+    return [Protection("none", dp.PrivacyConfig()), Protection("secure agg", dp.PrivacyConfig(secure_agg=True)),
+            *(central(z, False) for z in noise), *(central(z, True) for z in secure_noise)]
+
+
+def measure(inputs: dict[str, np.ndarray], config: CodesConfig, protection: Protection) -> dict:
+    """Both adversaries against every market of one run of the codebook stage under `protection`: the
+    means over target markets of their recovery rates and AUCs, of the chance rate, and the largest
+    chance standard deviation of one target (a bound on that of the mean)."""
+    started = time.monotonic()
+    run = replace(config, privacy=protection.privacy)
+    trace = record_trace(inputs, run, record_markets=protection.view != pa.RELEASED_SUM)
+    rows = pa.attack_targets(trace.codebooks, trace.market_updates, trace.row_codes, protection.view,
+                             protection.privacy.clip)
+    mean = {key: float(np.mean([r[key] for r in rows]))
+            for key in ("recovery_a", "auc_a", "recovery_b", "auc_b", "chance", "codes")}
+    return {"protection": protection.name, "noise_multiplier": protection.privacy.noise_multiplier or 0.0,
+            "epsilon": float("inf") if trace.epsilon is None else trace.epsilon, "server_view": protection.view,
+            **mean, "chance_std": max(r["chance_std"] for r in rows), "seconds": round(time.monotonic() - started, 1)}
