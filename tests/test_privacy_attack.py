@@ -1,0 +1,97 @@
+"""The privacy attacks: pure scoring functions, and a small real codebook stage attacked under protections.
+
+Tolerance at chance: a guess that knows nothing names |T| of K codes at random, so one target's
+recovery rate is hypergeometric with standard deviation `chance_std`; the mean over targets spreads
+no more than one target does. Within 3 of those standard deviations is "at chance", more than 3 above
+is "better than chance" (each fails about 0.1% of the time for an uninformed guess, under a normal
+approximation; the runs are seeded, so a given run passes or fails every time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from tff_fedmm.federated import privacy as dp
+from tff_fedmm.federated import privacy_attack as pa
+
+
+def test_recovery_rate_and_auc_at_the_extremes():
+    truth = np.array([1, 3])
+    perfect = np.array([0.0, 5.0, 0.0, 4.0, 0.0])
+    assert pa.recovery_rate(perfect, truth) == 1.0 and pa.auc(perfect, truth) == 1.0
+    assert pa.recovery_rate(-perfect, truth) == 0.0 and pa.auc(-perfect, truth) == 0.0
+    assert pa.auc(np.zeros(5), truth) == 0.5
+    assert pa.chance_rate(5, 2) == 0.4
+
+
+def test_chance_std_matches_random_guesses():
+    rng = np.random.default_rng(0)
+    truth = np.arange(20)
+    rates = [pa.recovery_rate(rng.random(64), truth) for _ in range(4000)]
+    assert np.mean(rates) == pytest.approx(pa.chance_rate(64, 20), abs=0.01)
+    assert np.std(rates) == pytest.approx(pa.chance_std(64, 20), rel=0.1)
+
+
+def test_server_views():
+    updates = {"a": np.full((2, 3, 2), 1.0), "b": np.full((2, 3, 2), -2.0)}
+    codebooks = np.cumsum(np.ones((3, 3, 2)), axis=0)
+    assert np.array_equal(pa.server_view(pa.PER_MARKET, "a", updates, codebooks, None), updates["a"])
+    clipped = pa.server_view(pa.PER_MARKET, "b", updates, codebooks, 0.5)
+    assert np.linalg.norm(clipped[0]) == pytest.approx(0.5)
+    total = pa.server_view(pa.CLIPPED_SUM, "a", updates, codebooks, 0.5)
+    assert np.allclose(total, 0.0)  # equal and opposite once clipped to one norm
+    assert np.array_equal(pa.server_view(pa.RELEASED_SUM, "a", None, codebooks, None), np.ones((2, 3, 2)))
+    assert pa.view_kind(dp=False, secure_agg=False, distributed=False) == pa.PER_MARKET
+    assert pa.view_kind(dp=True, secure_agg=True, distributed=False) == pa.CLIPPED_SUM
+    assert pa.view_kind(dp=False, secure_agg=True, distributed=False) == pa.RELEASED_SUM
+
+
+@pytest.fixture(scope="module")
+def small_stage(tff_context):
+    from tff_fedmm.data.markets import load_markets
+    from tff_fedmm.data.synthetic import SyntheticConfig
+    from tff_fedmm.models.cf import CFConfig
+    from tff_fedmm.pipelines.codes_stage import CodesConfig, cf_inputs
+
+    markets = load_markets("synthetic", None, SyntheticConfig(num_markets=3, users_per_market=60, items_per_market=50))
+    config = CodesConfig(cf=CFConfig(epochs=1), rounds=1)
+    return cf_inputs(markets, config.cf), config
+
+
+def _attack(inputs, config, protection) -> tuple[dict, object]:
+    from tff_fedmm.pipelines.attack_trace import record_trace
+
+    trace = record_trace(inputs, replace(config, privacy=protection.privacy),
+                         record_markets=protection.view != pa.RELEASED_SUM)
+    rows = pa.attack_targets(trace.codebooks, trace.market_updates, trace.row_codes, protection.view,
+                             protection.privacy.clip)
+    mean = {key: float(np.mean([r[key] for r in rows])) for key in ("recovery_a", "recovery_b", "chance")}
+    return {**mean, "tolerance": 3 * max(r["chance_std"] for r in rows)}, trace
+
+
+def test_without_protection_both_adversaries_beat_chance(small_stage):
+    from tff_fedmm.pipelines.attack_trace import Protection
+
+    inputs, config = small_stage
+    result, trace = _attack(inputs, config, Protection("none", dp.PrivacyConfig()))
+    # The recomputed per-market updates are what the joint round averaged (weights: RQ-VAE rows).
+    total = sum(trace.weights.values())
+    mixed = sum(w * trace.market_updates[n] for n, w in trace.weights.items()) / total
+    assert np.allclose(mixed, np.diff(trace.codebooks, axis=0), atol=1e-5)
+    assert result["recovery_a"] > result["chance"] + result["tolerance"]
+    assert result["recovery_b"] > result["chance"] + result["tolerance"]
+
+
+def test_low_epsilon_brings_the_public_to_chance_but_not_the_server_of_central_dp(small_stage):
+    from tff_fedmm.pipelines.attack_trace import Protection
+
+    inputs, config = small_stage
+    privacy = dp.PrivacyConfig(noise_multiplier=30.0, clip=0.3, noise_seed=0)
+    result, trace = _attack(inputs, config, Protection("central", privacy))
+    assert trace.epsilon < 0.5
+    assert abs(result["recovery_a"] - result["chance"]) <= result["tolerance"]
+    # Central DP adds its noise after the server has seen each market's clipped update.
+    assert result["recovery_b"] > result["chance"] + result["tolerance"]
