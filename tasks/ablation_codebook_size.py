@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from dataclasses import replace
 
-from tff_fedmm.cli import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
+from tff_fedmm.cli_args import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 from tff_fedmm.errors import UsageError
+from tff_fedmm.eval.validation import selected_rounds
 from tff_fedmm.pipelines.compare_names import BACKBONES
 
 COLUMNS = ["k_global", "k_local", "backbone", "selected_rounds", "rounds_run", "valid_auc", "valid_logloss",
@@ -67,8 +67,7 @@ def config_for(seed: int, rounds: int | None, k_global: int, k_local: int, data_
 def validation_row(history, codebooks) -> dict:
     """Validation metrics of one `fedmm` run from its `compare` history: every market at its selected
     round (its first round with the lowest validation LogLoss), then the mean over markets."""
-    ordered = history.sort_values(["market", "round"], kind="stable")
-    best = ordered.loc[ordered.groupby("market", sort=False)["valid_logloss"].idxmin()]  # first minimum
+    best = selected_rounds(history, by=[])
     row = {"selected_rounds": ";".join(f"{m}:{int(r)}" for m, r in zip(best["market"], best["round"])),
            "rounds_run": int(history["round"].max()),
            "valid_auc": float(best["valid_auc"].mean()), "valid_logloss": float(best["valid_logloss"].mean())}
@@ -111,7 +110,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as `fedmm` does (tff_fedmm.cli.main)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="ablation: %(levelname)s: %(message)s")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     sys.exit(main())

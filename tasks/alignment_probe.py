@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 
-from tff_fedmm.cli import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
+from tff_fedmm.cli_args import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 from tff_fedmm.errors import UsageError
 
 
@@ -70,7 +70,8 @@ def _run(args) -> int:
     from tff_fedmm.data.descriptors import entity_descriptors
     from tff_fedmm.eval.alignment import pairwise_alignment
     from tff_fedmm.federated.context import install_execution_context
-    from tff_fedmm.models.cf import CFConfig, embedding_tables, rqvae_input_dim, rqvae_inputs, train_cf
+    from tff_fedmm.models.cf import CFConfig, embedding_tables, rqvae_input_dim, rqvae_inputs
+    from tff_fedmm.training.cf import train_cf
     from tff_fedmm.pipelines.codes_stage import CodesConfig, learn_codes
 
     variants = _variants(args.variants)

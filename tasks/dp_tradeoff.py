@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 
-from tff_fedmm.cli import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
+from tff_fedmm.cli_args import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 from tff_fedmm.errors import UsageError
 from tff_fedmm.pipelines.compare_names import BACKBONES
 
@@ -71,9 +70,10 @@ def markdown(table) -> str:
 def _compare_in_fresh_process(args: argparse.Namespace, z: float | None, folder):
     """`fedmm compare --methods fedmm ...` in its own process, its run folder read back.
 
-    One process per noise level, because a FedMM result depends on what else ran earlier in the same
-    process (measured: `fedmm-global-only,fedmm` and `fedmm` alone give different FedMM codes, cause not
-    yet found, BUILD_NOTES); levels run in one process would confound noise with position.
+    One process per noise level, so that each level's result is exactly what `fedmm compare` gives alone:
+    a FedMM result once depended on what ran before it in the same process (TensorFlow's global seed
+    entered the codebook stage's shuffles; fixed in `codes_stage`, see BUILD_NOTES "Fixed: a FedMM result
+    depended on what ran before it"), and separate processes keep any such coupling out of the table.
     """
     import subprocess
 
@@ -133,7 +133,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as `fedmm` does (tff_fedmm.cli.main)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="dp_tradeoff: %(levelname)s: %(message)s")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     sys.exit(main())

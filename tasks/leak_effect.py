@@ -19,7 +19,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tff_fedmm.cli import Parser, add_data_arguments, exit_at_once_on_ctrl_c, load_market_set, run_guarded
+from tff_fedmm.cli_args import Parser, add_data_arguments, exit_at_once_on_ctrl_c, load_market_set, run_guarded
 
 METRICS = ("auc", "ndcg@10", "ndcg@10_full")
 

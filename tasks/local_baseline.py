@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tff_fedmm.cli import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
+from tff_fedmm.cli_args import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 from tff_fedmm.errors import UsageError
 
 

@@ -34,15 +34,15 @@ def source_digest(nb) -> str:
 
 @contextlib.contextmanager
 def kernelspec() -> Iterator[None]:
-    """JUPYTER_PATH (and TF's log level) pointing at a kernelspec of this interpreter, while in the block."""
+    """JUPYTER_PATH pointing at a kernelspec of this interpreter, while in the block."""
     with tempfile.TemporaryDirectory() as root:
         spec_dir = Path(root) / "kernels" / KERNEL
         spec_dir.mkdir(parents=True)
         spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                "display_name": "tff_fedmm venv", "language": "python", "env": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
+                "display_name": "tff_fedmm venv", "language": "python"}
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
-        saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "TF_CPP_MIN_LOG_LEVEL")}
-        os.environ.update(JUPYTER_PATH=root, TF_CPP_MIN_LOG_LEVEL="2")
+        saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH",)}
+        os.environ.update(JUPYTER_PATH=root)
         try:
             yield
         finally:

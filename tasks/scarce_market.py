@@ -26,7 +26,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tff_fedmm.cli import Parser, add_data_arguments, load_market_set, run_guarded
+from tff_fedmm.cli_args import Parser, add_data_arguments, load_market_set, run_guarded
 from tff_fedmm.cli_compare import seed_list
 
 METRICS = ["auc", "auc_held_out", "logloss", "ndcg@10_full", "hr@10_full"]

@@ -17,7 +17,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tff_fedmm.cli import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
+from tff_fedmm.cli_args import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 
 BASELINES = "local,fedper,centralized"
 VARIANTS = {
@@ -52,7 +52,7 @@ def _run(args) -> int:
 
     from tff_fedmm import api
     from tff_fedmm.errors import UsageError
-    from tune_fedmm import validation_summary  # same criterion as FedMM's tuning (tasks/ is on sys.path)
+    from tff_fedmm.eval.validation import validation_summary
 
     variants, methods, backbones = args.variants.split(","), args.methods.split(","), args.backbones.split(",")
     if any(v not in VARIANTS for v in variants):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 
-from tff_fedmm.cli import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
+from tff_fedmm.cli_args import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 from tff_fedmm.errors import UsageError
 
 VARIANTS = {
@@ -33,7 +33,8 @@ def _run(args) -> int:
     import pandas as pd
 
     from tff_fedmm.eval.evaluate import evaluate_market
-    from tff_fedmm.models.cf import CFConfig, train_cf
+    from tff_fedmm.models.cf import CFConfig
+    from tff_fedmm.training.cf import train_cf
 
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]

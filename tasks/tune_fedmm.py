@@ -15,7 +15,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tff_fedmm.cli import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
+from tff_fedmm.cli_args import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 
 VARIANTS = {
     "usage+share-all": dict(rule="usage", share_interaction=True),
@@ -46,17 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     return run_guarded(lambda: _run(parser.parse_args(argv)))
 
 
-def validation_summary(history):
-    """Per method × backbone: mean over markets of (best valid LogLoss, valid AUC at that round)."""
-    best = history.loc[history.groupby(["method", "backbone", "market"]).valid_logloss.idxmin()]
-    return best.groupby(["method", "backbone"], sort=False)[["valid_logloss", "valid_auc"]].mean()
-
-
 def _run(args) -> int:
     import pandas as pd
 
     from tff_fedmm import api
     from tff_fedmm.errors import UsageError
+    from tff_fedmm.eval.validation import validation_summary
 
     variants = args.variants.split(",")
     if any(v not in VARIANTS for v in variants):

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from tff_fedmm import cli
-from tff_fedmm.cli import Parser, run_guarded
+from tff_fedmm.cli_args import Parser, run_guarded
 from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "xmarket-electronics"

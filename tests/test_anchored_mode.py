@@ -143,7 +143,7 @@ def test_the_pull_brings_anchor_latents_of_two_markets_together():
         for r in range(6):
             data = [rqvae_dataset(x, batch_size=20, seed=r, slots=slots) for x in xs]
             server, clients, _ = process.next(server, clients, data)
-        from tff_fedmm.models import rqvae_training as rt
+        from tff_fedmm.training import rqvae as rt
         from tff_fedmm.models.rqvae import build_rqvae
 
         latents = []

@@ -23,7 +23,7 @@ from tff_fedmm.federated.audit_identity import IdentityAuditError, audit_process
 from tff_fedmm.federated.codebook_process import CodebookStageConfig, build_codebook_process  # noqa: E402
 from tff_fedmm.federated.partial_fedavg import build_partial_fedavg_process  # noqa: E402
 from tff_fedmm.federated.privacy import PrivacyConfig, codebook_aggregator  # noqa: E402
-from tff_fedmm.models import rqvae_training as rt  # noqa: E402
+from tff_fedmm.training import rqvae as rt  # noqa: E402
 from tff_fedmm.models.ctr import BACKBONES, build_ctr_model  # noqa: E402
 from tff_fedmm.models.rqvae import LOCAL_CODEBOOK, RQVAEConfig, build_rqvae  # noqa: E402
 
@@ -90,7 +90,7 @@ def test_partial_fedavg_passes_and_names_every_shared_variable(backbone):
 
 
 def test_fedavg_names_every_variable_it_shares():
-    from tff_fedmm.models.ctr_training import CTRTrainConfig
+    from tff_fedmm.training.ctr import CTRTrainConfig
     from tff_fedmm.pipelines.ctr_stage import build_fedavg_process, tff_model_fn
 
     model_fn = functools.partial(build_ctr_model, "deepfm", **{**CTR, "k_global": 0, "k_local": 0})

@@ -90,7 +90,7 @@ def test_partial_fedavg_upload_is_shared_weights_weight_and_metrics():
     pytest.importorskip("tensorflow_federated")
     from tff_fedmm.bench.upload import upload_bytes
     from tff_fedmm.federated.partial_fedavg import build_partial_fedavg_process
-    from tff_fedmm.federated.signature import ctr_element_spec
+    from tff_fedmm.pipelines.signature import ctr_element_spec
 
     process = build_partial_fedavg_process(_tiny_model_fn, ctr_element_spec(3, 2))
     # Shared: user and item global-code embeddings 3x4 each, and their 3x1 first-order terms = 30 floats.
@@ -139,6 +139,12 @@ LINE_PATTERNS = {
                         r"keras_fit (?P<b>\S+); per cpu s: federated (?P<c>\S+), keras_fit (?P<d>\S+), "
                         r"ratio (?P<e>\S+);",
     "upload": r"^upload_bytes_per_market_per_round fedmm = (?P<a>\d+) fedavg = (?P<b>\d+) ratio = (?P<v>\S+) ",
+    "upload ids=1000": r"^upload_bytes_per_market_per_round ids=1000 fedmm = (?P<a>\d+) fedavg = (?P<b>\d+) "
+                       r"ratio = (?P<v>\S+)$",
+    "upload ids=10000": r"^upload_bytes_per_market_per_round ids=10000 fedmm = (?P<a>\d+) fedavg = (?P<b>\d+) "
+                        r"ratio = (?P<v>\S+)$",
+    "upload ids=100000": r"^upload_bytes_per_market_per_round ids=100000 fedmm = (?P<a>\d+) fedavg = (?P<b>\d+) "
+                         r"ratio = (?P<v>\S+)$",
     "scaling": r"^scaling markets=2,3 seconds_per_round = (?P<a>[^,]+),(?P<b>\S+) \(least squares "
                r"(?P<v>\S+) s/market .*; cpu s per round, python\+worker (?P<c>[^,]+),(?P<d>[^:]+): ",
     "memory peak": r"^memory peak_rss_mb python=(?P<a>\S+) worker=(?P<b>\S+) ",
@@ -164,3 +170,9 @@ def test_a_quick_bench_prints_every_figure_with_finite_values(tff_context):
         assert all(v > 0 for k, v in values.items() if name != "scaling" or k != "v"), (name, values)
     up = result.upload
     assert up.fedmm == up.codebook + up.fedmm_ctr and up.ratio == pytest.approx(up.fedavg_ctr / up.fedmm)
+    # FedMM's upload does not depend on the vocabulary; FedAvg's grows by the same bytes per added ID.
+    by_ids = result.upload_by_ids
+    assert sorted(by_ids) == [1_000, 10_000, 100_000]
+    assert {u.fedmm for u in by_ids.values()} == {up.fedmm}
+    grow_small = by_ids[10_000].fedavg_ctr - by_ids[1_000].fedavg_ctr
+    assert grow_small > 0 and by_ids[100_000].fedavg_ctr - by_ids[10_000].fedavg_ctr == 10 * grow_small

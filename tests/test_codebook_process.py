@@ -16,7 +16,7 @@ from tff_fedmm.federated.codebook_aggregator import (  # noqa: E402
 from tff_fedmm.federated.codebook_process import (  # noqa: E402
     CodebookStageConfig, build_codebook_process, initial_client_state, rqvae_dataset,
 )
-from tff_fedmm.models import rqvae_training as rt  # noqa: E402
+from tff_fedmm.training import rqvae as rt  # noqa: E402
 from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("tff_context")

@@ -21,7 +21,7 @@ from tff_fedmm.federated.codebook_process import CodebookStageConfig, build_code
 from tff_fedmm.federated.partial_fedavg import (  # noqa: E402
     build_partial_fedavg_process, private_weights, shared_weights,
 )
-from tff_fedmm.models import rqvae_training as rt  # noqa: E402
+from tff_fedmm.training import rqvae as rt  # noqa: E402
 from tff_fedmm.models.ctr import BACKBONES, build_ctr_model  # noqa: E402
 from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae  # noqa: E402
 

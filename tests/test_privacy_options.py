@@ -26,7 +26,7 @@ from tff_fedmm.federated.codebook_process import (  # noqa: E402
     CodebookStageConfig, build_codebook_process, initial_client_state, rqvae_dataset,
 )
 from tff_fedmm.federated.participation import Participation, run_present  # noqa: E402
-from tff_fedmm.models import rqvae_training as rt  # noqa: E402
+from tff_fedmm.training import rqvae as rt  # noqa: E402
 from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae  # noqa: E402
 
 RQ = RQVAEConfig(input_dim=6, latent_dim=3, hidden=8, k_global=5, k_local=3, seed=0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tff_fedmm.models import rqvae_training as rt
+from tff_fedmm.training import rqvae as rt
 from tff_fedmm.models.rqvae import (
     GLOBAL_CODEBOOK, LOCAL_CODEBOOK, RQVAEConfig, build_rqvae, codebook_variable, nearest_code, rqvae_losses,
 )

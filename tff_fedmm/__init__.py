@@ -5,8 +5,13 @@ The Python API, for notebooks and scripts (the `fedmm` command uses the same fun
     from tff_fedmm import load_markets, make_config, compare, read_run
     from tff_fedmm import load_market_model, encode   # a finished run's exported models and codebooks
 
-Names are resolved lazily: `import tff_fedmm` does not import TensorFlow.
+Names are resolved lazily: `import tff_fedmm` does not import TensorFlow. It does keep TensorFlow's C++
+start-up noise off the terminal when TensorFlow is imported later (`tff_fedmm.quiet_tf`).
 """
+
+from tff_fedmm import quiet_tf
+
+quiet_tf.install()
 
 _EXPORTS = {
     "load_markets": "tff_fedmm.data.markets",

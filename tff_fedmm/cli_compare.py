@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from tff_fedmm.cli_args import add_data_arguments, load_market_set
 from tff_fedmm.errors import UsageError
 from tff_fedmm.pipelines.compare_names import ANCHORED_METHODS, BACKBONES, METHODS
 
@@ -17,7 +18,7 @@ def _comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def add_compare_commands(commands: argparse._SubParsersAction, add_data_arguments) -> None:
+def add_compare_commands(commands: argparse._SubParsersAction) -> None:
     compare = commands.add_parser("compare", help="run several methods on the same markets and compare them")
     add_data_arguments(compare)
     compare.add_argument("--methods", type=_comma_list, default=list(METHODS),
@@ -135,7 +136,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from tff_fedmm import api
-    from tff_fedmm.cli import load_market_set
 
     api.check_choices(args.methods, args.backbones, args.rounds)
     seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]

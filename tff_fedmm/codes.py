@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae
-from tff_fedmm.models import rqvae_training as rt
+from tff_fedmm.training import rqvae as rt
 
 
 FIELDS = ("user_global", "user_local", "item_global", "item_local", "errors")
@@ -30,7 +30,7 @@ class MarketCodes:
 @dataclass(frozen=True)
 class MarketQuantizer:
     """What turns a market's RQ-VAE input rows into codes: the private RQ-VAE weights (encoder, decoder,
-    local codebook; `rqvae_training.private_variables` order) and the level-1 codebook (the federated global
+    local codebook; `training.rqvae.private_variables` order) and the level-1 codebook (the federated global
     codebook, or the market's own in the private variants). Kept so a run can export it and `encode` new
     entities exactly as the run encoded its own."""
 

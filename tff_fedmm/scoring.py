@@ -126,7 +126,7 @@ def encode(run_dir: str | Path, market: str, embeddings: np.ndarray, *, entity: 
     from their CF embeddings (the width and space of `markets/<market>/codebooks/<method>/cf.npz`): the
     market's RQ-VAE encoder and codebooks, exactly as the run encoded its own entities."""
     from tff_fedmm.codes import MarketQuantizer, quantizer_model
-    from tff_fedmm.models import rqvae_training as rt
+    from tff_fedmm.training import rqvae as rt
     from tff_fedmm.models.cf import standardized_rows
     from tff_fedmm.models.rqvae import RQVAEConfig
 

@@ -6,6 +6,8 @@
     round_time_ratio codebook fedmm/fedavg = X   (codebook: the same RQ-VAE under both algorithms)
     throughput_ratio federated/keras_fit = X     (throughput: examples/s, same examples and model)
     upload_bytes_per_market_per_round fedmm = N fedavg = M ratio = M/N   (upload: from TFF types)
+    upload_bytes_per_market_per_round ids=1000|10000|100000 fedmm = N fedavg = M ratio = M/N
+                                                 (the same, both CTR models at N users + items per market)
     scaling markets=5,10,20,50 seconds_per_round = a,b,c,d (...)          (scaling: fixed-size markets)
     memory peak_rss_mb python=.. worker=..       (memory: 50 rounds of the real CTR pipeline)
     memory growth_mb_per_round python=.. worker=..
@@ -33,6 +35,7 @@ class BenchResult:
     codebook_seconds: dict[str, float] = field(default_factory=dict)
     throughput: object | None = None  # throughput.Throughput
     upload: object | None = None  # upload.Upload
+    upload_by_ids: dict = field(default_factory=dict)  # users + items per market -> upload.Upload
     scaling: object | None = None  # scaling.Scaling
     memory: object | None = None  # memory.Memory
 
@@ -97,6 +100,9 @@ def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> B
                                   fedmm_ctr=upload.upload_bytes(fedmm_ctr.process.next),
                                   fedavg_ctr=upload.upload_bytes(fedavg_ctr.process.next))
     say(upload.upload_line(result.upload))
+    for ids in upload.VOCABULARIES:
+        result.upload_by_ids[ids] = upload.upload_at_vocabulary(work, result.upload.codebook, ids)
+        say(upload.vocabulary_line(ids, result.upload_by_ids[ids]))
 
     if settings.scaling:
         result.scaling = scaling.measure_scaling(settings.scaling, settings.sizes, settings.backbone,

@@ -6,15 +6,14 @@ No TensorFlow at import: `cli.build_parser` imports this to register the flags.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 from tff_fedmm.bench.options import add_bench_arguments, settings_from_args
+from tff_fedmm.cli_args import add_data_arguments
 
 HELP = "FedMM vs TFF FedAvg and Keras: round time, throughput, upload bytes, scaling, memory"
 
 
-def add_bench_command(commands: argparse._SubParsersAction,
-                      add_data_arguments: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_bench_command(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help=HELP)
     add_data_arguments(bench)
     add_bench_arguments(bench)

@@ -54,7 +54,7 @@ def quick_settings(**overrides) -> BenchSettings:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags after the data flags (`cli.add_data_arguments`, added by the caller)."""
+    """Flags after the data flags (`cli_args.add_data_arguments`, added by `bench.command`)."""
     parser.add_argument("--backbone", default="deepfm", help="CTR backbone: deepfm (default) or dcnv2")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the benchmark's models, workloads and generated markets (default 0)")

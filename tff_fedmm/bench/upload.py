@@ -6,17 +6,23 @@ metrics — and gives each crossing's member type, i.e. what ONE client sends th
 dtype size × number of elements over every tensor leaf of every crossing is therefore the payload per
 market per round, metrics included, as the computation is written (no wire overhead, no compression).
 Types, not measurements: the figure is exact and needs no run.
+
+`upload_at_vocabulary` rebuilds both CTR processes (no training) with N users + items per market, to show
+how each upload grows with the vocabulary: FedAvg ships every ID embedding row, FedMM none.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from tff_fedmm.bench.workload import CTRWorkload, fedavg_ctr_process, fedmm_ctr_process
 from tff_fedmm.federated.audit import Crossing, client_to_server_values
+
+VOCABULARIES = (1_000, 10_000, 100_000)  # users + items per market
 
 
 def tensor_bytes(t) -> int:
@@ -56,3 +62,17 @@ def upload_line(result: Upload) -> str:
     return (f"upload_bytes_per_market_per_round fedmm = {result.fedmm} fedavg = {result.fedavg_ctr} "
             f"ratio = {result.ratio:.2f} (fedmm = codebook round {result.codebook} + ctr round "
             f"{result.fedmm_ctr}; fedavg = FedAvg ctr round; float32 payload + weight + metrics)")
+
+
+def upload_at_vocabulary(workload: CTRWorkload, codebook_bytes: int, ids: int) -> Upload:
+    """The upload if every market had `ids` users + items (half each): the CTR processes rebuilt at that
+    size (their example types do not depend on it); the codebook round never ships an ID row."""
+    sized = replace(workload, users=ids // 2, items=ids - ids // 2)
+    fedmm = fedmm_ctr_process(sized, workload.datasets(0, True)[0].element_spec)
+    fedavg = fedavg_ctr_process(sized, element_spec=workload.datasets(0, False)[0].element_spec)
+    return Upload(codebook=codebook_bytes, fedmm_ctr=upload_bytes(fedmm.next), fedavg_ctr=upload_bytes(fedavg.next))
+
+
+def vocabulary_line(ids: int, result: Upload) -> str:
+    return (f"upload_bytes_per_market_per_round ids={ids} fedmm = {result.fedmm} fedavg = {result.fedavg_ctr} "
+            f"ratio = {result.ratio:.2f}")

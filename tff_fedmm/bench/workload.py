@@ -107,8 +107,24 @@ def make_workload(market_set: MarketSet, backbone: str, seed: int, users: int | 
     return CTRWorkload(
         market_set=market_set, backbone=backbone, config=config.ctr, k=k,
         codes=random_codes(market_set, *k, seed=seed),
-        users=users or max(m.num_users for m in market_set.markets.values()),
-        items=items or max(m.num_items for m in market_set.markets.values()))
+        users=users or market_set.largest_vocabulary[0], items=items or market_set.largest_vocabulary[1])
+
+
+def fedmm_ctr_process(workload: CTRWorkload, element_spec=None):
+    """FedMM's partial-FedAvg CTR process for `workload`'s model sizes, as train_partial builds it."""
+    from tff_fedmm.federated import partial_fedavg as pf
+
+    train = workload.config.train
+    return pf.build_partial_fedavg_process(
+        workload.fedmm_model_fn, element_spec or workload.datasets(0, True)[0].element_spec,
+        pf.PartialFedAvgConfig(client_learning_rate=train.learning_rate), seed=train.seed)
+
+
+def fedavg_ctr_process(workload: CTRWorkload, coded: bool = False, element_spec=None):
+    """TFF FedAvg's CTR process for `workload`'s model sizes (its own ID-only model unless `coded`)."""
+    model_fn = workload.fedmm_model_fn if coded else workload.fedavg_model_fn
+    return build_fedavg_process(model_fn, element_spec or workload.datasets(0, coded)[0].element_spec,
+                                workload.config.train)
 
 
 class FedMMCTR:
@@ -121,8 +137,7 @@ class FedMMCTR:
         model_fn = workload.fedmm_model_fn
         train = workload.config.train
         self.pf_config = pf.PartialFedAvgConfig(client_learning_rate=train.learning_rate)
-        self.process = process or pf.build_partial_fedavg_process(
-            model_fn, workload.datasets(0, True)[0].element_spec, self.pf_config, seed=train.seed)
+        self.process = process or fedmm_ctr_process(workload)
         self.server = self.process.initialize()
         self.clients = [pf.initial_client_state(model_fn, self.pf_config, i, seed=train.seed * 1000 + i)
                         for i in range(len(workload.market_set.names))]
@@ -145,9 +160,7 @@ class FedAvgCTR:
 
     def __init__(self, workload: CTRWorkload, coded: bool = False):
         self.workload, self.coded = workload, coded
-        model_fn = workload.fedmm_model_fn if coded else workload.fedavg_model_fn
-        self.process = build_fedavg_process(model_fn, workload.datasets(0, coded)[0].element_spec,
-                                            workload.config.train)
+        self.process = fedavg_ctr_process(workload, coded)
         self.state = self.process.initialize()
 
     def __call__(self, round_num: int) -> Sample:

@@ -36,6 +36,12 @@ class MarketSet:
     def names(self) -> list[str]:
         return list(self.markets)
 
+    @property
+    def largest_vocabulary(self) -> tuple[int, int]:
+        """(users, items) of the largest market: one TFF process serves every market, so a model whose
+        private ID tables differ per market is built at these sizes (smaller markets leave rows unused)."""
+        return (max(m.num_users for m in self.markets.values()), max(m.num_items for m in self.markets.values()))
+
 
 def load_markets(
     data: str = SYNTHETIC, markets: Sequence[str] | None = None, synthetic: SyntheticConfig | None = None

@@ -27,7 +27,7 @@ from tff_fedmm.federated.codebook_aggregator import (
 )
 from tff_fedmm.federated.composer import compose_stateful_process
 from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae
-from tff_fedmm.models import rqvae_training as rt
+from tff_fedmm.training import rqvae as rt
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import tensorflow_federated as tff
 from tensorflow_federated.python.common_libs import structure
 
 from tff_fedmm.federated.codebook_aggregator import client_payload_type
-from tff_fedmm.models import rqvae_training as rt
+from tff_fedmm.training import rqvae as rt
 from tff_fedmm.models.rqvae import build_rqvae
 from tff_fedmm.naming import SHARED_PREFIX, layer_weights
 

@@ -24,13 +24,12 @@ from tff_fedmm.federated.codebook_process import (
 )
 from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.data.descriptors import entity_descriptors
-from tff_fedmm.models.cf import (
-    CFConfig, build_cf_model, embedding_tables, rqvae_input_dim, rqvae_inputs, train_cf,
-)
+from tff_fedmm.models.cf import CFConfig, build_cf_model, embedding_tables, rqvae_input_dim, rqvae_inputs
 from tff_fedmm.models.rqvae import RQVAEConfig
 from tff_fedmm.pipelines.privacy_audit import audit_codebook, audit_partial_fedavg
 from tff_fedmm.pipelines.rounds import run_rounds
 from tff_fedmm.seeding import derive_seed, set_global_seed
+from tff_fedmm.training.cf import train_cf
 
 
 @dataclass(frozen=True)
@@ -131,8 +130,7 @@ def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: St
     from tff_fedmm.federated import partial_fedavg as pf
 
     names = market_set.names
-    users = max(m.num_users for m in market_set.markets.values())
-    items = max(m.num_items for m in market_set.markets.values())
+    users, items = market_set.largest_vocabulary
     model_fn = lambda: build_cf_model(users, items, config)  # noqa: E731
 
     def dataset(index: int, round_num: int):

@@ -11,7 +11,7 @@
 
 Every market keeps the round (federated) or epoch (Keras; for `centralized` each market's own best
 epoch of the pooled model) with its lowest validation LogLoss on that market (see `pipelines.rounds` and
-`models.ctr_training`); the test split is only ever used for the final numbers. Every method's test metrics include
+`training.ctr`); the test split is only ever used for the final numbers. Every method's test metrics include
 `auc_held_out`, on the recurring items anchored mode never uses (`data.anchors`), strict runs too. Each trainer seeds
 TensorFlow from (training seed, stage) first; evaluation candidates come from `train.data_seed`. A trainer's
 `keep` hook is handed each market's selected model with its features, right when its test metrics are
@@ -36,7 +36,7 @@ from tff_fedmm.eval.evaluate import evaluate_market
 from tff_fedmm.features import MarketFeatures
 from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.models.ctr import build_ctr_model
-from tff_fedmm.models.ctr_training import CTRTrainConfig, fit_ctr_on_market
+from tff_fedmm.training.ctr import CTRTrainConfig, fit_ctr_on_market
 from tff_fedmm import progress
 from tff_fedmm.pipelines.privacy_audit import audit_fedavg, audit_partial_fedavg
 from tff_fedmm.pipelines.rounds import RoundsResult, Selection, run_rounds
@@ -174,8 +174,7 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     from tff_fedmm.federated import partial_fedavg as pf
 
     set_global_seed(config.train.seed, "ctr-partial")
-    users = max(m.num_users for m in market_set.markets.values())
-    items = max(m.num_items for m in market_set.markets.values())
+    users, items = market_set.largest_vocabulary
     # Sharing only code embeddings needs codes: without them (fedper) the interaction layers are shared.
     share_interaction = config.share_interaction or use.codes is None
     model_fn = model_fn_for(backbone, users, items, use.sizes(*k), config, share_interaction)
@@ -237,8 +236,7 @@ def build_fedavg_process(model_fn, element_spec, train: CTRTrainConfig):
 
 def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig,
                  checkpoint: StageCheckpoint | None = None, keep: Keep | None = None) -> tuple[Metrics, list[dict]]:
-    users = max(m.num_users for m in market_set.markets.values())
-    items = max(m.num_items for m in market_set.markets.values())
+    users, items = market_set.largest_vocabulary
     model_fn = model_fn_for(backbone, users, items, (0, 0), config)
     featurizers = {name: MarketFeatures() for name in market_set.names}
     spec = federated_dataset(market_set, featurizers, config, 0, 0).element_spec

@@ -31,7 +31,7 @@ from tff_fedmm import export_layout as layout
 from tff_fedmm.codes import MarketCodes, quantizer_model
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.features import MarketFeatures
-from tff_fedmm.models import rqvae_training as rt
+from tff_fedmm.training import rqvae as rt
 from tff_fedmm.pipelines.codes_stage import CodesResult
 from tff_fedmm.pipelines.ctr_stage import Keep
 from tff_fedmm.run_schema import SCHEMA_VERSION
