@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import replace
 
-from tff_fedmm.cli import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
+from tff_fedmm.cli_args import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 from tff_fedmm.errors import UsageError
 
 COLUMNS = ["protection", "seed", "noise_multiplier", "epsilon", "server_view", "codes", "chance", "chance_std",
@@ -120,7 +119,6 @@ def markdown(table) -> str:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as `fedmm` does (tff_fedmm.cli.main)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="privacy_attack: %(levelname)s: %(message)s")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     sys.exit(main())

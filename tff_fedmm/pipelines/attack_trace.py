@@ -46,7 +46,7 @@ def record_trace(inputs: dict[str, np.ndarray], config: CodesConfig, record_mark
     from tff_fedmm.federated.codebook_process import (
         build_codebook_process, codebook_of, initial_client_state, rqvae_dataset,
     )
-    from tff_fedmm.models.rqvae_training import encode_codes
+    from tff_fedmm.training.rqvae import encode_codes
     from tff_fedmm.seeding import set_global_seed
 
     names = list(inputs)
