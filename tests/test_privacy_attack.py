@@ -95,3 +95,43 @@ def test_low_epsilon_brings_the_public_to_chance_but_not_the_server_of_central_d
     assert abs(result["recovery_a"] - result["chance"]) <= result["tolerance"]
     # Central DP adds its noise after the server has seen each market's clipped update.
     assert result["recovery_b"] > result["chance"] + result["tolerance"]
+
+
+def _task():
+    import importlib.util
+
+    from conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("privacy_attack_task", REPO_ROOT / "tasks" / "privacy_attack.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "x", "--seeds", "0"], "--seeds: expected 1 or more"),
+    (["--out", "x", "--noise", "1,-2"], "--noise"),
+    (["--out", "x", "--dp-clip", "0"], "--dp-clip"),
+])
+def test_task_names_the_bad_flag(argv, message, tmp_path, capsys):
+    assert _task().main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_task_summary_and_plot(tmp_path):
+    import pandas as pd
+
+    from tff_fedmm.plots import write_privacy_attack
+
+    task = _task()
+    rows = [{"protection": p, "seed": s, "noise_multiplier": z, "epsilon": e, "server_view": v, "codes": 30.0,
+             "chance": 0.5, "chance_std": 0.06, "recovery_a": ra + s / 100, "auc_a": 0.9, "recovery_b": rb,
+             "auc_b": 0.95, "seconds": 1.0}
+            for s in (0, 1)
+            for p, z, e, v, ra, rb in (("none", 0.0, float("inf"), pa.PER_MARKET, 0.9, 0.95),
+                                       ("central DP z=3", 3.0, 2.5, pa.PER_MARKET, 0.5, 0.95))]
+    table = task.summary(pd.DataFrame(rows, columns=task.COLUMNS))
+    assert list(table["protection"]) == ["none", "central DP z=3"] and list(table["seeds"]) == [2, 2]
+    assert table["recovery_a"].tolist() == pytest.approx([0.905, 0.505])
+    assert write_privacy_attack(table, tmp_path / "attack.png").stat().st_size > 0
+    assert "| none | per-market |" in task.markdown(table)
