@@ -33,7 +33,7 @@ def _noise_levels(text: str) -> list[float]:
         levels = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         levels = [-1.0]
-    if min(levels, default=0.0) <= 0:
+    if min(levels, default=1.0) <= 0:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive noise multipliers such as 0.3,1,3 "
                                          f"(or nothing), got {text!r}")
     return levels
@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     add_seed_argument(parser)
     parser.add_argument("--seeds", type=int, default=3, help="codebook-stage seeds from --seed on (default 3)")
     parser.add_argument("--noise", type=_noise_levels, default=[0.1, 0.3, 1.0, 3.0, 10.0], metavar="Z,Z,...",
-                        help="central DP noise multipliers (default 0.1,0.3,1,3,10)")
+                        help="central DP noise multipliers (default 0.1,0.3,1,3,10; \"\" for none)")
     parser.add_argument("--secure-noise", type=_noise_levels, default=[1.0], metavar="Z,Z,...",
-                        help="central DP noise multipliers run with secure summation too (default 1)")
+                        help="central DP noise multipliers run with secure summation too (default 1; \"\" for none)")
     parser.add_argument("--dp-clip", type=float, default=0.3, help="fixed L2 clip of a market's update (0.3)")
     parser.add_argument("--dp-delta", type=float, default=1e-5, help="delta of the reported epsilon (1e-5)")
     parser.add_argument("--rounds", type=int, default=3, help="codebook rounds per run (default 3)")
