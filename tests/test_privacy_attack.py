@@ -62,14 +62,12 @@ def small_stage(tff_context):
 
 
 def _attack(inputs, config, protection) -> tuple[dict, object]:
-    from tff_fedmm.pipelines.attack_trace import record_trace
+    from tff_fedmm.pipelines.attack_trace import record_trace, summarize
 
     trace = record_trace(inputs, replace(config, privacy=protection.privacy),
                          record_markets=protection.view != pa.RELEASED_SUM)
-    rows = pa.attack_targets(trace.codebooks, trace.market_updates, trace.row_codes, protection.view,
-                             protection.privacy.clip)
-    mean = {key: float(np.mean([r[key] for r in rows])) for key in ("recovery_a", "recovery_b", "chance")}
-    return {**mean, "tolerance": 3 * max(r["chance_std"] for r in rows)}, trace
+    result = summarize(trace, protection)
+    return {**result, "tolerance": 3 * result["chance_std"]}, trace
 
 
 def test_without_protection_both_adversaries_beat_chance(small_stage):

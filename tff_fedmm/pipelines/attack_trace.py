@@ -108,16 +108,21 @@ def protections(noise: list[float], clip: float, delta: float, secure_noise: lis
 
 
 def measure(inputs: dict[str, np.ndarray], config: CodesConfig, protection: Protection) -> dict:
-    """Both adversaries against every market of one run of the codebook stage under `protection`: the
-    means over target markets of their recovery rates and AUCs, of the chance rate, and the largest
-    chance standard deviation of one target (a bound on that of the mean)."""
+    """One run of the codebook stage under `protection`, attacked (`summarize`), with its wall time."""
     started = time.monotonic()
-    run = replace(config, privacy=protection.privacy)
-    trace = record_trace(inputs, run, record_markets=protection.view != pa.RELEASED_SUM)
+    trace = record_trace(inputs, replace(config, privacy=protection.privacy),
+                         record_markets=protection.view != pa.RELEASED_SUM)
+    return {**summarize(trace, protection), "seconds": round(time.monotonic() - started, 1)}
+
+
+def summarize(trace: AttackTrace, protection: Protection) -> dict:
+    """Both adversaries against every market of `trace`: the means over target markets of their recovery
+    rates and AUCs and of the chance rate, and the largest chance standard deviation of one target (a
+    bound on that of the mean)."""
     rows = pa.attack_targets(trace.codebooks, trace.market_updates, trace.row_codes, protection.view,
                              protection.privacy.clip)
     mean = {key: float(np.mean([r[key] for r in rows]))
             for key in ("recovery_a", "auc_a", "recovery_b", "auc_b", "chance", "codes")}
     return {"protection": protection.name, "noise_multiplier": protection.privacy.noise_multiplier or 0.0,
             "epsilon": float("inf") if trace.epsilon is None else trace.epsilon, "server_view": protection.view,
-            **mean, "chance_std": max(r["chance_std"] for r in rows), "seconds": round(time.monotonic() - started, 1)}
+            **mean, "chance_std": max(r["chance_std"] for r in rows)}
