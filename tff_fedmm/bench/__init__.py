@@ -1,19 +1,14 @@
 """`fedmm bench`: FedMM's cost against TFF's FedAvg and plain Keras, measured in one run, one line per figure.
 
-    round_time_ratio ctr fedmm/fedavg = X        (timing: the same coded CTR model and examples under both
-                                                  algorithms; interleaved rounds, medians after warm-up)
-    round_time_ratio ctr_as_compared fedmm/fedavg = X  (FedAvg on its own ID-only model, as `compare` runs it)
-    round_time_ratio codebook fedmm/fedavg = X   (codebook: the same RQ-VAE under both algorithms)
-    throughput_ratio federated/keras_fit = X     (throughput: examples/s, same examples and model)
-    upload_bytes_per_market_per_round fedmm = N fedavg = M ratio = M/N   (upload: from TFF types)
-    upload_bytes_per_market_per_round ids=1000|10000|100000 fedmm = N fedavg = M ratio = M/N
-                                                 (the same, both CTR models at N users + items per market)
-    scaling markets=5,10,20,50 seconds_per_round = a,b,c,d (...)          (scaling: fixed-size markets)
-    memory peak_rss_mb python=.. worker=..       (memory: 50 rounds of the real CTR pipeline)
-    memory growth_mb_per_round python=.. worker=..
+    round_time_ratio ctr | ctr_as_compared | codebook fedmm/fedavg = X   (`timing`, `ctr`, `codebook`)
+    throughput_ratio federated/keras_fit = X                            (`throughput`)
+    upload_bytes_per_market_per_round [ids=N] fedmm = N fedavg = M ratio = M/N   (`upload`)
+    scaling markets=5,10,20,50 seconds_per_round = a,b,c,d (...)        (`scaling`)
+    memory peak_rss_mb | growth_mb_per_round ..., pipeline_round_seconds ctr = X   (`memory`)
 
-Every module measures one thing; this one builds the shared workload once and runs them in order. It
-imports TensorFlow only inside `run_bench`, so that `fedmm --help` can import the flags module.
+TensorFlow is imported inside `run_bench` only: `cli` imports this package (through `command`) on every
+`fedmm` call, and `fedmm --help` or a bad flag must not wait for it (`python -c "import tff_fedmm.cli"`
+0.65 s; with `tff_fedmm.bench.ctr` and `.codebook` 74 s, on the 2-core machine under load).
 """
 
 from __future__ import annotations
@@ -21,48 +16,60 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tff_fedmm.bench.options import BenchSettings, quick_settings
 
-__all__ = ["BenchResult", "BenchSettings", "quick_settings", "run_bench"]
+@dataclass(frozen=True)
+class BenchSettings:
+    data: str = "synthetic"
+    markets: list[str] | None = None
+    seed: int = 0
+    backbone: str = "deepfm"
+    warmup: int = 2  # untimed rounds first: a process's first `next` compiles in the worker
+    rounds: int = 5  # timed rounds per process; figures are medians over them
+    scaling: tuple[int, ...] = (5, 10, 20, 50)  # () skips the scaling figure
+    scaling_rounds: int = 3
+    memory_rounds: int = 50  # 0 skips the memory figure
+    synthetic_markets: int = 4  # markets of the default synthetic data; scaling uses the same sizes
+    users_per_market: int = 400
+    items_per_market: int = 300
+    interactions_per_user: int = 12
+
+
+def quick_settings(**overrides) -> BenchSettings:
+    """Small enough for a test on 2 shared cores (160 items: ranking evaluation draws 99 negatives per user)."""
+    return BenchSettings(**{"warmup": 1, "rounds": 2, "scaling": (2, 3), "scaling_rounds": 1, "memory_rounds": 4,
+                            "synthetic_markets": 2, "users_per_market": 50, "items_per_market": 160,
+                            "interactions_per_user": 6, **overrides})
 
 
 @dataclass
 class BenchResult:
-    """Every figure, as numbers (the printed lines are in `lines`)."""
-
-    lines: list[str] = field(default_factory=list)
-    ctr_seconds: dict[str, float] = field(default_factory=dict)  # fedmm, fedavg medians
-    codebook_seconds: dict[str, float] = field(default_factory=dict)
-    throughput: object | None = None  # throughput.Throughput
-    upload: object | None = None  # upload.Upload
+    lines: list[str] = field(default_factory=list)  # every printed line
+    upload: object = None  # upload.Upload
     upload_by_ids: dict = field(default_factory=dict)  # users + items per market -> upload.Upload
-    scaling: object | None = None  # scaling.Scaling
-    memory: object | None = None  # memory.Memory
-
-
-def load_bench_markets(settings: BenchSettings):
-    """The markets to measure: a data directory, or synthetic markets at the settings' sizes."""
-    from tff_fedmm.data.markets import SYNTHETIC, load_markets
-    from tff_fedmm.data.synthetic import SyntheticConfig
-
-    s = settings.sizes
-    synthetic = SyntheticConfig(num_markets=settings.synthetic_markets, users_per_market=s.users_per_market,
-                                items_per_market=s.items_per_market,
-                                interactions_per_user=s.interactions_per_user, seed=settings.seed)
-    return load_markets(settings.data, settings.markets, synthetic if settings.data == SYNTHETIC else None)
 
 
 def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> BenchResult:
-    """Measures every figure on the same markets; `emit` gets each line as soon as it is known."""
-    market_set = load_bench_markets(settings)  # first: bad data fails in a second, before TFF loads
+    """Every figure on the same markets; `emit` gets each line as soon as it is known."""
+    from tff_fedmm.data.markets import SYNTHETIC, load_markets
+    from tff_fedmm.data.synthetic import SyntheticConfig
+
+    def synthetic(markets: int) -> SyntheticConfig:
+        return SyntheticConfig(num_markets=markets, users_per_market=settings.users_per_market,
+                               items_per_market=settings.items_per_market,
+                               interactions_per_user=settings.interactions_per_user, seed=settings.seed)
+
+    # First: bad data fails in a second, before TFF loads.
+    market_set = load_markets(settings.data, settings.markets,
+                              synthetic(settings.synthetic_markets) if settings.data == SYNTHETIC else None)
 
     from tff_fedmm.federated.context import install_execution_context
 
     install_execution_context()  # before anything touches TFF: our owned worker, never TFF's own
 
     from tff_fedmm.api import make_config
-    from tff_fedmm.bench import codebook, memory, scaling, throughput, timing, upload
-    from tff_fedmm.bench.workload import FedAvgCTR, FedMMCTR, make_workload
+    from tff_fedmm.bench import ctr, memory, scaling, throughput, upload
+    from tff_fedmm.bench.codebook import codebook_runners
+    from tff_fedmm.bench.timing import ratio_line, time_rounds
 
     result = BenchResult()
 
@@ -70,47 +77,36 @@ def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> B
         result.lines.append(line)
         emit(line)
 
-    markets = len(market_set.names)
+    markets, warmup, rounds = len(market_set.names), settings.warmup, settings.rounds
     say(f"bench data={market_set.source} markets={','.join(market_set.names)} backbone={settings.backbone} "
         f"(wall-clock timings; approximate on a shared machine)")
-    work = make_workload(market_set, settings.backbone, settings.seed)
-
-    # The issue's figure is algorithm against algorithm on the same data and model: FedAvg also trains
-    # FedMM's coded CTR model. FedAvg's own (ID-only) model, as the comparison runs it, is reported too.
-    runners = [FedMMCTR(work), FedAvgCTR(work, coded=True), FedAvgCTR(work)]
-    fedmm_ctr, fedavg_ctr = runners[0], runners[2]
-    ctr = timing.time_rounds(runners, settings.warmup, settings.rounds)
-    result.ctr_seconds = {"fedmm": ctr[0].median, "fedavg": ctr[1].median, "fedavg_id_model": ctr[2].median}
-    say(timing.ratio_line("ctr", ctr[0], ctr[1], settings.warmup, markets))
-    say(timing.ratio_line("ctr_as_compared", ctr[0], ctr[2], settings.warmup, markets)
+    work = ctr.make_workload(market_set, settings.backbone, settings.seed)
+    # The headline is algorithm against algorithm on the same data and model: FedAvg also trains FedMM's
+    # coded CTR model. FedAvg on its own (ID-only) model, as the comparison runs it, is reported too.
+    runners = [ctr.fedmm_runner(work), ctr.fedavg_runner(work, coded=True), ctr.fedavg_runner(work)]
+    fedmm, fedavg_coded, fedavg = time_rounds(runners, warmup, rounds)
+    say(ratio_line("ctr", fedmm, fedavg_coded, warmup, markets))
+    say(ratio_line("ctr_as_compared", fedmm, fedavg, warmup, markets)
         + " [FedAvg on its ID-only model: FedMM's model has 6 input fields to its 2]")
+    say(throughput.throughput_line(work, fedmm, throughput.keras_fit_samples(work, warmup, rounds), warmup))
 
-    keras = throughput.keras_fit_seconds(work, settings.warmup, settings.rounds)
-    result.throughput = throughput.throughput(work, ctr[0], keras, settings.warmup)
-    say(throughput.throughput_line(result.throughput, work))
+    codes = make_config(settings.seed).codes
+    cb_runners = codebook_runners(market_set, codes.codebook, codes.cf.dim, settings.seed)
+    say(ratio_line("codebook", *time_rounds(cb_runners, warmup, rounds), warmup, markets))
 
-    codes_config = make_config(settings.seed).codes
-    cb_work = codebook.CodebookWorkload(market_set, codes_config.codebook, codes_config.cf.dim, settings.seed)
-    fedmm_cb, fedavg_cb = codebook.FedMMCodebook(cb_work), codebook.FedAvgCodebook(cb_work)
-    cb = timing.time_rounds([fedmm_cb, fedavg_cb], settings.warmup, settings.rounds)
-    result.codebook_seconds = {"fedmm": cb[0].median, "fedavg": cb[1].median}
-    say(timing.ratio_line("codebook", cb[0], cb[1], settings.warmup, markets))
-
-    result.upload = upload.Upload(codebook=upload.upload_bytes(fedmm_cb.process.next),
-                                  fedmm_ctr=upload.upload_bytes(fedmm_ctr.process.next),
-                                  fedavg_ctr=upload.upload_bytes(fedavg_ctr.process.next))
-    say(upload.upload_line(result.upload))
+    result.upload = upload.Upload(codebook=upload.upload_bytes(cb_runners[0].process.next),
+                                  fedmm_ctr=upload.upload_bytes(runners[0].process.next),
+                                  fedavg_ctr=upload.upload_bytes(runners[2].process.next))
+    say(result.upload.line())
     for ids in upload.VOCABULARIES:
         result.upload_by_ids[ids] = upload.upload_at_vocabulary(work, result.upload.codebook, ids)
-        say(upload.vocabulary_line(ids, result.upload_by_ids[ids]))
+        say(result.upload_by_ids[ids].line(ids))
 
     if settings.scaling:
-        result.scaling = scaling.measure_scaling(settings.scaling, settings.sizes, settings.backbone,
-                                                 settings.seed, warmup=1, rounds=settings.scaling_rounds)
-        say(scaling.scaling_line(result.scaling))
-
-    if settings.memory_rounds:
-        result.memory = memory.watch_pipeline(work, settings.memory_rounds)
-        for line in memory.memory_lines(result.memory):
-            say(line)
+        full = load_markets(SYNTHETIC, None, synthetic(max(settings.scaling)))
+        say(scaling.scaling_line(ctr.make_workload(full, settings.backbone, settings.seed,
+                                                   settings.users_per_market, settings.items_per_market),
+                                 settings.scaling, warmup=1, rounds=settings.scaling_rounds))
+    for line in memory.memory_lines(work, settings.memory_rounds) if settings.memory_rounds else []:
+        say(line)
     return result

@@ -1,18 +1,11 @@
 """The codebook stage's workload: FedMM's codebook process against `build_weighted_fed_avg` on the same RQ-VAE.
 
-How FedAvg is given the RQ-VAE: as a hand-written `tff.learning.models.VariableModel` whose
-`forward_pass` runs the very same Keras model (`build_rqvae`) and the very same loss (`rqvae_losses`,
-global codebook learned as under the default `mean` rule). `from_keras_model` cannot express it: its
-losses are per output `(y_true, y_pred)`, while the codebook and commitment terms tie several outputs
-together (z, q_global, q_local), and the notes rule out `add_loss`. A `FunctionalModel` would need the
-RQ-VAE rewritten as pure functions of its weights, i.e. a different model. With the VariableModel both
-processes train the same model, loss, client optimizer (Adam, same rate) and local epochs (FedAvg gets
-the dataset repeated `local_epochs` times, as FedMM's client loops over it); what differs is the
-algorithm: FedAvg averages every weight and keeps no client state, FedMM averages only the global
-codebook, keeps encoder/decoder/local codebook per market and re-seeds idle local codes.
-
-RQ-VAE inputs are random rows of the real shape (CF dim + 2 type flags, one row per user and item of
-each market): a round's cost depends on rows and sizes, not on the CF values.
+FedAvg trains the very same Keras model and loss (`build_rqvae`, `rqvae_losses`) as a hand-written
+`VariableModel`: `from_keras_model` takes per-output losses, and the codebook and commitment terms tie
+several outputs together (the TFF notes rule out `add_loss`). Same client Adam, rate and local epochs (the
+dataset repeated `local_epochs` times, as FedMM's client loops over it); what differs is the algorithm:
+FedMM averages only the global codebook and keeps the rest per market. Inputs are random rows of the real
+shape, one per user and item: a round's cost depends on rows and sizes, not on CF values.
 """
 
 from __future__ import annotations
@@ -23,53 +16,28 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_fedmm.bench.timing import Sample, measure
+from tff_fedmm.bench.timing import Runner, stateful_step
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.federated.codebook_process import (
-    CodebookStageConfig,
-    build_codebook_process,
-    initial_client_state,
-    rqvae_dataset,
+    CodebookStageConfig, build_codebook_process, initial_client_state, rqvae_dataset,
 )
-from tff_fedmm.federated.participation import run_present
 from tff_fedmm.models.cf import rqvae_inputs
 from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae, rqvae_losses
 
 
-def random_rqvae_inputs(market_set: MarketSet, cf_dim: int, seed: int) -> dict[str, np.ndarray]:
-    """Per market, `rqvae_inputs` of random CF tables with the market's user and item counts."""
-    rng = np.random.default_rng([seed, 11])
-    return {name: rqvae_inputs(rng.normal(size=(m.num_users, cf_dim)), rng.normal(size=(m.num_items, cf_dim)))
-            for name, m in market_set.markets.items()}
-
-
 class RQVAEModel(tff.learning.models.VariableModel):
-    """The RQ-VAE and its loss as a TFF model, for `build_weighted_fed_avg` (see the module docstring)."""
+    """The RQ-VAE and its loss, reporting the metrics `from_keras_model` would (loss, examples, batches)."""
 
-    def __init__(self, config: RQVAEConfig, learn_global_codebook: bool = True):
-        self._config = config
-        self._learn_global = learn_global_codebook
+    def __init__(self, config: RQVAEConfig, learn_global_codebook: bool):
+        self._config, self._learn_global = config, learn_global_codebook
         self._keras = build_rqvae(config)
-        self._loss_sum = tf.Variable(0.0, trainable=False, name="loss_sum")
-        self._examples = tf.Variable(0.0, trainable=False, name="num_examples")
-        self._batches = tf.Variable(0.0, trainable=False, name="num_batches")
-        self._input_spec = collections.OrderedDict(x=tf.TensorSpec([None, config.input_dim], tf.float32))
+        self._sums = [tf.Variable(0.0, trainable=False, name=n) for n in ("loss_sum", "num_examples", "num_batches")]
 
-    @property
-    def trainable_variables(self):
-        return self._keras.trainable_variables
-
-    @property
-    def non_trainable_variables(self):
-        return self._keras.non_trainable_variables
-
-    @property
-    def local_variables(self):
-        return [self._loss_sum, self._examples, self._batches]
-
-    @property
-    def input_spec(self):
-        return self._input_spec
+    trainable_variables = property(lambda self: self._keras.trainable_variables)
+    non_trainable_variables = property(lambda self: self._keras.non_trainable_variables)
+    local_variables = property(lambda self: self._sums)
+    input_spec = property(lambda self: collections.OrderedDict(
+        x=tf.TensorSpec([None, self._config.input_dim], tf.float32)))
 
     @tf.function
     def predict_on_batch(self, batch_input, training=True):
@@ -81,78 +49,43 @@ class RQVAEModel(tff.learning.models.VariableModel):
         outputs = self.predict_on_batch(x, training)
         loss = rqvae_losses(x, outputs, self._config.beta, self._learn_global)["loss"]
         n = tf.shape(x)[0]
-        self._loss_sum.assign_add(loss * tf.cast(n, tf.float32))
-        self._examples.assign_add(tf.cast(n, tf.float32))
-        self._batches.assign_add(1.0)
+        for total, value in zip(self._sums, (loss * tf.cast(n, tf.float32), tf.cast(n, tf.float32), 1.0)):
+            total.assign_add(value)
         return tff.learning.models.BatchOutput(loss=loss, predictions=outputs[0], num_examples=n)
 
     @tf.function
     def report_local_unfinalized_metrics(self):
-        # The same three metrics `from_keras_model` reports (loss as total/count, examples, batches).
-        return collections.OrderedDict(loss=[self._loss_sum.read_value(), self._examples.read_value()],
-                                       num_examples=[self._examples.read_value()],
-                                       num_batches=[self._batches.read_value()])
+        loss, examples, batches = (v.read_value() for v in self._sums)
+        return collections.OrderedDict(loss=[loss, examples], num_examples=[examples], num_batches=[batches])
 
     def metric_finalizers(self):
-        return collections.OrderedDict(
-            loss=tf.function(lambda v: tf.math.divide_no_nan(v[0], v[1])),
-            num_examples=tf.function(lambda v: v[0]),
-            num_batches=tf.function(lambda v: v[0]))
+        return collections.OrderedDict(loss=tf.function(lambda v: tf.math.divide_no_nan(v[0], v[1])),
+                                       num_examples=tf.function(lambda v: v[0]),
+                                       num_batches=tf.function(lambda v: v[0]))
 
     @tf.function
     def reset_metrics(self):
-        for v in self.local_variables:
-            v.assign(tf.zeros_like(v))
+        for v in self._sums:
+            v.assign(0.0)
 
 
-class CodebookWorkload:
-    """Both codebook-stage processes on the same markets and per-round data, as `codes_stage.run_codebook`."""
+def codebook_runners(market_set: MarketSet, config: CodebookStageConfig, cf_dim: int,
+                     seed: int) -> tuple[Runner, Runner]:
+    """(FedMM, FedAvg) on the same markets and per-round datasets (`codes_stage.run_codebook`'s seeds)."""
+    rng = np.random.default_rng([seed, 11])
+    inputs = {n: rqvae_inputs(rng.normal(size=(m.num_users, cf_dim)), rng.normal(size=(m.num_items, cf_dim)))
+              for n, m in market_set.markets.items()}
 
-    def __init__(self, market_set: MarketSet, config: CodebookStageConfig, cf_dim: int, seed: int):
-        self.config = config
-        self.names = market_set.names
-        self.inputs = random_rqvae_inputs(market_set, cf_dim, seed)
+    def data(round_num: int, epochs: int = 1) -> list[tf.data.Dataset]:
+        return [rqvae_dataset(x, seed=config.rqvae.seed + 1000 * round_num + i).repeat(epochs)
+                for i, x in enumerate(inputs.values())]
 
-    def datasets(self, round_num: int, epochs: int = 1) -> list[tf.data.Dataset]:
-        """Round `round_num`'s datasets with `run_codebook`'s seeds, repeated `epochs` times."""
-        seed = self.config.rqvae.seed
-        return [rqvae_dataset(self.inputs[n], seed=seed + 1000 * round_num + i).repeat(epochs)
-                for i, n in enumerate(self.names)]
-
-
-class FedMMCodebook:
-    """FedMM's codebook process with its server and market states."""
-
-    def __init__(self, workload: CodebookWorkload):
-        self.workload = workload
-        self.process = build_codebook_process(workload.config)
-        self.server = self.process.initialize()
-        self.clients = [initial_client_state(workload.config, i, self.server.global_model_weights,
-                                             workload.inputs[n]) for i, n in enumerate(workload.names)]
-
-    def __call__(self, round_num: int) -> Sample:
-        data = self.workload.datasets(round_num)
-        with measure() as sample:  # states put back by client_index, as the pipeline does
-            self.server, self.clients, _ = run_present(self.process.next, self.server, self.clients,
-                                                       data.__getitem__, list(range(len(data))))
-        return sample
-
-
-class FedAvgCodebook:
-    """`build_weighted_fed_avg` on `RQVAEModel`: same model, loss, optimizer, epochs and examples."""
-
-    def __init__(self, workload: CodebookWorkload):
-        self.workload = workload
-        cfg = workload.config
-        self.process = tff.learning.algorithms.build_weighted_fed_avg(
-            lambda: RQVAEModel(cfg.rqvae, learn_global_codebook=cfg.rule == "mean"),
-            client_optimizer_fn=tff.learning.optimizers.build_adam(cfg.learning_rate),
-            server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
-        self.state = self.process.initialize()
-
-    def __call__(self, round_num: int) -> Sample:
-        data = self.workload.datasets(round_num, epochs=self.workload.config.local_epochs)
-        with measure() as sample:
-            output = self.process.next(self.state, data)
-        self.state = output.state
-        return sample
+    fedmm = build_codebook_process(config)
+    server = fedmm.initialize()
+    clients = [initial_client_state(config, i, server.global_model_weights, x) for i, x in enumerate(inputs.values())]
+    fedavg = tff.learning.algorithms.build_weighted_fed_avg(  # global codebook trained as FedMM's rule trains it
+        lambda: RQVAEModel(config.rqvae, learn_global_codebook=config.rule == "mean"),
+        client_optimizer_fn=tff.learning.optimizers.build_adam(config.learning_rate),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
+    return (Runner(fedmm, (server, clients), data, stateful_step),
+            Runner(fedavg, fedavg.initialize(), lambda r: data(r, config.local_epochs)))

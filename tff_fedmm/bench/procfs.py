@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import time
 
+from tff_fedmm.federated import context
+
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -24,23 +26,19 @@ def proc_status_mb(pid: int) -> dict[str, float]:
     return values
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of `pid` so far (fields 14 and 15 of /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 is fields[0]
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
 def worker_pid() -> int | None:
     """The local `worker_binary` that `federated.context` started and owns (None with remote workers)."""
-    from tff_fedmm.federated import context
-
     worker = context._state.get("worker")
     process = getattr(worker, "process", None)
     return process.pid if process is not None and process.poll() is None else None
 
 
 def cpu_seconds() -> float:
-    """CPU seconds so far of this process plus the owned worker (if any)."""
+    """CPU seconds so far of this process plus the owned worker's, if any (user + system: fields 14 and 15 of
+    /proc/<pid>/stat)."""
     pid = worker_pid()
-    return time.process_time() + (process_cpu_seconds(pid) if pid is not None else 0.0)
+    if pid is None:
+        return time.process_time()
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 is fields[0]
+    return time.process_time() + (int(fields[11]) + int(fields[12])) / _TICKS

@@ -1,78 +1,68 @@
-"""Round-time comparison of two processes: warm-up, then interleaved timed rounds, then medians.
+"""Processes timed against each other: warm-up, then interleaved timed rounds, then medians.
 
-Why interleaved: the machine is shared, so load drifts during a run. Alternating one FedMM round and one
-FedAvg round puts both under the same drift, where timing all of one and then all of the other would
-charge a burst of someone else's work to whichever ran then. Why medians: a single slow round (garbage
-collection, another process) should not move the figure. Why warm-up: the first `next` of a process
-compiles its computation in the worker (seconds), a cost paid once per process, not per round.
-Each round is measured in wall seconds (the figure) and in CPU seconds of Python + worker (the cost,
-which others' load barely moves; see `procfs`).
+Interleaved: on a shared machine load drifts, and alternating the processes round by round puts them under
+the same drift. Medians: one slow round (garbage collection, another job) moves no figure. Warm-up: a
+process's first `next` compiles in the worker. Every round is measured in wall seconds (the figures) and in
+CPU seconds of Python + worker (`procfs`: the cost, which others' load barely moves); data preparation stays
+outside the measured block.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from tff_fedmm.bench.procfs import cpu_seconds
+from tff_fedmm.federated.participation import run_present
+
+
+class Sample(NamedTuple):
+    wall: float  # seconds
+    cpu: float  # CPU seconds of Python + worker
+
+
+def fedavg_step(process, state, datasets):
+    return process.next(state, datasets).state
+
+
+def stateful_step(process, state, datasets):
+    """FedMM's processes: (server, market states), put back by `client_index` as the pipelines do."""
+    return run_present(process.next, *state, datasets.__getitem__, list(range(len(datasets))))[:2]
 
 
 @dataclass
-class Sample:
-    wall: float = 0.0
-    cpu: float = 0.0
+class Runner:
+    """A process under test: `step(process, state, data(round_num))` runs a round and returns the new state."""
+
+    process: object
+    state: object
+    data: Callable[[int], list]
+    step: Callable = fedavg_step
 
 
-@contextmanager
-def measure() -> Iterator[Sample]:
-    """`with measure() as s: work()` leaves the work's wall and CPU seconds in `s`."""
-    sample = Sample()
-    wall, cpu = time.perf_counter(), cpu_seconds()
-    try:
-        yield sample
-    finally:
-        sample.wall, sample.cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-
-
-# A round runner: given a round number, runs that round of its process; returns `process.next`'s Sample
-# (data preparation happens outside the measured block).
-RoundRunner = Callable[[int], Sample]
-
-
-@dataclass(frozen=True)
-class RoundTimes:
-    samples: tuple[Sample, ...]  # timed rounds only
-
-    @property
-    def seconds(self) -> tuple[float, ...]:
-        return tuple(s.wall for s in self.samples)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-    @property
-    def median_cpu(self) -> float:
-        return statistics.median(s.cpu for s in self.samples)
-
-
-def time_rounds(runners: Sequence[RoundRunner], warmup: int, rounds: int) -> list[RoundTimes]:
-    """Runs round r of every runner in turn, for r in 0..warmup+rounds-1; keeps the timed rounds."""
+def time_rounds(runners: Sequence[Runner], warmup: int, rounds: int) -> list[list[Sample]]:
+    """Round r of every runner in turn, for r in 0..warmup+rounds-1; the timed rounds' samples per runner."""
     kept: list[list[Sample]] = [[] for _ in runners]
     for round_num in range(warmup + rounds):
         for runner, samples in zip(runners, kept):
-            sample = runner(round_num)
+            data = runner.data(round_num)
+            wall, cpu = time.perf_counter(), cpu_seconds()
+            runner.state = runner.step(runner.process, runner.state, data)
             if round_num >= warmup:
-                samples.append(sample)
-    return [RoundTimes(tuple(s)) for s in kept]
+                samples.append(Sample(time.perf_counter() - wall, cpu_seconds() - cpu))
+    return kept
 
 
-def ratio_line(stage: str, fedmm: RoundTimes, fedavg: RoundTimes, warmup: int, markets: int) -> str:
-    return (f"round_time_ratio {stage} fedmm/fedavg = {fedmm.median / fedavg.median:.3f} "
-            f"(median s per round: fedmm {fedmm.median:.3f}, fedavg {fedavg.median:.3f}; "
-            f"cpu s per round, python+worker: fedmm {fedmm.median_cpu:.3f}, fedavg {fedavg.median_cpu:.3f}, "
-            f"ratio {fedmm.median_cpu / fedavg.median_cpu:.3f}; "
-            f"{len(fedmm.seconds)} timed rounds after {warmup} warm-up, {markets} markets)")
+def median(samples: Sequence[Sample], cpu: bool = False) -> float:
+    return statistics.median(s.cpu if cpu else s.wall for s in samples)
+
+
+def ratio_line(stage: str, fedmm: Sequence[Sample], fedavg: Sequence[Sample], warmup: int, markets: int) -> str:
+    wall, cpu = (median(fedmm), median(fedavg)), (median(fedmm, True), median(fedavg, True))
+    return (f"round_time_ratio {stage} fedmm/fedavg = {wall[0] / wall[1]:.3f} "
+            f"(median s per round: fedmm {wall[0]:.3f}, fedavg {wall[1]:.3f}; "
+            f"cpu s per round, python+worker: fedmm {cpu[0]:.3f}, fedavg {cpu[1]:.3f}, "
+            f"ratio {cpu[0] / cpu[1]:.3f}; {len(fedmm)} timed rounds after {warmup} warm-up, {markets} markets)")

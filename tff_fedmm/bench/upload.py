@@ -1,45 +1,32 @@
 """Bytes one market uploads per round, read off the TFF types of what crosses CLIENTS→SERVER.
 
-The audit (`federated.audit.client_to_server_values`) finds every intrinsic through which a
-CLIENTS-placed value reaches the SERVER — the aggregator's inputs (value and weight), the summed
-metrics — and gives each crossing's member type, i.e. what ONE client sends there. Summing
-dtype size × number of elements over every tensor leaf of every crossing is therefore the payload per
-market per round, metrics included, as the computation is written (no wire overhead, no compression).
-Types, not measurements: the figure is exact and needs no run.
-
-`upload_at_vocabulary` rebuilds both CTR processes (no training) with N users + items per market, to show
-how each upload grows with the vocabulary: FedAvg ships every ID embedding row, FedMM none.
+The audit (`federated.audit.client_to_server_values`) finds every intrinsic through which a CLIENTS value
+reaches the SERVER (aggregator value and weight, summed metrics) with its member type, i.e. what ONE client
+sends. dtype size × elements summed over every tensor leaf is the payload per market per round, metrics
+included, as written (no wire overhead, no compression): exact, and no run needed.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tff_fedmm.bench.workload import CTRWorkload, fedavg_ctr_process, fedmm_ctr_process
-from tff_fedmm.federated.audit import Crossing, client_to_server_values
+from tff_fedmm.bench.ctr import CTRWorkload, fedavg_process, fedmm_process
+from tff_fedmm.federated.audit import client_to_server_values
 
 VOCABULARIES = (1_000, 10_000, 100_000)  # users + items per market
 
 
-def tensor_bytes(t) -> int:
-    """dtype size × elements of a `tff.TensorType`; raises on an unknown dimension (not a fixed payload)."""
-    shape = None if t.shape is None else tuple(t.shape)
-    if shape is None or any(d is None for d in shape):
-        raise ValueError(f"a crossing tensor has an unknown dimension: {t}; its bytes are not fixed")
-    return np.dtype(t.dtype).itemsize * math.prod(shape)
-
-
-def crossing_bytes(crossings: Iterable[Crossing]) -> int:
-    return sum(tensor_bytes(leaf) for c in crossings for leaf in c.leaves)
-
-
 def upload_bytes(comp) -> int:
-    """Bytes one client sends per call of `comp` (e.g. a process's `next`), summed over every crossing."""
-    return crossing_bytes(client_to_server_values(comp))
+    """Bytes one client sends per call of `comp` (e.g. a process's `next`); raises on an unfixed dimension."""
+    total = 0
+    for leaf in (leaf for crossing in client_to_server_values(comp) for leaf in crossing.leaves):
+        if leaf.shape is None or any(d is None for d in leaf.shape):
+            raise ValueError(f"a crossing tensor has an unknown dimension: {leaf}; its bytes are not fixed")
+        total += np.dtype(leaf.dtype).itemsize * math.prod(leaf.shape)
+    return total
 
 
 @dataclass(frozen=True)
@@ -50,29 +37,25 @@ class Upload:
 
     @property
     def fedmm(self) -> int:
-        """FedMM per round = one codebook-stage round + one CTR-stage round (both stages' uploads)."""
+        """FedMM per round: one codebook-stage round plus one CTR-stage round."""
         return self.codebook + self.fedmm_ctr
 
     @property
     def ratio(self) -> float:
         return self.fedavg_ctr / self.fedmm
 
-
-def upload_line(result: Upload) -> str:
-    return (f"upload_bytes_per_market_per_round fedmm = {result.fedmm} fedavg = {result.fedavg_ctr} "
-            f"ratio = {result.ratio:.2f} (fedmm = codebook round {result.codebook} + ctr round "
-            f"{result.fedmm_ctr}; fedavg = FedAvg ctr round; float32 payload + weight + metrics)")
-
-
-def upload_at_vocabulary(workload: CTRWorkload, codebook_bytes: int, ids: int) -> Upload:
-    """The upload if every market had `ids` users + items (half each): the CTR processes rebuilt at that
-    size (their example types do not depend on it); the codebook round never ships an ID row."""
-    sized = replace(workload, users=ids // 2, items=ids - ids // 2)
-    fedmm = fedmm_ctr_process(sized, workload.datasets(0, True)[0].element_spec)
-    fedavg = fedavg_ctr_process(sized, element_spec=workload.datasets(0, False)[0].element_spec)
-    return Upload(codebook=codebook_bytes, fedmm_ctr=upload_bytes(fedmm.next), fedavg_ctr=upload_bytes(fedavg.next))
+    def line(self, ids: int | None = None) -> str:
+        size = "" if ids is None else f" ids={ids}"
+        line = (f"upload_bytes_per_market_per_round{size} fedmm = {self.fedmm} fedavg = {self.fedavg_ctr} "
+                f"ratio = {self.ratio:.2f}")
+        if ids is None:
+            line += (f" (fedmm = codebook round {self.codebook} + ctr round {self.fedmm_ctr}; "
+                     f"fedavg = FedAvg ctr round; float32 payload + weight + metrics)")
+        return line
 
 
-def vocabulary_line(ids: int, result: Upload) -> str:
-    return (f"upload_bytes_per_market_per_round ids={ids} fedmm = {result.fedmm} fedavg = {result.fedavg_ctr} "
-            f"ratio = {result.ratio:.2f}")
+def upload_at_vocabulary(work: CTRWorkload, codebook_bytes: int, ids: int) -> Upload:
+    """As if every market had `ids` users + items (half each): both CTR processes rebuilt at that size, not
+    trained. FedAvg ships every ID embedding row, FedMM none (nor does its codebook round)."""
+    sized = replace(work, users=ids // 2, items=ids - ids // 2)
+    return Upload(codebook_bytes, upload_bytes(fedmm_process(sized).next), upload_bytes(fedavg_process(sized).next))
