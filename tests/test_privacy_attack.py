@@ -2,9 +2,10 @@
 
 Tolerance at chance: a guess that knows nothing names |T| of K codes at random, so one target's
 recovery rate is hypergeometric with standard deviation `chance_std`; the mean over targets spreads
-no more than one target does. Within 3 of those standard deviations is "at chance", more than 3 above
-is "better than chance" (each fails about 0.1% of the time for an uninformed guess, under a normal
-approximation; the runs are seeded, so a given run passes or fails every time).
+no more than one target does. Within 3 of those standard deviations is "at chance" (an uninformed
+guess falls outside about 0.3% of the time, under a normal approximation), more than 3 above is
+"better than chance" (about 0.1%). Without DP and with seeded central noise the stage is
+deterministic, so those tests pass or fail every time.
 """
 
 from __future__ import annotations
