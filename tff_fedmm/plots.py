@@ -195,6 +195,34 @@ def write_privacy_tradeoff(table: pd.DataFrame, path: Path) -> Path:
     return _save(figure, Path(path))
 
 
+def write_privacy_attack(table: pd.DataFrame, path: Path) -> Path:
+    """Recovery rate of adversaries (a) and (b) against ε (log scale) of `tasks/privacy_attack.py`: one colour
+    per DP protection (its name without ` z=…`), (a) solid and (b) dashed; runs without DP as dotted
+    horizontal lines; chance ± 2 standard deviations of one target as a band."""
+    figure = _figure(1, 1)
+    ax = figure.add_subplot()
+    noised = table[np.isfinite(table["epsilon"])].sort_values("epsilon")
+    families = noised["protection"].str.replace(r" z=\S+", "", regex=True)
+    for i, (family, rows) in enumerate(noised.groupby(families, sort=False)):
+        line = len(rows) > 1
+        ax.plot(rows["epsilon"], rows["recovery_a"], "o-" if line else "o", color=_color(i), label=f"(a) public, {family}")
+        ax.plot(rows["epsilon"], rows["recovery_b"], "s--" if line else "s", color=_color(i), markerfacecolor="none",
+                label=f"(b) server, {family}")
+    plain = table[~np.isfinite(table["epsilon"])]
+    for j, row in enumerate(plain.itertuples()):
+        ax.axhline(row.recovery_b, color=_color(5 + j), linestyle=":", label=f"(b) server, {row.protection}")
+    if len(plain):
+        ax.axhline(plain["recovery_a"].iloc[0], color="0.3", linestyle=":", label="(a) public, no DP")
+    chance, spread = float(table["chance"].mean()), 2 * float(table["chance_std"].max())
+    ax.axhspan(chance - spread, chance + spread, color="0.85", label="chance ± 2 sd")
+    ax.set_xscale("log")
+    ax.set_xlabel("ε of the codebook stage per market (δ as in the table)")
+    ax.set_ylabel("share of the target's level-1 codes recovered")
+    ax.set_title("What the codebook stage reveals about a market")
+    ax.legend(fontsize="x-small")
+    return _save(figure, Path(path))
+
+
 def write_scarce_market(summary: pd.DataFrame, path: Path, target: str, metric: str = "auc") -> Path:
     """Test `metric` of the target market against the share of its training data each method saw, one
     panel per backbone; bands are the 95% intervals over seeds (`summary`: fraction, method, backbone,
