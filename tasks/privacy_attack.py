@@ -7,8 +7,9 @@ server, sees exactly what crosses (`tff_fedmm.federated.privacy_attack`). Each t
 codes a target market's users and items occupy when it joins (its level-1 latent clusters); the
 recovery rate is the share named right, against the chance rate of a guess that knows nothing.
 Protections: none, `--secure-agg`, central DP at each `--noise` multiplier, central DP with secure
-summation at each `--secure-noise` multiplier (fixed clip `--dp-clip`). ε is that of the codebook
-stage (`--rounds` rounds) at `--dp-delta`. Every market is the target in turn; rows are means over
+summation at each `--secure-noise` multiplier, distributed DP (`--dp-mode distributed`) at each
+`--distributed-noise` multiplier (fixed clip `--dp-clip`). ε is that of the codebook stage (`--rounds`
+rounds) at `--dp-delta`. Every market is the target in turn; rows are means over
 targets, and over `--seeds` codebook-stage seeds in the printed table (the CF stage runs once, at `--seed`).
 Writes OUT/privacy_attack.csv (one row per protection and seed, rewritten after each), OUT/privacy_attack.png
 and OUT/config.json, and prints the table as Markdown.
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="central DP noise multipliers (default 0.1,0.3,1,3,10; \"\" for none)")
     parser.add_argument("--secure-noise", type=_noise_levels, default=[1.0], metavar="Z,Z,...",
                         help="central DP noise multipliers run with secure summation too (default 1; \"\" for none)")
+    parser.add_argument("--distributed-noise", type=_noise_levels, default=[0.1, 0.3, 1.0, 3.0, 10.0],
+                        metavar="Z,Z,...",
+                        help="distributed DP noise multipliers (default 0.1,0.3,1,3,10; \"\" for none)")
     parser.add_argument("--dp-clip", type=float, default=0.3, help="fixed L2 clip of a market's update (0.3)")
     parser.add_argument("--dp-delta", type=float, default=1e-5, help="delta of the reported epsilon (1e-5)")
     parser.add_argument("--rounds", type=int, default=3, help="codebook rounds per run (default 3)")
@@ -89,12 +93,13 @@ def _run(args: argparse.Namespace) -> int:
     out = open_run_folder(args.out)
     write_json(out, "config.json", {"task": "privacy_attack", "data": market_set.source, "markets": market_set.names,
                                     "seed": args.seed, "seeds": args.seeds, "rounds": args.rounds,
-                                    "noise": args.noise, "secure_noise": args.secure_noise, "clip": args.dp_clip,
+                                    "noise": args.noise, "secure_noise": args.secure_noise,
+                                    "distributed_noise": args.distributed_noise, "clip": args.dp_clip,
                                     "delta": args.dp_delta, "versions": api.versions()})
     install_execution_context()
     base = CodesConfig(rounds=args.rounds)
     inputs = cf_inputs(market_set, replace(base.cf, seed=args.seed))
-    runs = protections(args.noise, args.dp_clip, args.dp_delta, args.secure_noise)
+    runs = protections(args.noise, args.dp_clip, args.dp_delta, args.secure_noise, args.distributed_noise)
     rows = []
     for seed in range(args.seed, args.seed + args.seeds):
         config = replace(base, codebook=replace(base.codebook, rqvae=replace(base.codebook.rqvae, seed=seed)))

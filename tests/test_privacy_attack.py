@@ -48,6 +48,7 @@ def test_server_views():
     assert pa.view_kind(dp=False, secure_agg=False, distributed=False) == pa.PER_MARKET
     assert pa.view_kind(dp=True, secure_agg=True, distributed=False) == pa.CLIPPED_SUM
     assert pa.view_kind(dp=False, secure_agg=True, distributed=False) == pa.RELEASED_SUM
+    assert pa.view_kind(dp=True, secure_agg=False, distributed=True) == pa.RELEASED_SUM
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,18 @@ def test_low_epsilon_brings_the_public_to_chance_but_not_the_server_of_central_d
     assert abs(result["recovery_a"] - result["chance"]) <= result["tolerance"]
     # Central DP adds its noise after the server has seen each market's clipped update.
     assert result["recovery_b"] > result["chance"] + result["tolerance"]
+
+
+def test_low_epsilon_under_distributed_dp_brings_both_adversaries_to_chance(small_stage):
+    from tff_fedmm.pipelines.attack_trace import Protection
+
+    inputs, config = small_stage
+    protection = Protection("distributed", dp.PrivacyConfig(noise_multiplier=30.0, clip=0.3, mode=dp.DISTRIBUTED))
+    assert protection.view == pa.RELEASED_SUM  # the server only ever sees the sum the markets noised
+    result, trace = _attack(inputs, config, protection)
+    assert trace.epsilon < 0.5
+    assert abs(result["recovery_a"] - result["chance"]) <= result["tolerance"]
+    assert abs(result["recovery_b"] - result["chance"]) <= result["tolerance"]
 
 
 def _task():

@@ -205,7 +205,8 @@ def write_privacy_attack(table: pd.DataFrame, path: Path) -> Path:
     families = noised["protection"].str.replace(r" z=\S+", "", regex=True)
     for i, (family, rows) in enumerate(noised.groupby(families, sort=False)):
         line = len(rows) > 1
-        ax.plot(rows["epsilon"], rows["recovery_a"], "o-" if line else "o", color=_color(i), label=f"(a) public, {family}")
+        ax.plot(rows["epsilon"], rows["recovery_a"], "o-" if line else "o", color=_color(i),
+                label=f"(a) public, {family}")
         ax.plot(rows["epsilon"], rows["recovery_b"], "s--" if line else "s", color=_color(i), markerfacecolor="none",
                 label=f"(b) server, {family}")
     plain = table[~np.isfinite(table["epsilon"])]

@@ -25,9 +25,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from tff_fedmm.federated import accounting
 from tff_fedmm.federated import privacy as dp
 from tff_fedmm.federated import privacy_attack as pa
 from tff_fedmm.pipelines.codes_stage import CodesConfig
+from tff_fedmm.pipelines.privacy_report import Ledger
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class AttackTrace:
     market_updates: dict[str, np.ndarray] | None  # market → [rounds, K, d] raw updates; None: not recorded
     weights: dict[str, float]  # market → its weight in a mean without DP (RQ-VAE rows)
     row_codes: dict[str, np.ndarray]  # market → level-1 code per RQ-VAE row at the start (evaluator only)
-    epsilon: float | None  # of the codebook stage at the privacy's delta; None without DP
+    epsilon: float | None  # of the codebook stage per market (all take part) at the privacy's delta
 
 
 def record_trace(inputs: dict[str, np.ndarray], config: CodesConfig, record_markets: bool) -> AttackTrace:
@@ -53,8 +55,10 @@ def record_trace(inputs: dict[str, np.ndarray], config: CodesConfig, record_mark
     stage = config.codebook
     set_global_seed(stage.rqvae.seed, "codebook", *names)
     privacy = config.privacy
+    ledger = Ledger("codebook")
     process = build_codebook_process(stage, dp.codebook_aggregator(
-        stage.rule, privacy, float(len(names)), dp.noise_seed(privacy, stage.rqvae.seed)))
+        stage.rule, privacy, float(len(names)), dp.noise_seed(privacy, stage.rqvae.seed, ledger.stage)),
+        metrics_cross=not privacy.dp)
     plain = build_codebook_process(stage) if record_markets else None
     server = process.initialize()
     clients = [initial_client_state(stage, i, server.global_model_weights, inputs[n]) for i, n in enumerate(names)]
@@ -75,8 +79,8 @@ def record_trace(inputs: dict[str, np.ndarray], config: CodesConfig, record_mark
         for state in returned:  # keyed by client_index, never by position
             clients[int(state["client_index"])] = state
         codebooks.append(np.asarray(codebook_of(server.global_model_weights)))
-    epsilon = (dp.epsilon(dp.round_event(server.aggregator), config.rounds, privacy.delta)
-               if privacy.dp and config.rounds else None)
+    ledger.record(privacy, server.aggregator, names, [range(len(names))] * config.rounds)
+    epsilon = accounting.epsilon(ledger.charges, names[0], accounting.MARKET, privacy.delta) if privacy.dp else None
     return AttackTrace(codebooks=np.stack(codebooks),
                        market_updates={n: np.stack(u) for n, u in updates.items()} if plain is not None else None,
                        weights={n: float(len(inputs[n])) for n in names}, row_codes=row_codes, epsilon=epsilon)
@@ -92,19 +96,26 @@ class Protection:
     @property
     def view(self) -> str:
         """What the server receives under this protection (`privacy_attack.VIEWS`)."""
-        return pa.view_kind(self.privacy.dp, self.privacy.secure_agg, distributed=False)
+        return pa.view_kind(self.privacy.dp, self.privacy.secure_agg, distributed=self.privacy.mode == dp.DISTRIBUTED)
 
 
-def protections(noise: list[float], clip: float, delta: float, secure_noise: list[float]) -> list[Protection]:
-    """No protection, secure summation, central DP at each of `noise` (fixed L2 `clip`), and central DP
-    with secure summation at each of `secure_noise`. DP noise is reproducible (`noise_seed`): the table
-    can be regenerated, and secret noise has the same law."""
+def protections(noise: list[float], clip: float, delta: float, secure_noise: list[float],
+                distributed_noise: list[float]) -> list[Protection]:
+    """No protection, secure summation, central DP at each of `noise` (fixed L2 `clip`), central DP with
+    secure summation at each of `secure_noise`, and distributed DP at each of `distributed_noise`. Central
+    DP noise is reproducible (`noise_seed`) so the table can be regenerated, with the law of secret noise;
+    distributed DP's noise is each market's own and cannot be seeded."""
     def central(z: float, secure: bool) -> Protection:
         return Protection(f"central DP z={z:g}" + (" + secure agg" if secure else ""),
                           dp.PrivacyConfig(noise_multiplier=z, clip=clip, delta=delta, secure_agg=secure, noise_seed=0))
 
+    def distributed(z: float) -> Protection:
+        return Protection(f"distributed DP z={z:g}",
+                          dp.PrivacyConfig(noise_multiplier=z, clip=clip, delta=delta, mode=dp.DISTRIBUTED))
+
     return [Protection("none", dp.PrivacyConfig()), Protection("secure agg", dp.PrivacyConfig(secure_agg=True)),
-            *(central(z, False) for z in noise), *(central(z, True) for z in secure_noise)]
+            *(central(z, False) for z in noise), *(central(z, True) for z in secure_noise),
+            *(distributed(z) for z in distributed_noise)]
 
 
 def measure(inputs: dict[str, np.ndarray], config: CodesConfig, protection: Protection) -> dict:
