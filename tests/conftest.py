@@ -55,6 +55,19 @@ def small_market_files(markets, users: int = 40, items: int = 110, per_user: int
     return files
 
 
+# The files that take minutes (end-to-end runs in subprocesses), longest first. `make test` runs pytest-xdist
+# with --dist loadfile --no-loadscope-reorder, which hands whole files to the workers in collection order:
+# started first, the long files end while the short ones fill the other worker's time, instead of each
+# worker ending the suite alone on a long file (xdist's own order is by number of tests, which put these last).
+LONG_FILES = ("test_kill_anywhere.py", "test_resume.py", "test_cli_compare.py", "test_tasks.py", "test_workers.py",
+              "test_privacy_options.py", "test_scarce_market.py", "test_notebook.py", "test_exports.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+
+
 @pytest.fixture
 def market_dir(tmp_path: Path) -> Callable[..., Path]:
     """Writes `{file name: text}` into a fresh directory and returns it."""
