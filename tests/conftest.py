@@ -55,12 +55,14 @@ def small_market_files(markets, users: int = 40, items: int = 110, per_user: int
     return files
 
 
-# The files that take minutes (end-to-end runs in subprocesses), longest first. `make test` runs pytest-xdist
-# with --dist loadfile --no-loadscope-reorder, which hands whole files to the workers in collection order:
-# started first, the long files end while the short ones fill the other worker's time, instead of each
-# worker ending the suite alone on a long file (xdist's own order is by number of tests, which put these last).
-LONG_FILES = ("test_kill_anywhere.py", "test_resume.py", "test_cli_compare.py", "test_tasks.py", "test_workers.py",
-              "test_privacy_options.py", "test_scarce_market.py", "test_notebook.py", "test_exports.py")
+# The files that take minutes (end-to-end runs in subprocesses), longest first as `--durations` measured
+# them. `make test` runs pytest-xdist with --dist loadfile --no-loadscope-reorder, which hands whole files to
+# the workers in collection order: started first, the long files end while the short ones fill the other
+# worker's time, instead of a worker ending the suite alone on a long file (xdist's own order is by number
+# of tests, which queued these last).
+LONG_FILES = ("test_resume.py", "test_kill_anywhere.py", "test_cli_compare.py", "test_tasks.py",
+              "test_privacy_options.py", "test_exports.py", "test_workers.py", "test_anchored_mode.py",
+              "test_bench.py", "test_audit_identity.py", "test_rqvae.py", "test_scarce_market.py", "test_notebook.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
