@@ -20,9 +20,10 @@ run: venv
 	$(BIN)/fedmm run
 
 # One pytest worker per core (pytest-xdist; a test file's tests stay on one worker, so a module's fixtures
-# are built once): most tests run a training subprocess that keeps about one core busy.
+# are built once): most tests run a training subprocess that keeps about one core busy. Files are handed out
+# in collection order, the long ones first (tests/conftest.py's LONG_FILES); the 15 slowest tests are listed.
 test: venv
-	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=15
 
 # FedMM vs FedAvg/Keras: round time, throughput, upload bytes, scaling, memory (a few minutes).
 bench: venv

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -15,6 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "xmarket-electronics"
 
 HEADER = "userId itemId rate date"
+TINY_MARKETS = ("aa", "bb")
 
 
 def valid_lines(users: int = 3, items_per_user: int = 4) -> list[str]:
@@ -46,6 +53,21 @@ def small_market_files(markets, users: int = 40, items: int = 110, per_user: int
                 lines.append(f"{name}u{u} i{item} {1 + (u + k) % 5}.0 2020-01-{k + 1:02d}")
         files[f"{name}_5core.txt"] = "\n".join(lines) + "\n"
     return files
+
+
+# The files that take minutes (end-to-end runs in subprocesses), longest first as `--durations` measured
+# them. `make test` runs pytest-xdist with --dist loadfile --no-loadscope-reorder, which hands whole files to
+# the workers in collection order: started first, the long files end while the short ones fill the other
+# worker's time, instead of a worker ending the suite alone on a long file (xdist's own order is by number
+# of tests, which queued these last).
+LONG_FILES = ("test_resume.py", "test_kill_anywhere.py", "test_cli_compare.py", "test_tasks.py",
+              "test_privacy_options.py", "test_exports.py", "test_workers.py", "test_anchored_mode.py",
+              "test_bench.py", "test_audit_identity.py", "test_rqvae.py", "test_scarce_market.py", "test_notebook.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
 
 
 @pytest.fixture
@@ -82,3 +104,45 @@ def tff_context():
     worker = context._state.get("worker")
     if worker is not None:  # atexit would stop it too; stopping here keeps `pgrep worker_binary` clean sooner
         worker.stop()
+
+
+class TinyRun(NamedTuple):
+    """A finished `fedmm compare` run on the two tiny markets (`tiny_run`)."""
+
+    out: Path  # the run folder
+    data: Path  # the markets it trained on
+    stdout: str  # what the command printed
+
+
+# Every kind of export (shared and private codebooks, none, offsets) and a method without any, on both
+# backbones; the seed is not the default, so tests can check that the run's own seed is the one recorded.
+TINY_RUN_METHODS = ("local", "fedmm", "local+codes", "fedavg", "centralized-anchored")
+TINY_RUN_BACKBONES = ("deepfm", "dcnv2")
+TINY_RUN_SEED, TINY_RUN_ROUNDS = 3, 1
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    """One finished `fedmm compare` on the two tiny markets, trained once per test run and shared by the tests
+    that only read a finished run folder (training costs far more than the reads; each test used to train
+    its own). Under pytest-xdist the first worker to ask trains it while the others wait on a file lock.
+    Tests must not write into it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder all workers of this test run share
+    folder = root / "tiny_run"
+    out, data, done = folder / "run", folder / "data", folder / "stdout.txt"
+    with (root / "tiny_run.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed build left: start again
+            data.mkdir(parents=True)
+            for name, text in small_market_files(TINY_MARKETS, 40, 110, 6).items():
+                (data / name).write_text(text)
+            command = [sys.executable, "-m", "tff_fedmm", "compare", "--data", str(data),
+                       "--methods", ",".join(TINY_RUN_METHODS), "--backbones", ",".join(TINY_RUN_BACKBONES),
+                       "--rounds", str(TINY_RUN_ROUNDS), "--seed", str(TINY_RUN_SEED), "--out", str(out)]
+            result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+            assert result.returncode == 0, result.stderr[-3000:]
+            done.write_text(result.stdout)
+    return TinyRun(out, data, done.read_text())

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, small_market_files
+from conftest import (
+    REPO_ROOT, TINY_RUN_BACKBONES, TINY_RUN_METHODS, TINY_RUN_ROUNDS, TINY_RUN_SEED, small_market_files,
+)
 
 from tff_fedmm.cli import main
 
@@ -72,14 +74,12 @@ def _compare(data: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_compare_writes_a_complete_run_folder(market_dir, tmp_path):
-    data = market_dir(tiny_market_files())
-    out = tmp_path / "run"
-    result = _compare(data, out, "--methods", "local,fedmm,fedavg")
+def test_compare_writes_a_complete_run_folder(tiny_run):
+    out = tiny_run.out  # conftest's shared run: TINY_RUN_METHODS on TINY_RUN_BACKBONES
     columns, rows = read_csv(out / "results.csv")
     assert columns == RESULT_COLUMNS
     keys = [(r["method"], r["backbone"], r["market"]) for r in rows]
-    expected = {(m, "deepfm", k) for m in ("local", "fedmm", "fedavg") for k in MARKETS}
+    expected = {(m, b, k) for m in TINY_RUN_METHODS for b in TINY_RUN_BACKBONES for k in MARKETS}
     assert len(keys) == len(expected) and set(keys) == expected
     for row in rows:
         assert 0.0 <= float(row["auc"]) <= 1.0 and float(row["logloss"]) > 0.0
@@ -87,7 +87,7 @@ def test_compare_writes_a_complete_run_folder(market_dir, tmp_path):
         assert 0.0 <= float(row["ndcg@10_full"]) <= float(row["hr@10_full"]) <= float(row["recall@20_full"]) <= 1.0
         # 99 sampled negatives are a subset of the full catalogue's: the sampled rank can only be better.
         assert float(row["hr@10_full"]) <= float(row["hr@10"])
-        if row["method"] in ("local", "fedavg"):
+        if row["method"] in ("local", "fedavg", "centralized-anchored"):
             assert row["alignment"] == "", row
         else:
             assert 0.0 <= float(row["alignment"]) <= 1.0, row
@@ -95,13 +95,15 @@ def test_compare_writes_a_complete_run_folder(market_dir, tmp_path):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert not (out / "INCOMPLETE").exists()
     config = json.loads((out / "config.json").read_text())
-    assert config["command"]["rounds"] == 2 and config["config"]["codes"]["rounds"] == 2
-    assert "fedmm" in result.stdout
+    assert config["command"]["rounds"] == TINY_RUN_ROUNDS and config["config"]["codes"]["rounds"] == TINY_RUN_ROUNDS
+    assert "fedmm" in tiny_run.stdout
     # Every federated process the run built, audited by identity: what crosses, and from which variable.
     audit = json.loads((out / "privacy_audit.json").read_text())
-    assert set(audit["stages"]) == {"codes-federated-aa-bb", "ctr-fedmm-deepfm", "ctr-fedavg-deepfm"}
-    assert all(entry["seeds"] == [0] for entry in audit["stages"].values())
-    assert set(audit["methods_without_a_federated_process"]) == {"local"} and audit["audit_seconds"] > 0
+    assert set(audit["stages"]) == {"codes-federated-aa-bb", *(f"codes-private-{k}" for k in MARKETS),
+                                    *(f"ctr-{m}-{b}" for m in ("fedmm", "fedavg") for b in TINY_RUN_BACKBONES)}
+    assert all(entry["seeds"] == [TINY_RUN_SEED] for entry in audit["stages"].values())
+    assert set(audit["methods_without_a_federated_process"]) == {"local", "local+codes", "centralized-anchored"}
+    assert audit["audit_seconds"] > 0
     values, sources = audited(out, "codes-federated-aa-bb")
     assert "codebook_update" in values and "update of shared_global_codebook/codebook" in " ".join(sources)
     values, sources = audited(out, "ctr-fedmm-deepfm")

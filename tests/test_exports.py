@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
-from test_cli_compare import MARKETS, fedmm_cmd, tail, tiny_market_files
+from conftest import REPO_ROOT, TINY_RUN_BACKBONES, TINY_RUN_METHODS, TINY_RUN_SEED
+from test_cli_compare import MARKETS
 
 from tff_fedmm.cli import main
 
-METHODS = ("fedmm", "local+codes", "fedavg", "centralized-anchored")  # shared/private codebooks, none, offsets
-BACKBONES = ("deepfm", "dcnv2")
-SEED = 3  # not the default: the exported seed must be the run's first, whatever it is
+METHODS, BACKBONES = TINY_RUN_METHODS, TINY_RUN_BACKBONES
+SEED = TINY_RUN_SEED  # not the default: the exported seed must be the run's first, whatever it is
 
 # Run in a fresh Python: every exported model scores its market's test examples (raw IDs, as a user would
 # have them) and prints the test AUC and LogLoss it gives, formatted as results.csv formats them.
@@ -41,21 +40,10 @@ for method, backbones in json.load(open(f"{run}/exports.json"))["methods"].items
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> tuple[Path, Path]:
-    """(run folder, data folder) of a tiny run of every kind of export, on both backbones."""
-    root = tmp_path_factory.mktemp("exports")
-    data = root / "data"
-    data.mkdir()
-    for name, text in tiny_market_files().items():
-        (data / name).write_text(text)
-    out, log = root / "run", root / "stderr.txt"
-    with log.open("w") as err:
-        done = subprocess.run(fedmm_cmd("compare", "--data", str(data), "--methods", ",".join(METHODS),
-                                        "--backbones", ",".join(BACKBONES), "--rounds", "1", "--seed", str(SEED),
-                                        "--quiet", "--out", str(out)),
-                              cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err, timeout=900)
-    assert done.returncode == 0, tail(log)
-    return out, data
+def run(tiny_run) -> tuple[Path, Path]:
+    """(run folder, data folder) of the shared tiny run (`conftest.tiny_run`): every kind of export, on both
+    backbones."""
+    return tiny_run.out, tiny_run.data
 
 
 def _results(out: Path) -> dict[tuple[str, str, str], dict[str, str]]:
