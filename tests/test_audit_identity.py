@@ -18,7 +18,8 @@ import tensorflow as tf  # noqa: E402
 from test_cli_compare import tiny_market_files  # noqa: E402
 
 from tff_fedmm.cli import main  # noqa: E402
-from tff_fedmm.federated import audit, codebook_process, dataflow, manifest, partial_fedavg, signature  # noqa: E402
+from tff_fedmm.federated import audit, codebook_process, dataflow, manifest, partial_fedavg  # noqa: E402
+from tff_fedmm.pipelines import signature  # noqa: E402
 from tff_fedmm.federated.audit_identity import IdentityAuditError, audit_process  # noqa: E402
 from tff_fedmm.federated.codebook_process import CodebookStageConfig, build_codebook_process  # noqa: E402
 from tff_fedmm.federated.partial_fedavg import build_partial_fedavg_process  # noqa: E402

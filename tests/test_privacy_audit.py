@@ -15,7 +15,8 @@ tff = pytest.importorskip("tensorflow_federated")
 import tensorflow as tf  # noqa: E402
 
 from tff_fedmm.cli import main  # noqa: E402
-from tff_fedmm.federated import audit, signature  # noqa: E402
+from tff_fedmm.federated import audit  # noqa: E402
+from tff_fedmm.pipelines import signature  # noqa: E402
 from tff_fedmm.federated.codebook_aggregator import RULES, client_payload_type  # noqa: E402
 from tff_fedmm.federated.codebook_process import CodebookStageConfig, build_codebook_process  # noqa: E402
 from tff_fedmm.federated.partial_fedavg import (  # noqa: E402
