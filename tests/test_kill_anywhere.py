@@ -143,6 +143,7 @@ def test_fedmm_run_killed_anywhere_resumes_to_the_same_results(sig, tiny_data, s
 
 
 @pytest.mark.slow
+@pytest.mark.full_only  # 4 min: DP kill + resume exactness is also tested by test_resume[dp-secure-dropout]
 def test_compare_with_dp_and_secure_sums_killed_anywhere_resumes_to_the_same_results(tiny_data, tmp_path,
                                                                                     subreaper):
     args = [*COMPARE, *DP_SECURE]

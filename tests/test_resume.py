@@ -142,6 +142,7 @@ def test_every_methods_rows_do_not_depend_on_the_order_methods_run_in(market_dir
 
 
 @pytest.mark.slow
+@pytest.mark.full_only  # 2 min: order independence is also tested by test_every_methods_rows_do_not_depend_...
 def test_a_methods_result_does_not_depend_on_the_methods_run_before_it(market_dir, tmp_path):
     """`fedmm-global-only` trains a CTR stage (which moves TensorFlow's global seed) before FedMM's codes
     are learned; FedMM's rows must be those of `--methods fedmm` alone. (Markets of more RQ-VAE rows than one
