@@ -80,6 +80,11 @@ class PrivacyConfig:
     mode: str = CENTRAL  # where the noise is added: by the server (central) or by each market (distributed)
 
     @property
+    def clips_by_flag(self) -> tuple[tuple[str, float | None], ...]:
+        """Each DP stage's clip with the flag that sets it (codebook, CTR, CF tower)."""
+        return (("--dp-clip", self.clip), ("--dp-ctr-clip", self.ctr_clip), ("--dp-cf-clip", self.cf_clip))
+
+    @property
     def dp(self) -> bool:
         return self.noise_multiplier is not None
 
@@ -97,8 +102,7 @@ def check_privacy(privacy: PrivacyConfig, rule: str, markets_per_round: float, d
         return
     if privacy.noise_multiplier < 0:
         raise UsageError(f"--dp-noise-multiplier: expected a number >= 0, got {privacy.noise_multiplier}")
-    for flag, clip in (("--dp-clip", privacy.clip), ("--dp-ctr-clip", privacy.ctr_clip),
-                       ("--dp-cf-clip", privacy.cf_clip)):
+    for flag, clip in privacy.clips_by_flag:
         if clip is not None and clip <= 0:
             raise UsageError(f"{flag}: expected a positive L2 norm or 'adaptive', got {clip}")
     if not 0 < privacy.delta < 1:
@@ -107,8 +111,7 @@ def check_privacy(privacy: PrivacyConfig, rule: str, markets_per_round: float, d
         raise UsageError("--dp-noise-multiplier: DP needs --codebook-rule mean (the usage rule's per-code sums "
                          "grow with a market's size, so no fixed clip bounds a market's contribution)")
     limit = 0.1 * markets_per_round
-    for flag, clip in (("--dp-clip", privacy.clip), ("--dp-ctr-clip", privacy.ctr_clip),
-                       ("--dp-cf-clip", privacy.cf_clip)):
+    for flag, clip in privacy.clips_by_flag:
         if clip is None and privacy.noise_multiplier >= limit:
             raise UsageError(f"{flag} adaptive: TFF's adaptive clipping needs --dp-noise-multiplier < 0.1 x markets "
                              f"per round = {limit:g} here (it spends part of the budget on the clip); "
@@ -122,8 +125,7 @@ def _check_distributed(privacy: PrivacyConfig, dropout_rate: float) -> None:
     if privacy.noise_seed is not None:
         raise UsageError("--dp-noise-seed: not with --dp-mode distributed (each market draws its own noise share; "
                          "no seed of the run can make it reproducible)")
-    for flag, clip in (("--dp-clip", privacy.clip), ("--dp-ctr-clip", privacy.ctr_clip),
-                       ("--dp-cf-clip", privacy.cf_clip)):
+    for flag, clip in privacy.clips_by_flag:
         if clip is None:
             raise UsageError(f"{flag} adaptive: not with --dp-mode distributed; give a fixed {flag} (the "
                              "epsilon of distributed DP is computed for a fixed clip)")
