@@ -42,6 +42,29 @@ def test_only_secure_sums_cross_and_the_state_says_so():
     assert "distributed_dp" in str(process.initialize.type_signature.result)
 
 
+def test_the_shape_audit_knows_the_one_padded_vector_distributed_dp_sends():
+    process = _process()
+    sent = audit.as_sent(audit.leaf_types(VALUE), distributed=True)
+    assert [(t.dtype, tuple(t.shape)) for t in sent] == [(np.int32, (16 * 8,))]  # 128 elements: already even
+    crossings = audit.client_to_server_values(process.next)
+    audit.assert_nonscalar_leaves_equal(crossings, sent)
+    with pytest.raises(audit.PrivacyAuditError):  # as the plain update it would not pass
+        audit.assert_nonscalar_leaves_equal(crossings, audit.leaf_types(VALUE))
+    odd = tff.StructWithPythonType([("u", tff.TensorType(np.float32, [3, 5]))], collections.OrderedDict)
+    assert tuple(audit.as_sent(audit.leaf_types(odd), distributed=True)[0].shape) == (16,)  # the DFT pads to even
+
+
+def test_signature_shows_and_audits_both_processes_under_distributed_dp(capsys):
+    flags = ["signature", "--dp-noise-multiplier", "1", "--dp-clip", "0.3", "--dp-ctr-clip", "0.4"]
+    assert main([*flags, "--dp-mode", "distributed"]) == 0
+    out = capsys.readouterr().out
+    sections = out.split("\n== ")
+    assert len(sections) == 2 and all("distributed DP)" in section.splitlines()[0] for section in sections)
+    assert out.count("audit: passed") == 2 and "[NOT ALLOWED]" not in out
+    assert out.count("[shared] federated_secure_sum_bitwidth: int32[") == 2  # one noised vector per process
+    assert main([*flags[:3], "--dp-clip", "adaptive", "--dp-mode", "distributed"]) == 2  # as run/compare refuse it
+
+
 def test_the_server_sees_the_sum_with_noise_of_the_central_scale(tff_context):
     process = _process()
     state = process.initialize()

@@ -69,7 +69,7 @@ def _signature(args: argparse.Namespace) -> int:
     from tff_fedmm.federated.privacy import PrivacyConfig, check_privacy
     from tff_fedmm.pipelines.signature import SIGNATURE_MARKETS, signature_report
 
-    privacy = PrivacyConfig(args.dp_noise_multiplier, args.dp_clip, secure_agg=args.secure_agg)
+    privacy = PrivacyConfig(args.dp_noise_multiplier, args.dp_clip, secure_agg=args.secure_agg, mode=args.dp_mode)
     if args.dp_ctr_clip is not None:
         if not privacy.dp:
             raise UsageError("--dp-ctr-clip: only used with --dp-noise-multiplier (DP is off without it)")

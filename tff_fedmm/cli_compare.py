@@ -99,7 +99,7 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
 
 def add_privacy_arguments(parser: argparse.ArgumentParser, epsilon: bool = True) -> None:
     """The DP and secure-sum flags (`fedmm run/compare/signature`); `epsilon=False` (signature, which builds
-    no CF process and runs nothing) leaves out `--dp-cf-clip`, `--dp-delta`, `--dp-noise-seed` and `--dp-mode`."""
+    no CF process and runs nothing) leaves out `--dp-cf-clip`, `--dp-delta` and `--dp-noise-seed`."""
     privacy = parser.add_argument_group("privacy of the federated aggregations")
     privacy.add_argument("--dp-noise-multiplier", type=float, default=None, metavar="Z",
                          help="differential privacy on every federated aggregation of every method (CF tower, global "
@@ -118,13 +118,13 @@ def add_privacy_arguments(parser: argparse.ArgumentParser, epsilon: bool = True)
         privacy.add_argument("--dp-noise-seed", type=int, default=None, metavar="N",
                              help="reproducible DP noise for research: anyone with the run's settings can "
                                   "regenerate it, so it is NOT private (default: secret noise from OS entropy)")
-        privacy.add_argument("--dp-mode", choices=("central", "distributed"), default="central",
-                             help="who adds the DP noise: the server after summing (central, default: the server "
-                                  "sees each market's clipped update) or each market, a share of discrete Gaussian "
-                                  "noise before a secure sum (distributed: the server sees only the noised sum; "
-                                  "needs a fixed --dp-clip, no --dropout-rate, no --dp-noise-seed). Distributed "
-                                  "noise is drawn by the markets and cannot be redrawn: a killed run resumes and "
-                                  "completes, but not to the numbers of an uninterrupted one")
+    privacy.add_argument("--dp-mode", choices=("central", "distributed"), default="central",
+                         help="who adds the DP noise: the server after summing (central, default: the server "
+                              "sees each market's clipped update) or each market, a share of discrete Gaussian "
+                              "noise before a secure sum (distributed: the server sees only the noised sum; "
+                              "needs a fixed --dp-clip, no --dropout-rate, no --dp-noise-seed). Distributed "
+                              "noise is drawn by the markets and cannot be redrawn: a killed run resumes and "
+                              "completes, but not to the numbers of an uninterrupted one")
     privacy.add_argument("--secure-agg", action="store_true",
                          help="sum the codebook aggregation with TFF's secure sum (simulated protocol, documented "
                               "fixed bounds): the server sees only sums")

@@ -24,6 +24,7 @@ leave a market — is checked with `assert_only_allowed` and the predicates belo
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -238,12 +239,22 @@ def assert_nonscalar_leaves_equal(crossings: Sequence[Crossing], expected: Itera
 # The project's predicates
 
 
-def _payload_leaves(rule: str, k_global: int, latent_dim: int, secure: bool, anchors: int = 0) -> list[tff.TensorType]:
-    """The payload's leaves; under `--secure-agg` as TFF's secure sum sends them: quantized to int64."""
+def as_sent(leaves: list[tff.TensorType], secure: bool = False, distributed: bool = False) -> list[tff.TensorType]:
+    """How `leaves` cross: as they are; under `--secure-agg` quantized to int64, as TFF's secure sum sends
+    them; under `--dp-mode distributed` as one int32 vector of every element, flattened, rotated and padded
+    to an even length (`federated.distributed_dp`), which is what TFF's DDG sum sends."""
+    if distributed:
+        size = sum(int(np.prod(t.shape)) for t in leaves)
+        return [tff.TensorType(np.int32, [2 * math.ceil(size / 2)])]
+    return [tff.TensorType(np.int64, t.shape) for t in leaves] if secure else leaves
+
+
+def _payload_leaves(rule: str, k_global: int, latent_dim: int, secure: bool, anchors: int = 0,
+                    distributed: bool = False) -> list[tff.TensorType]:
+    """The payload's leaves as they cross (`as_sent`)."""
     from tff_fedmm.federated.codebook_aggregator import client_payload_type
 
-    leaves = leaf_types(client_payload_type(rule, k_global, latent_dim, anchors))
-    return [tff.TensorType(np.int64, t.shape) for t in leaves] if secure else leaves
+    return as_sent(leaf_types(client_payload_type(rule, k_global, latent_dim, anchors)), secure, distributed)
 
 
 def codebook_payload_fields(rule: str, k_global: int, latent_dim: int, anchors: int = 0) -> list[tuple[str, str, int]]:
@@ -258,40 +269,42 @@ def codebook_payload_fields(rule: str, k_global: int, latent_dim: int, anchors: 
             for name, t in zip(structure.name_list(payload), payload)]
 
 
-def codebook_allowed(rule: str, k_global: int, latent_dim: int, secure: bool = False, anchors: int = 0) -> TypePredicate:
+def codebook_allowed(rule: str, k_global: int, latent_dim: int, secure: bool = False, anchors: int = 0,
+                     distributed: bool = False) -> TypePredicate:
     """Codebook stage: a float32 scalar, or a leaf of the global-codebook payload of `rule` (with its
-    per-anchor aggregates when `anchors`); with `secure`, the payload quantized to integers and the
-    integer scalars of secure sums (the quantized weight, clip counts)."""
-    payload = {_key(t) for t in _payload_leaves(rule, k_global, latent_dim, secure, anchors)}
+    per-anchor aggregates when `anchors`) as it crosses (`as_sent`); with `secure` or `distributed`, also
+    the integer scalars of secure sums (the quantized weight, clip counts, the number of markets)."""
+    payload = {_key(t) for t in _payload_leaves(rule, k_global, latent_dim, secure, anchors, distributed)}
     return lambda t: (is_float32_scalar(t) or _key(t) in payload
-                      or (secure and is_scalar(t) and np.issubdtype(np.dtype(t.dtype), np.integer)))
+                      or ((secure or distributed) and is_scalar(t) and np.issubdtype(np.dtype(t.dtype), np.integer)))
 
 
 def audit_codebook_process(process, rule: str, k_global: int, latent_dim: int, secure: bool = False,
-                           anchors: int = 0) -> list[Crossing]:
+                           anchors: int = 0, distributed: bool = False) -> list[Crossing]:
     """Only the payload and scalars cross, and the payload crosses exactly once."""
-    crossings = assert_only_allowed(process.next, codebook_allowed(rule, k_global, latent_dim, secure, anchors))
-    assert_nonscalar_leaves_equal(crossings, _payload_leaves(rule, k_global, latent_dim, secure, anchors))
+    crossings = assert_only_allowed(process.next, codebook_allowed(rule, k_global, latent_dim, secure, anchors,
+                                                                   distributed))
+    assert_nonscalar_leaves_equal(crossings, _payload_leaves(rule, k_global, latent_dim, secure, anchors, distributed))
     return crossings
 
 
-def shared_weight_types(model, secure: bool = False) -> list[tff.TensorType]:
-    """The tensor types of the model's `shared_*` trainable weights, in the processes' order; with `secure`
-    (a DP mean whose clipped records are summed securely), quantized to int64 as TFF's secure sum sends them."""
+def shared_weight_types(model, secure: bool = False, distributed: bool = False) -> list[tff.TensorType]:
+    """The tensor types of the model's `shared_*` trainable weights, in the processes' order, as they cross
+    (`as_sent`: `secure` for a DP mean whose clipped records are summed securely, `distributed` for DDG)."""
     from tff_fedmm.federated.partial_fedavg import shared_weights
 
     types = [tff.TensorType(np.dtype(w.dtype.as_numpy_dtype), list(w.shape)) for w in shared_weights(model)]
-    return [tff.TensorType(np.int64, t.shape) for t in types] if secure else types
+    return as_sent(types, secure, distributed)
 
 
-def shared_weights_allowed(model, secure: bool = False) -> TypePredicate:
-    """Partial FedAvg: a scalar, or a leaf with the dtype and shape of one of the `shared_*` weights."""
-    shared = {_key(t) for t in shared_weight_types(model, secure)}
+def shared_weights_allowed(model, secure: bool = False, distributed: bool = False) -> TypePredicate:
+    """Partial FedAvg: a scalar, or a leaf with the dtype and shape of the `shared_*` weights as they cross."""
+    shared = {_key(t) for t in shared_weight_types(model, secure, distributed)}
     return lambda t: is_scalar(t) or _key(t) in shared
 
 
-def audit_partial_fedavg_process(process, model, secure: bool = False) -> list[Crossing]:
+def audit_partial_fedavg_process(process, model, secure: bool = False, distributed: bool = False) -> list[Crossing]:
     """Only scalars and shared weights cross, and the shared weights cross exactly once each."""
-    crossings = assert_only_allowed(process.next, shared_weights_allowed(model, secure))
-    assert_nonscalar_leaves_equal(crossings, shared_weight_types(model, secure))
+    crossings = assert_only_allowed(process.next, shared_weights_allowed(model, secure, distributed))
+    assert_nonscalar_leaves_equal(crossings, shared_weight_types(model, secure, distributed))
     return crossings

@@ -74,7 +74,7 @@ def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None,
     from tff_fedmm.federated.audit_identity import IdentityAuditError, audit_process
     from tff_fedmm.federated.codebook_process import CodebookStageConfig, build_codebook_process
     from tff_fedmm.federated.manifest import codebook_manifest, partial_fedavg_manifest
-    from tff_fedmm.federated.privacy import PrivacyConfig, codebook_aggregator, dp_mean_factory
+    from tff_fedmm.federated.privacy import DISTRIBUTED, PrivacyConfig, codebook_aggregator, dp_mean_factory
     from tff_fedmm.federated.partial_fedavg import build_partial_fedavg_process
     from tff_fedmm.models.ctr import build_ctr_model
     from tff_fedmm.pipelines.ctr_stage import CTRStageConfig
@@ -86,6 +86,7 @@ def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None,
     codebook = build_codebook_process(config, codebook_aggregator(rule, privacy, SIGNATURE_MARKETS, cfg.seed),
                                       metrics_cross=not privacy.dp)
     secure = privacy.secure_agg
+    distributed = privacy.dp and privacy.mode == DISTRIBUTED  # every DP mean sends one noised int32 vector
     sizes = SIGNATURE_CTR_SIZES
     # The federated CTR model as FedMM builds it by default (which layers are shared follows the stage config).
     model_fn = functools.partial(build_ctr_model, backbone, **sizes,
@@ -97,16 +98,17 @@ def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None,
     checks = [
         (f"codebook process (rule={rule}, K_global={cfg.k_global}, K_local={cfg.k_local}, d={cfg.latent_dim}"
          + (f", DP z={privacy.noise_multiplier} clip={privacy.clip or 'adaptive'}" if privacy.dp else "")
-         + (", secure sum" if secure else "") + (f", anchored: {anchors} anchor slots" if anchors else "") + ")",
-         codebook, codebook_allowed(rule, cfg.k_global, cfg.latent_dim, secure, anchors),
-         lambda: audit_codebook_process(codebook, rule, cfg.k_global, cfg.latent_dim, secure, anchors),
+         + (", distributed DP" if distributed else ", secure sum" if secure else "")
+         + (f", anchored: {anchors} anchor slots" if anchors else "") + ")",
+         codebook, codebook_allowed(rule, cfg.k_global, cfg.latent_dim, secure, anchors, distributed),
+         lambda: audit_codebook_process(codebook, rule, cfg.k_global, cfg.latent_dim, secure, anchors, distributed),
          lambda title: codebook_manifest(config, title)),
         (f"federated CTR process (partial FedAvg, backbone={backbone}, "
          + ", ".join(f"{k}={v}" for k, v in sizes.items())
          + (f", DP z={privacy.noise_multiplier} clip={privacy.ctr_clip or 'adaptive'}" if privacy.dp else "")
-         + (", secure sum" if secure and privacy.dp else "") + ")",
-         ctr, shared_weights_allowed(model, secure and privacy.dp),
-         lambda: audit_partial_fedavg_process(ctr, model, secure and privacy.dp),
+         + (", distributed DP" if distributed else ", secure sum" if secure and privacy.dp else "") + ")",
+         ctr, shared_weights_allowed(model, secure and privacy.dp, distributed),
+         lambda: audit_partial_fedavg_process(ctr, model, secure and privacy.dp, distributed),
          lambda title: partial_fedavg_manifest(model, title)),
     ]
     for title, process, allowed, audit, manifest in checks:
