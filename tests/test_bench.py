@@ -167,7 +167,8 @@ LINE_PATTERNS = {  # every line a quick run prints, each exactly once
     "throughput_ratio": r"^throughput_ratio federated/keras_fit = (?P<v>\S+) \(examples/s: federated (?P<a>\S+), "
                         r"keras_fit (?P<b>\S+); per cpu s: federated (?P<c>\S+), keras_fit (?P<d>\S+), "
                         r"ratio (?P<e>\S+);",
-    "upload": r"^upload_bytes_per_market_per_round fedmm = (?P<a>\d+) fedavg = (?P<b>\d+) ratio = (?P<v>\S+) ",
+    "upload": r"^upload_bytes_per_market_per_round fedmm = (?P<a>\d+) fedavg = (?P<b>\d+) ratio = (?P<v>\S+) "
+              r"\(fedmm = codebook round (?P<c>\d+) \+ ctr round (?P<d>\d+); ",
     "upload ids=1000": r"^upload_bytes_per_market_per_round ids=1000 fedmm = (?P<a>\d+) fedavg = (?P<b>\d+) "
                        r"ratio = (?P<v>\S+)$",
     "upload ids=10000": r"^upload_bytes_per_market_per_round ids=10000 fedmm = (?P<a>\d+) fedavg = (?P<b>\d+) "
@@ -186,26 +187,25 @@ def test_a_quick_bench_prints_every_figure_with_finite_values(tff_context):
     from tff_fedmm.bench import quick_settings, run_bench
 
     printed: list[str] = []
-    result = run_bench(quick_settings(), emit=printed.append)
-    assert printed == result.lines and len(printed) == len(LINE_PATTERNS), "\n".join(printed)
+    assert run_bench(quick_settings(), emit=printed.append) == printed and len(printed) == len(LINE_PATTERNS), \
+        "\n".join(printed)
+    found = {}
     for name, pattern in LINE_PATTERNS.items():
-        matches = [re.match(pattern, line) for line in printed]
-        found = [m for m in matches if m]
-        assert len(found) == 1, f"{name}: expected one line matching {pattern!r} in:\n" + "\n".join(printed)
-        values = {k: float(v) for k, v in found[0].groupdict().items()}
+        matches = [m for m in (re.match(pattern, line) for line in printed) if m]
+        assert len(matches) == 1, f"{name}: expected one line matching {pattern!r} in:\n" + "\n".join(printed)
+        found[name] = values = {k: float(v) for k, v in matches[0].groupdict().items()}
         if name.startswith("step_time_ratio"):  # 5x as many single steps as rounds
             assert values.pop("n") == 10, name
-            assert values["v"] == pytest.approx(values["c"] / values["a"], rel=0.01, abs=0.01), (name, values)
-            assert values["g"] == pytest.approx(values["f"] / values["d"], rel=0.01, abs=0.01), (name, values)
+            assert values["v"] == pytest.approx(values["c"] / values["a"], rel=0.02, abs=0.01), (name, values)
+            assert values["g"] == pytest.approx(values["f"] / values["d"], rel=0.02, abs=0.01), (name, values)
         assert all(math.isfinite(v) for v in values.values()), (name, values)
         if name == "memory growth":  # a slope: may be negative or zero
             continue
         assert all(v > 0 for k, v in values.items() if name != "scaling" or k != "v"), (name, values)
-    up = result.upload
-    assert up.fedmm == up.codebook + up.fedmm_ctr and up.ratio == pytest.approx(up.fedavg_ctr / up.fedmm)
+    up = found["upload"]
+    assert up["a"] == up["c"] + up["d"] and up["v"] == pytest.approx(up["b"] / up["a"], abs=0.005)
     # FedMM's upload does not depend on the vocabulary; FedAvg's grows by the same bytes per added ID.
-    by_ids = result.upload_by_ids
-    assert sorted(by_ids) == [1_000, 10_000, 100_000]
-    assert {u.fedmm for u in by_ids.values()} == {up.fedmm}
-    grow_small = by_ids[10_000].fedavg_ctr - by_ids[1_000].fedavg_ctr
-    assert grow_small > 0 and by_ids[100_000].fedavg_ctr - by_ids[10_000].fedavg_ctr == 10 * grow_small
+    by_ids = {ids: found[f"upload ids={ids}"] for ids in (1_000, 10_000, 100_000)}
+    assert {u["a"] for u in by_ids.values()} == {up["a"]}
+    grow_small = by_ids[10_000]["b"] - by_ids[1_000]["b"]
+    assert grow_small > 0 and by_ids[100_000]["b"] - by_ids[10_000]["b"] == 10 * grow_small

@@ -15,7 +15,8 @@ TensorFlow is imported inside `run_bench` only: `cli` imports this package (thro
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,8 @@ def quick_settings(**overrides) -> BenchSettings:
                             "interactions_per_user": 6, **overrides})
 
 
-@dataclass
-class BenchResult:
-    lines: list[str] = field(default_factory=list)  # every printed line
-    upload: object = None  # upload.Upload
-    upload_by_ids: dict = field(default_factory=dict)  # users + items per market -> upload.Upload
-
-
-def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> BenchResult:
-    """Every figure on the same markets; `emit` gets each line as soon as it is known."""
+def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> list[str]:
+    """Every figure on the same markets; `emit` gets each line as soon as it is known; returns them all."""
     from tff_fedmm.data.markets import SYNTHETIC, load_markets
     from tff_fedmm.data.synthetic import SyntheticConfig
 
@@ -73,10 +67,10 @@ def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> B
     from tff_fedmm.bench.codebook import codebook_runners
     from tff_fedmm.bench.measure import ratio_line, time_rounds
 
-    result = BenchResult()
+    lines: list[str] = []
 
     def say(line: str) -> None:
-        result.lines.append(line)
+        lines.append(line)
         emit(line)
 
     markets, warmup, rounds = len(market_set.names), settings.warmup, settings.rounds
@@ -96,16 +90,12 @@ def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> B
     cb_runners = codebook_runners(market_set, codes.codebook, codes.cf.dim, settings.seed)
     say(ratio_line("codebook", *time_rounds(cb_runners, warmup, rounds), warmup, markets))
 
-    result.upload = upload.Upload(codebook=upload.upload_bytes(cb_runners[0].process.next),
-                                  fedmm_ctr=upload.upload_bytes(runners[0].process.next),
-                                  fedavg_ctr=upload.upload_bytes(runners[2].process.next))
-    say(result.upload.line())
+    codebook_bytes = upload.upload_bytes(cb_runners[0].process.next)
+    say(upload.upload_line(codebook_bytes, *(upload.upload_bytes(runners[i].process.next) for i in (0, 2))))
     for ids in upload.VOCABULARIES:
-        result.upload_by_ids[ids] = upload.upload_at_vocabulary(work, result.upload.codebook, ids)
-        say(result.upload_by_ids[ids].line(ids))
-    for stage, make in (("cf", lambda ids, rng: steps.cf_step(codes.cf, ids, rng)),
-                        ("rqvae", lambda ids, rng: steps.rqvae_step(codes.codebook, ids, rng)),
-                        ("ctr", lambda ids, rng: steps.ctr_step(work, ids, rng))):
+        say(upload.upload_at_vocabulary(work, codebook_bytes, ids))
+    for stage, make in (("cf", partial(steps.cf_step, codes.cf)), ("rqvae", partial(steps.rqvae_step, codes.codebook)),
+                        ("ctr", partial(steps.ctr_step, work))):
         say(steps.step_time_line(stage, make, warmup, 5 * rounds, settings.seed))
 
     if settings.scaling:
@@ -115,4 +105,4 @@ def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> B
                                  settings.scaling, warmup=1, rounds=settings.scaling_rounds))
     for line in memory.memory_lines(work, settings.memory_rounds) if settings.memory_rounds else []:
         say(line)
-    return result
+    return lines

@@ -4,8 +4,8 @@ IDs per market (users + items, half each), on synthetic IDs, with each stage's o
 - CF: `training.cf.train_cf`'s step (BCE, Keras Adam, `fit`'s train function) on `build_cf_model` at that size;
 - CTR: `training.ctr.fit_ctr`'s step on the stage's coded model at that size, one batch of the workload's
   examples with its user and item IDs redrawn over the larger tables;
-- RQ-VAE: the federated client's round (`training.rqvae.build_round_fn`, TFF Adam) over one batch of the rows
-  (one per ID). The RQ-VAE has no weight per ID: more IDs make a round longer (more batches), never a step
+- RQ-VAE: the federated client's round (`training.rqvae.build_round_fn`, TFF Adam) over one batch of rows
+  (its rows are the IDs). It has no weight per ID: more IDs make a round longer (more batches), never a step
   dearer; a one-batch round also carries the round's fixed work (loading weights, re-seeding dead codes).
 
 Sizes alternate step by step (the same load drift for each). The first step traces; a later one that traced
@@ -30,10 +30,10 @@ from tff_fedmm.models.cf import CFConfig, build_cf_model
 from tff_fedmm.models.rqvae import build_rqvae
 from tff_fedmm.training import rqvae as rt
 
-Step = Callable[[], None]  # one timed step; `traces()` counts its tf.function's traces
+Made = tuple[Callable[[], object], Callable[[], int]]  # (one step, its tf.function's trace count so far)
 
 
-def _keras_step(model: tf.keras.Model, rate: float, x: dict, y: np.ndarray) -> tuple[Step, Callable[[], int]]:
+def _keras_step(model: tf.keras.Model, rate: float, x: dict, y: np.ndarray) -> Made:
     """One step of `fit` (its train function on the next batch) as `train_cf` and `fit_ctr` compile it."""
     model.compile(optimizer=tf.keras.optimizers.Adam(rate), loss="binary_crossentropy")
     batches, train = iter(tf.data.Dataset.from_tensors((x, y)).repeat()), model.make_train_function()
@@ -47,26 +47,26 @@ def _ids(rng: np.random.Generator, x: dict, ids: int) -> dict:
     return dict(x, user=rng.integers(0, users, n).astype(np.int32), item=rng.integers(0, ids - users, n).astype(np.int32))
 
 
-def cf_step(cf: CFConfig, ids: int, rng: np.random.Generator):
+def cf_step(cf: CFConfig, ids: int, rng: np.random.Generator) -> Made:
     x = _ids(rng, {"user": np.zeros(cf.batch_size)}, ids)
     y = rng.integers(0, 2, cf.batch_size).astype(np.float32)
     return _keras_step(build_cf_model(ids // 2, ids - ids // 2, cf), cf.learning_rate, x, y)
 
 
-def ctr_step(work: CTRWorkload, ids: int, rng: np.random.Generator):
+def ctr_step(work: CTRWorkload, ids: int, rng: np.random.Generator) -> Made:
     x, y = next(iter(work.datasets(0)[0].map(lambda e: (e["x"], e["y"])).as_numpy_iterator()))
     model = replace(work, users=ids // 2, items=ids - ids // 2).model_fn()()
     return _keras_step(model, work.config.train.learning_rate, _ids(rng, x, ids), y)
 
 
-def rqvae_step(config: CodebookStageConfig, ids: int, rng: np.random.Generator):
+def rqvae_step(config: CodebookStageConfig, ids: int, rng: np.random.Generator) -> Made:
     cfg, learn_global = config.rqvae, config.rule == "mean"
     model, optimizer = build_rqvae(cfg), tff.learning.optimizers.build_adam(config.learning_rate)
     round_fn = tf.function(rt.build_round_fn(model, optimizer, cfg, local_epochs=1, learn_global_codebook=learn_global,
                                              reseed_patience=config.reseed_patience))
     trained = rt.trained_variables(model, learn_global)
-    rows = rng.normal(size=(ids, cfg.input_dim)).astype(np.float32)
-    dataset = rqvae_dataset(rows[rng.choice(ids, 256, replace=False)], seed=cfg.seed)  # one batch of the stage's size
+    # One batch of rows at the stage's batch size: with no weight per ID, `ids` enters nowhere (the line shows it).
+    dataset = rqvae_dataset(rng.normal(size=(256, cfg.input_dim)).astype(np.float32), seed=cfg.seed)
     args = (rt.global_codebook(model).read_value(), [v.read_value() for v in rt.private_variables(model)],
             optimizer.initialize(tuple(tf.TensorSpec(v.shape, v.dtype) for v in trained)), tf.zeros([cfg.k_local]),
             dataset, tf.constant(0))
@@ -75,8 +75,8 @@ def rqvae_step(config: CodebookStageConfig, ids: int, rng: np.random.Generator):
     return step, round_fn.experimental_get_tracing_count
 
 
-def step_time_line(stage: str, make: Callable, warmup: int, repeats: int, seed: int) -> str:
-    """`make(ids, rng) -> (step, traces)` for every size, then interleaved timed steps."""
+def step_time_line(stage: str, make: Callable[[int, np.random.Generator], Made], warmup: int, repeats: int,
+                   seed: int) -> str:
     rng = np.random.default_rng([seed, 15])
     made = {ids: make(ids, rng) for ids in VOCABULARIES}  # each has run its first step, which traces
     times, traces = {ids: [] for ids in VOCABULARIES}, {ids: made[ids][1]() for ids in VOCABULARIES}
