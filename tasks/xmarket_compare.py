@@ -46,7 +46,7 @@ def peak_memory_line() -> str:
     finished seed processes (`--jobs`) and their workers, for the record."""
     import resource
 
-    from tff_fedmm.bench.procfs import proc_status_mb, worker_pid
+    from tff_fedmm.bench.measure import proc_status_mb, worker_pid
 
     pid = worker_pid()
     worker = f"{proc_status_mb(pid)['VmHWM']:.0f} MB" if pid is not None else "n/a"

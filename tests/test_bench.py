@@ -78,6 +78,26 @@ def tf_cast_int64(w):
     return tf.cast(tf.fill([5], w), tf.int64)
 
 
+def test_the_data_seed_draws_the_synthetic_markets_and_the_seed_does_not(monkeypatch):
+    from tff_fedmm.bench import command, quick_settings, run_bench
+    from tff_fedmm.data import markets
+
+    given = []
+    monkeypatch.setattr(command, "run_bench", lambda settings, emit: given.append(settings))
+    assert run_command(["bench", "--data-seed", "3", "--quick"]) == 0
+    assert (given[0].data_seed, given[0].seed) == (3, 0)
+
+    class Drawn(Exception):
+        pass
+
+    def load_markets(data, names, synthetic):
+        raise Drawn(synthetic.seed)
+
+    monkeypatch.setattr(markets, "load_markets", load_markets)
+    with pytest.raises(Drawn, match="^3$"):
+        run_bench(quick_settings(data_seed=3, seed=5))
+
+
 def _tiny_model_fn():
     from tff_fedmm.models.ctr import build_ctr_model
 
@@ -128,17 +148,27 @@ def test_reused_market_models_predict_exactly_as_fresh_ones():
     assert reused[0] is reused[1] is reused[2]
 
 
-LINE_PATTERNS = {
-    "round_time_ratio ctr": r"^round_time_ratio ctr fedmm/fedavg = (?P<v>\S+) \(median s per round: "
-                            r"fedmm (?P<a>\S+), fedavg (?P<b>\S+); cpu s per round, python\+worker: "
-                            r"fedmm (?P<c>\S+), fedavg (?P<d>\S+), ratio (?P<e>\S+);",
-    "round_time_ratio codebook": r"^round_time_ratio codebook fedmm/fedavg = (?P<v>\S+) \(median s per round: "
-                                 r"fedmm (?P<a>\S+), fedavg (?P<b>\S+); cpu s per round, python\+worker: "
-                                 r"fedmm (?P<c>\S+), fedavg (?P<d>\S+), ratio (?P<e>\S+);",
+ROUND_TIMES = (r" fedmm/fedavg = (?P<v>\S+) \(median s per round: fedmm (?P<a>\S+), fedavg (?P<b>\S+); cpu s per "
+               r"round, python\+worker: fedmm (?P<c>\S+), fedavg (?P<d>\S+), ratio (?P<e>\S+); 2 timed rounds after 1 "
+               r"warm-up, 2 markets\)")
+STEP_TIMES = (r" ids=100000/ids=1000 = (?P<v>\S+) \(median ms per step: ids=1000 (?P<a>\S+), ids=10000 (?P<b>\S+), "
+              r"ids=100000 (?P<c>\S+); cpu ms, python\+worker: (?P<d>[^,]+), (?P<e>[^,]+), (?P<f>[^,]+), ratio (?P<g>\S+); "
+              r"(?P<n>\d+) timed after 1 warm-up, interleaved; retraces after the first step 0\)$")
+LINE_PATTERNS = {  # every line a quick run prints, each exactly once
+    "header": r"^bench data=synthetic markets=m0,m1 backbone=deepfm \(",
+    "round_time_ratio ctr": r"^round_time_ratio ctr" + ROUND_TIMES + "$",
+    "round_time_ratio ctr_as_compared": r"^round_time_ratio ctr_as_compared" + ROUND_TIMES + " \\[FedAvg on its ID-only",
+    "step_time_ratio cf": r"^step_time_ratio cf" + STEP_TIMES,
+    "step_time_ratio rqvae": r"^step_time_ratio rqvae" + STEP_TIMES,
+    "step_time_ratio ctr": r"^step_time_ratio ctr" + STEP_TIMES,
+    "pipeline_round_seconds": r"^pipeline_round_seconds ctr = (?P<v>\S+) \(cpu s, python\+worker (?P<a>\S+); "
+                              r"train_partial round incl\. per-market validation, median over rounds 2\.\.4\)$",
+    "round_time_ratio codebook": r"^round_time_ratio codebook" + ROUND_TIMES + "$",
     "throughput_ratio": r"^throughput_ratio federated/keras_fit = (?P<v>\S+) \(examples/s: federated (?P<a>\S+), "
                         r"keras_fit (?P<b>\S+); per cpu s: federated (?P<c>\S+), keras_fit (?P<d>\S+), "
                         r"ratio (?P<e>\S+);",
-    "upload": r"^upload_bytes_per_market_per_round fedmm = (?P<a>\d+) fedavg = (?P<b>\d+) ratio = (?P<v>\S+) ",
+    "upload": r"^upload_bytes_per_market_per_round fedmm = (?P<a>\d+) fedavg = (?P<b>\d+) ratio = (?P<v>\S+) "
+              r"\(fedmm = codebook round (?P<c>\d+) \+ ctr round (?P<d>\d+); ",
     "upload ids=1000": r"^upload_bytes_per_market_per_round ids=1000 fedmm = (?P<a>\d+) fedavg = (?P<b>\d+) "
                        r"ratio = (?P<v>\S+)$",
     "upload ids=10000": r"^upload_bytes_per_market_per_round ids=10000 fedmm = (?P<a>\d+) fedavg = (?P<b>\d+) "
@@ -157,22 +187,25 @@ def test_a_quick_bench_prints_every_figure_with_finite_values(tff_context):
     from tff_fedmm.bench import quick_settings, run_bench
 
     printed: list[str] = []
-    result = run_bench(quick_settings(), emit=printed.append)
-    assert printed == result.lines
+    assert run_bench(quick_settings(), emit=printed.append) == printed and len(printed) == len(LINE_PATTERNS), \
+        "\n".join(printed)
+    found = {}
     for name, pattern in LINE_PATTERNS.items():
-        matches = [re.match(pattern, line) for line in printed]
-        found = [m for m in matches if m]
-        assert len(found) == 1, f"{name}: expected one line matching {pattern!r} in:\n" + "\n".join(printed)
-        values = {k: float(v) for k, v in found[0].groupdict().items()}
+        matches = [m for m in (re.match(pattern, line) for line in printed) if m]
+        assert len(matches) == 1, f"{name}: expected one line matching {pattern!r} in:\n" + "\n".join(printed)
+        found[name] = values = {k: float(v) for k, v in matches[0].groupdict().items()}
+        if name.startswith("step_time_ratio"):  # 5x as many single steps as rounds
+            assert values.pop("n") == 10, name
+            assert values["v"] == pytest.approx(values["c"] / values["a"], rel=0.02, abs=0.01), (name, values)
+            assert values["g"] == pytest.approx(values["f"] / values["d"], rel=0.02, abs=0.01), (name, values)
         assert all(math.isfinite(v) for v in values.values()), (name, values)
         if name == "memory growth":  # a slope: may be negative or zero
             continue
         assert all(v > 0 for k, v in values.items() if name != "scaling" or k != "v"), (name, values)
-    up = result.upload
-    assert up.fedmm == up.codebook + up.fedmm_ctr and up.ratio == pytest.approx(up.fedavg_ctr / up.fedmm)
+    up = found["upload"]
+    assert up["a"] == up["c"] + up["d"] and up["v"] == pytest.approx(up["b"] / up["a"], abs=0.005)
     # FedMM's upload does not depend on the vocabulary; FedAvg's grows by the same bytes per added ID.
-    by_ids = result.upload_by_ids
-    assert sorted(by_ids) == [1_000, 10_000, 100_000]
-    assert {u.fedmm for u in by_ids.values()} == {up.fedmm}
-    grow_small = by_ids[10_000].fedavg_ctr - by_ids[1_000].fedavg_ctr
-    assert grow_small > 0 and by_ids[100_000].fedavg_ctr - by_ids[10_000].fedavg_ctr == 10 * grow_small
+    by_ids = {ids: found[f"upload ids={ids}"] for ids in (1_000, 10_000, 100_000)}
+    assert {u["a"] for u in by_ids.values()} == {up["a"]}
+    grow_small = by_ids[10_000]["b"] - by_ids[1_000]["b"]
+    assert grow_small > 0 and by_ids[100_000]["b"] - by_ids[10_000]["b"] == 10 * grow_small

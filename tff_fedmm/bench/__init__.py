@@ -1,8 +1,9 @@
 """`fedmm bench`: FedMM's cost against TFF's FedAvg and plain Keras, measured in one run, one line per figure.
 
-    round_time_ratio ctr | ctr_as_compared | codebook fedmm/fedavg = X   (`timing`, `ctr`, `codebook`)
-    throughput_ratio federated/keras_fit = X                            (`throughput`)
+    round_time_ratio ctr | ctr_as_compared | codebook fedmm/fedavg = X   (`measure`, `ctr`, `codebook`)
+    throughput_ratio federated/keras_fit = X                            (`ctr`)
     upload_bytes_per_market_per_round [ids=N] fedmm = N fedavg = M ratio = M/N   (`upload`)
+    step_time_ratio cf | rqvae | ctr ids=100000/ids=1000 = X             (`steps`)
     scaling markets=5,10,20,50 seconds_per_round = a,b,c,d (...)        (`scaling`)
     memory peak_rss_mb | growth_mb_per_round ..., pipeline_round_seconds ctr = X   (`memory`)
 
@@ -14,17 +15,19 @@ TensorFlow is imported inside `run_bench` only: `cli` imports this package (thro
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 
 
 @dataclass(frozen=True)
 class BenchSettings:
     data: str = "synthetic"
     markets: list[str] | None = None
-    seed: int = 0
+    data_seed: int = 0  # the synthetic markets and the CTR pipeline's evaluation candidates
+    seed: int = 0  # models, random codes and inputs, round datasets
     backbone: str = "deepfm"
     warmup: int = 2  # untimed rounds first: a process's first `next` compiles in the worker
-    rounds: int = 5  # timed rounds per process; figures are medians over them
+    rounds: int = 5  # timed rounds per process (and 5x as many single steps per stage); figures are medians
     scaling: tuple[int, ...] = (5, 10, 20, 50)  # () skips the scaling figure
     scaling_rounds: int = 3
     memory_rounds: int = 50  # 0 skips the memory figure
@@ -41,22 +44,15 @@ def quick_settings(**overrides) -> BenchSettings:
                             "interactions_per_user": 6, **overrides})
 
 
-@dataclass
-class BenchResult:
-    lines: list[str] = field(default_factory=list)  # every printed line
-    upload: object = None  # upload.Upload
-    upload_by_ids: dict = field(default_factory=dict)  # users + items per market -> upload.Upload
-
-
-def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> BenchResult:
-    """Every figure on the same markets; `emit` gets each line as soon as it is known."""
+def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> list[str]:
+    """Every figure on the same markets; `emit` gets each line as soon as it is known; returns them all."""
     from tff_fedmm.data.markets import SYNTHETIC, load_markets
     from tff_fedmm.data.synthetic import SyntheticConfig
 
     def synthetic(markets: int) -> SyntheticConfig:
         return SyntheticConfig(num_markets=markets, users_per_market=settings.users_per_market,
                                items_per_market=settings.items_per_market,
-                               interactions_per_user=settings.interactions_per_user, seed=settings.seed)
+                               interactions_per_user=settings.interactions_per_user, seed=settings.data_seed)
 
     # First: bad data fails in a second, before TFF loads.
     market_set = load_markets(settings.data, settings.markets,
@@ -67,20 +63,20 @@ def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> B
     install_execution_context()  # before anything touches TFF: our owned worker, never TFF's own
 
     from tff_fedmm.api import make_config
-    from tff_fedmm.bench import ctr, memory, scaling, throughput, upload
+    from tff_fedmm.bench import ctr, memory, scaling, steps, upload
     from tff_fedmm.bench.codebook import codebook_runners
-    from tff_fedmm.bench.timing import ratio_line, time_rounds
+    from tff_fedmm.bench.measure import ratio_line, time_rounds
 
-    result = BenchResult()
+    lines: list[str] = []
 
     def say(line: str) -> None:
-        result.lines.append(line)
+        lines.append(line)
         emit(line)
 
     markets, warmup, rounds = len(market_set.names), settings.warmup, settings.rounds
     say(f"bench data={market_set.source} markets={','.join(market_set.names)} backbone={settings.backbone} "
         f"(wall-clock timings; approximate on a shared machine)")
-    work = ctr.make_workload(market_set, settings.backbone, settings.seed)
+    work = ctr.make_workload(market_set, settings.backbone, settings.seed, settings.data_seed)
     # The headline is algorithm against algorithm on the same data and model: FedAvg also trains FedMM's
     # coded CTR model. FedAvg on its own (ID-only) model, as the comparison runs it, is reported too.
     runners = [ctr.fedmm_runner(work), ctr.fedavg_runner(work, coded=True), ctr.fedavg_runner(work)]
@@ -88,25 +84,25 @@ def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> B
     say(ratio_line("ctr", fedmm, fedavg_coded, warmup, markets))
     say(ratio_line("ctr_as_compared", fedmm, fedavg, warmup, markets)
         + " [FedAvg on its ID-only model: FedMM's model has 6 input fields to its 2]")
-    say(throughput.throughput_line(work, fedmm, throughput.keras_fit_samples(work, warmup, rounds), warmup))
+    say(ctr.throughput_line(work, fedmm, time_rounds([ctr.keras_fit_runner(work)], warmup, rounds)[0], warmup))
 
-    codes = make_config(settings.seed).codes
+    codes = make_config(settings.seed, data_seed=settings.data_seed).codes
     cb_runners = codebook_runners(market_set, codes.codebook, codes.cf.dim, settings.seed)
     say(ratio_line("codebook", *time_rounds(cb_runners, warmup, rounds), warmup, markets))
 
-    result.upload = upload.Upload(codebook=upload.upload_bytes(cb_runners[0].process.next),
-                                  fedmm_ctr=upload.upload_bytes(runners[0].process.next),
-                                  fedavg_ctr=upload.upload_bytes(runners[2].process.next))
-    say(result.upload.line())
+    codebook_bytes = upload.upload_bytes(cb_runners[0].process.next)
+    say(upload.upload_line(codebook_bytes, *(upload.upload_bytes(runners[i].process.next) for i in (0, 2))))
     for ids in upload.VOCABULARIES:
-        result.upload_by_ids[ids] = upload.upload_at_vocabulary(work, result.upload.codebook, ids)
-        say(result.upload_by_ids[ids].line(ids))
+        say(upload.upload_at_vocabulary(work, codebook_bytes, ids))
+    for stage, make in (("cf", partial(steps.cf_step, codes.cf)), ("rqvae", partial(steps.rqvae_step, codes.codebook)),
+                        ("ctr", partial(steps.ctr_step, work))):
+        say(steps.step_time_line(stage, make, warmup, 5 * rounds, settings.seed))
 
     if settings.scaling:
         full = load_markets(SYNTHETIC, None, synthetic(max(settings.scaling)))
-        say(scaling.scaling_line(ctr.make_workload(full, settings.backbone, settings.seed,
+        say(scaling.scaling_line(ctr.make_workload(full, settings.backbone, settings.seed, settings.data_seed,
                                                    settings.users_per_market, settings.items_per_market),
                                  settings.scaling, warmup=1, rounds=settings.scaling_rounds))
     for line in memory.memory_lines(work, settings.memory_rounds) if settings.memory_rounds else []:
         say(line)
-    return result
+    return lines

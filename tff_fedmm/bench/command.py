@@ -14,8 +14,7 @@ from dataclasses import fields
 from tff_fedmm.bench import BenchSettings, quick_settings, run_bench
 from tff_fedmm.cli_args import add_data_arguments
 from tff_fedmm.errors import UsageError
-
-BACKBONES = ("deepfm", "dcnv2")  # = models.ctr.BACKBONES; importing that module loads TensorFlow
+from tff_fedmm.pipelines.compare_names import BACKBONES
 
 
 def _count(flag: str, minimum: int, or_zero: bool = False) -> Callable[[str], int]:
@@ -51,12 +50,14 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     add_data_arguments(bench)
     bench.add_argument("--backbone", type=_backbone, default="deepfm", help="CTR backbone: deepfm (default) or dcnv2")
     bench.add_argument("--seed", type=int, default=0,
-                       help="seed of the benchmark's models, workloads and generated markets (default 0)")
+                       help="seed of the benchmark's models, random codes and inputs (default 0; --data-seed "
+                            "fixes the markets)")
     # Defaults None: what is not given comes from BenchSettings, or from quick_settings under --quick.
     bench.add_argument("--rounds", type=_count("--rounds", 1), metavar="N",
-                       help="timed rounds per process, after warm-up (default 5; --quick 2)")
+                       help="timed rounds per process after warm-up, and 5x as many single training steps per "
+                            "stage and size (default 5; --quick 2)")
     bench.add_argument("--warmup", type=_count("--warmup", 1), metavar="N",
-                       help="untimed rounds before timing (default 2; --quick 1)")
+                       help="untimed rounds (and steps) before timing (default 2; --quick 1)")
     bench.add_argument("--scaling", type=_scaling, metavar="N,N,...|off",
                        help="synthetic market counts for the scaling figure (default 5,10,20,50; --quick 2,3)")
     bench.add_argument("--scaling-rounds", type=_count("--scaling-rounds", 1), metavar="N",

@@ -1,20 +1,24 @@
-"""The CTR workload every figure shares: markets with codes, per-round datasets, and both CTR processes.
+"""The CTR workload every CTR figure shares, and the processes and Keras models timed on it.
 
-Both processes come from `pipelines.ctr_stage`'s builders: FedMM's partial FedAvg as `train_partial`
-builds it for a method with codes, TFF's FedAvg as `train_fedavg` does; same markets, examples per round,
-backbone, batch size and learning rates. Codes are random at the default code-book sizes, not learned: a
-round's cost depends on how many code fields and rows there are, not on which code a user has.
+Both processes come from the stage's own builders: FedMM's partial FedAvg as `ctr_stage.train_partial` builds it
+for a method with codes, TFF's FedAvg by `ctr_stage.build_fedavg_process`; same markets, examples per round,
+backbone, batch size and learning rates. Codes are random at the default code-book sizes, not learned: a round's
+cost depends on how many code fields and rows there are, not on which code a user has. The throughput figure
+trains one Keras model per market with `fit`, as each market's local step in FedMM does (same architecture,
+optimizer, rate, batch, the same rounds' examples, one epoch per round).
 """
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 
 from tff_fedmm.api import make_config
-from tff_fedmm.bench.timing import Runner, stateful_step
+from tff_fedmm.bench.measure import Runner, Sample, stateful_step
 from tff_fedmm.codes import MarketCodes
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.federated import partial_fedavg as pf
@@ -51,10 +55,10 @@ class CTRWorkload:
         return sum(int(ds.reduce(0, lambda n, batch: n + tf.shape(batch["y"])[0])) for ds in self.datasets(round_num))
 
 
-def make_workload(market_set: MarketSet, backbone: str, seed: int, users: int | None = None,
+def make_workload(market_set: MarketSet, backbone: str, seed: int, data_seed: int, users: int | None = None,
                   items: int | None = None) -> CTRWorkload:
     """FedMM's default CTR stage on `market_set`, with uniform random codes of the default code-book sizes."""
-    config = make_config(seed)
+    config = make_config(seed, data_seed=data_seed)
     k = (config.codes.codebook.rqvae.k_global, config.codes.codebook.rqvae.k_local)
     rng = np.random.default_rng([seed, 7])
     draw = lambda n, k_: rng.integers(0, k_, n).astype(np.int32)  # noqa: E731
@@ -92,3 +96,32 @@ def fedmm_runner(work: CTRWorkload, process=None) -> Runner:
 def fedavg_runner(work: CTRWorkload, coded: bool = False) -> Runner:
     process = fedavg_process(work, coded)
     return Runner(process, process.initialize(), lambda r: work.datasets(r, coded))
+
+
+def _fit_each(_, models: list[tf.keras.Model], datasets: list[tf.data.Dataset]) -> list[tf.keras.Model]:
+    for model, ds in zip(models, datasets):
+        model.fit(ds, epochs=1, verbose=0)
+    return models
+
+
+def keras_fit_runner(work: CTRWorkload) -> Runner:
+    """One Keras model per market, seeded per market as the stage seeds its markets, compiled once."""
+    models = []
+    for index in range(len(work.market_set.names)):
+        tf.keras.utils.set_random_seed(work.config.train.seed * 1000 + index)
+        models.append(work.model_fn()())
+        models[-1].compile(optimizer=tf.keras.optimizers.Adam(work.config.train.learning_rate),
+                           loss="binary_crossentropy")
+    return Runner(None, models, lambda r: [ds.map(lambda e: (e["x"], e["y"])) for ds in work.datasets(r)], _fit_each)
+
+
+def throughput_line(work: CTRWorkload, federated: Sequence[Sample], keras: Sequence[Sample], warmup: int) -> str:
+    """Median examples per second; timed round i is paired with round warmup+i's example count."""
+    def rate(samples: Sequence[Sample], cpu: bool = False) -> float:
+        return statistics.median(work.examples(warmup + i) / (s.cpu if cpu else s.wall) for i, s in enumerate(samples))
+
+    fed, fit, fed_cpu, fit_cpu = rate(federated), rate(keras), rate(federated, True), rate(keras, True)
+    return (f"throughput_ratio federated/keras_fit = {fed / fit:.3f} (examples/s: federated {fed:.0f}, "
+            f"keras_fit {fit:.0f}; per cpu s: federated {fed_cpu:.0f}, keras_fit {fit_cpu:.0f}, "
+            f"ratio {fed_cpu / fit_cpu:.3f}; {len(work.market_set.names)} markets, "
+            f"batch {work.config.train.batch_size}, 1 epoch per round)")

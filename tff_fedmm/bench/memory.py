@@ -9,34 +9,28 @@ the kernel's high-water mark (VmHWM) over the whole bench run; and the pipeline'
 
 from __future__ import annotations
 
+import math
 import os
-import statistics
-import time
 from dataclasses import replace
 from types import SimpleNamespace
 
-import numpy as np
-
 from tff_fedmm import progress
 from tff_fedmm.bench.ctr import CTRWorkload
-from tff_fedmm.bench.procfs import cpu_seconds, proc_status_mb, worker_pid
+from tff_fedmm.bench.measure import Stopwatch, fit_line, medians, proc_status_mb, worker_pid
 from tff_fedmm.pipelines import ctr_stage
 
 
 def _slope(values: list[float]) -> float:
-    if len(values) < 2 or any(np.isnan(values)):
-        return float("nan")
-    return float(np.polyfit(np.arange(len(values), dtype=np.float64), np.asarray(values), 1)[0])
+    return float("nan") if len(values) < 2 or any(map(math.isnan, values)) else fit_line(range(len(values)), values).slope
 
 
 def memory_lines(work: CTRWorkload, rounds: int) -> list[str]:
     """Runs `train_partial` for exactly `rounds` rounds, sampling after each."""
     pids = {"python": os.getpid(), "worker": worker_pid()}
-    ends, cpu_ends, rss = [time.perf_counter()], [cpu_seconds()], {name: [] for name in pids}
+    watch, laps, rss = Stopwatch(), [], {name: [] for name in pids}
 
     def round_done(**_: float) -> None:
-        ends.append(time.perf_counter())
-        cpu_ends.append(cpu_seconds())
+        laps.append(watch.lap())
         for name, pid in pids.items():
             rss[name].append(proc_status_mb(pid)["VmRSS"] if pid is not None else float("nan"))
 
@@ -48,17 +42,15 @@ def memory_lines(work: CTRWorkload, rounds: int) -> list[str]:
                                 replace(work.config, rounds=rounds, round_patience=rounds + 1), work.k)
     finally:
         progress._reporter = previous
-    done = len(ends) - 1
-    skip = max(1, done // 5)  # round 1 also carries building the process
+    skip = max(1, len(laps) // 5)  # round 1 also carries building the process
     peak = {n: proc_status_mb(pid)["VmHWM"] if pid is not None else float("nan") for n, pid in pids.items()}
     growth = {n: _slope(values[skip:]) for n, values in rss.items()}
-    wall, cpu = np.diff(ends)[skip:], np.diff(cpu_ends)[skip:]
-    wall_s, cpu_s = (float(statistics.median(v)) if len(v) else float("nan") for v in (wall, cpu))
-    span = f"rounds {skip + 1}..{done}"
+    per_round = medians(laps[skip:])  # at least 2 laps: 3 rounds at least, never stopped early
+    span = f"rounds {skip + 1}..{len(laps)}"
     return [
         f"memory peak_rss_mb python={peak['python']:.1f} worker={peak['worker']:.1f} (VmHWM over the bench run)",
         (f"memory growth_mb_per_round python={growth['python']:.3f} worker={growth['worker']:.3f} "
          f"(least-squares slope of VmRSS over {span} of the CTR pipeline, train_partial)"),
-        (f"pipeline_round_seconds ctr = {wall_s:.3f} (cpu s, python+worker {cpu_s:.3f}; "
+        (f"pipeline_round_seconds ctr = {per_round.wall:.3f} (cpu s, python+worker {per_round.cpu:.3f}; "
          f"train_partial round incl. per-market validation, median over {span})"),
     ]

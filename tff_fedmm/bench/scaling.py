@@ -11,47 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import NamedTuple
-
-import numpy as np
 
 from tff_fedmm.bench.ctr import CTRWorkload, fedmm_runner
-from tff_fedmm.bench.timing import median, time_rounds
+from tff_fedmm.bench.measure import LineFit, fit_line, medians, time_rounds
 from tff_fedmm.data.markets import MarketSet
 
 
-class LineFit(NamedTuple):
-    slope: float
-    intercept: float
-    r2: float
-    max_deviation: float  # max |y - fit| / fit over the points
-
-
-def fit_line(x: Sequence[float], y: Sequence[float]) -> LineFit:
-    x_, y_ = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    slope, intercept = np.polyfit(x_, y_, 1)
-    fitted = slope * x_ + intercept
-    total = float(np.sum((y_ - y_.mean()) ** 2))
-    r2 = 1.0 - float(np.sum((y_ - fitted) ** 2)) / total if total > 0 else 1.0
-    return LineFit(float(slope), float(intercept), r2, float(np.max(np.abs(y_ - fitted) / np.abs(fitted))))
+def _fit_text(f: LineFit) -> str:
+    return (f"least squares {f.slope:.4f} s/market {f.intercept:+.3f} s, r2 = {f.r2:.4f}, "
+            f"max deviation from line {100 * f.max_deviation:.1f}%")
 
 
 def scaling_line(full: CTRWorkload, counts: Sequence[int], warmup: int, rounds: int) -> str:
     """`full`: the workload on max(counts) fixed-size markets, its ID tables at the generator's sizes."""
-    process, wall, cpu = None, [], []
+    process, per_count = None, []
     for n in counts:
         markets = MarketSet({m: full.market_set.markets[m] for m in full.market_set.names[:n]},
                             full.market_set.same_item, None, full.market_set.source)
         runner = fedmm_runner(replace(full, market_set=markets, cache={}), process)
         process = runner.process
-        (samples,) = time_rounds([runner], warmup, rounds)
-        wall.append(median(samples))
-        cpu.append(median(samples, cpu=True))
-
-    def fit_text(f: LineFit) -> str:
-        return (f"least squares {f.slope:.4f} s/market {f.intercept:+.3f} s, r2 = {f.r2:.4f}, "
-                f"max deviation from line {100 * f.max_deviation:.1f}%")
-
+        per_count.append(medians(time_rounds([runner], warmup, rounds)[0]))
+    wall, cpu = [s.wall for s in per_count], [s.cpu for s in per_count]
     return (f"scaling markets={','.join(map(str, counts))} seconds_per_round = {','.join(f'{s:.3f}' for s in wall)} "
-            f"({fit_text(fit_line(counts, wall))}; cpu s per round, python+worker "
-            f"{','.join(f'{s:.3f}' for s in cpu)}: {fit_text(fit_line(counts, cpu))})")
+            f"({_fit_text(fit_line(counts, wall))}; cpu s per round, python+worker "
+            f"{','.join(f'{s:.3f}' for s in cpu)}: {_fit_text(fit_line(counts, cpu))})")

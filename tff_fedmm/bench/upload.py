@@ -9,7 +9,7 @@ included, as written (no wire overhead, no compression): exact, and no run neede
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
@@ -29,33 +29,19 @@ def upload_bytes(comp) -> int:
     return total
 
 
-@dataclass(frozen=True)
-class Upload:
-    codebook: int  # FedMM codebook-stage round
-    fedmm_ctr: int  # FedMM CTR-stage round
-    fedavg_ctr: int  # TFF FedAvg's CTR round
-
-    @property
-    def fedmm(self) -> int:
-        """FedMM per round: one codebook-stage round plus one CTR-stage round."""
-        return self.codebook + self.fedmm_ctr
-
-    @property
-    def ratio(self) -> float:
-        return self.fedavg_ctr / self.fedmm
-
-    def line(self, ids: int | None = None) -> str:
-        size = "" if ids is None else f" ids={ids}"
-        line = (f"upload_bytes_per_market_per_round{size} fedmm = {self.fedmm} fedavg = {self.fedavg_ctr} "
-                f"ratio = {self.ratio:.2f}")
-        if ids is None:
-            line += (f" (fedmm = codebook round {self.codebook} + ctr round {self.fedmm_ctr}; "
-                     f"fedavg = FedAvg ctr round; float32 payload + weight + metrics)")
-        return line
+def upload_line(codebook: int, fedmm_ctr: int, fedavg_ctr: int, ids: int | None = None) -> str:
+    """FedMM per round is one codebook-stage round plus one CTR-stage round; FedAvg's, its CTR round."""
+    fedmm, size = codebook + fedmm_ctr, "" if ids is None else f" ids={ids}"
+    line = f"upload_bytes_per_market_per_round{size} fedmm = {fedmm} fedavg = {fedavg_ctr} ratio = {fedavg_ctr / fedmm:.2f}"
+    if ids is None:
+        line += (f" (fedmm = codebook round {codebook} + ctr round {fedmm_ctr}; fedavg = FedAvg ctr round; "
+                 f"float32 payload + weight + metrics)")
+    return line
 
 
-def upload_at_vocabulary(work: CTRWorkload, codebook_bytes: int, ids: int) -> Upload:
+def upload_at_vocabulary(work: CTRWorkload, codebook_bytes: int, ids: int) -> str:
     """As if every market had `ids` users + items (half each): both CTR processes rebuilt at that size, not
     trained. FedAvg ships every ID embedding row, FedMM none (nor does its codebook round)."""
     sized = replace(work, users=ids // 2, items=ids - ids // 2)
-    return Upload(codebook_bytes, upload_bytes(fedmm_process(sized).next), upload_bytes(fedavg_process(sized).next))
+    return upload_line(codebook_bytes, upload_bytes(fedmm_process(sized).next), upload_bytes(fedavg_process(sized).next),
+                       ids)
