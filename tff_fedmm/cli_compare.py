@@ -125,6 +125,15 @@ def add_privacy_arguments(parser: argparse.ArgumentParser, epsilon: bool = True)
                                   "needs a fixed --dp-clip, no --dropout-rate, no --dp-noise-seed). Distributed "
                                   "noise is drawn by the markets and cannot be redrawn: a killed run resumes and "
                                   "completes, but not to the numbers of an uninterrupted one")
+        privacy.add_argument("--dp-unit", choices=("market", "interaction"), default="market",
+                             help="what epsilon protects: one market's whole data (market, default; noise on the "
+                                  "aggregations) or one interaction of one market (interaction: DP-SGD with Z as "
+                                  "its noise multiplier in every market's CF and CTR training, all variables; the "
+                                  "codebook stage is post-processing; the aggregations are plain means). With "
+                                  "interaction, FedAvg is refused and `fedmm run` compares fedper in its place")
+        privacy.add_argument("--dp-example-clip", type=float, default=None, metavar="C",
+                             help="DP-SGD's L2 clip of one record's gradient (an interaction with its drawn "
+                                  "negatives), with --dp-unit interaction (default 1.0)")
     privacy.add_argument("--secure-agg", action="store_true",
                          help="sum the codebook aggregation with TFF's secure sum (simulated protocol, documented "
                               "fixed bounds): the server sees only sums")
@@ -148,7 +157,9 @@ def _clip_or_adaptive(text: str) -> float | str:
 def _run(args: argparse.Namespace) -> int:
     if args.backbone not in BACKBONES:
         raise UsageError(f"--backbone: unknown {args.backbone!r}; expected one of: {', '.join(BACKBONES)}")
-    args.methods, args.backbones = RUN_METHODS, [args.backbone]
+    # FedAvg's TFF client work has no per-example clipping: under DP-SGD fedper is the federated baseline.
+    args.methods = [("fedper" if m == "fedavg" and args.dp_unit == "interaction" else m) for m in RUN_METHODS]
+    args.backbones = [args.backbone]
     return _compare(args)
 
 
@@ -169,7 +180,7 @@ def _compare(args: argparse.Namespace) -> int:
                              dp_delta=args.dp_delta, secure_agg=args.secure_agg, dp_noise_seed=args.dp_noise_seed,
                              dp_ctr_clip=args.dp_ctr_clip, dp_cf_clip=args.dp_cf_clip,
                              clients_per_round=args.clients_per_round, dropout_rate=args.dropout_rate,
-                             dp_mode=args.dp_mode,
+                             dp_mode=args.dp_mode, dp_unit=args.dp_unit, dp_example_clip=args.dp_example_clip,
                              data_seed=args.data_seed, level1=args.level1, anchors=args.anchors,
                              anchor_weight=args.anchor_weight)
     result = api.compare(market_set, args.methods, args.backbones, config, seeds=seeds, out=args.out,
