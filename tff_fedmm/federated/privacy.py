@@ -72,8 +72,9 @@ CENTRAL, DISTRIBUTED = "central", "distributed"
 MODES = (CENTRAL, DISTRIBUTED)
 MARKET, INTERACTION = "market", "interaction"  # the same names as `accounting.MARKET/INTERACTION`
 UNITS = (MARKET, INTERACTION)
-# DP-SGD's SGD learning rates per stage (momentum 0.9, 256 records per step in expectation): chosen on the
-# synthetic markets' validation split (BUILD_NOTES, "Interaction-level DP"), never on test.
+# DP-SGD's SGD learning rates per stage (momentum 0.9, 256 records per step in expectation). Set before any
+# run, not yet tuned (BUILD_NOTES, "Interaction-level DP"): a row's noise per step is lr x z x clip / 256,
+# about 0.002 at z = 1; tuning belongs on the validation split, never on test.
 DP_SGD_CF_LEARNING_RATE = 0.5
 DP_SGD_CTR_LEARNING_RATE = 0.5
 NOISE_SECRET = "secret: seeded from OS entropy, deleted with the stage's round checkpoints"
