@@ -10,9 +10,10 @@ the sampled Gaussian mechanism of Abadi et al. (2016); its `DpEvent` per step is
 `PoissonSampledDpEvent(q, GaussianDpEvent(noise_multiplier))`, composed over steps by
 `federated.accounting` (RDP).
 
-Per-record gradients come from `tf.vectorized_map`, dense: memory grows as batch x parameters, fine for
-the synthetic markets and small vocabularies. tensorflow_privacy's fast gradient clipping would avoid
-that, but its layer registry has no entry for this project's `CrossNet` / `FMInteraction` layers.
+Per-record gradients: `RecordGradients` (embedding tables from their lookups, the rest by a Jacobian).
+tensorflow_privacy's fast gradient clipping does the same for registered layers, but its registry has no
+entry for this project's `CrossNet` / `FMInteraction`; `tf.vectorized_map` of a per-record tape falls back
+to a while-loop on every embedding lookup (`ResourceGather` has no pfor converter).
 
 The update is meant for plain SGD (momentum allowed), not Adam: Adam divides each coordinate by its own
 running gradient scale, so the noise on an embedding row that no record touched becomes a full-size step
@@ -29,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import tensorflow as tf
-
 
 
 @dataclass(frozen=True)
