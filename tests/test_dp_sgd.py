@@ -17,7 +17,7 @@ from tff_fedmm.cli import main
 from tff_fedmm.data.dp_records import interaction_records, poisson_batches
 from tff_fedmm.data.pipelines import record_dataset
 from tff_fedmm.federated import accounting
-from tff_fedmm.federated.dp_sgd import DpSgdConfig, RecordGradients
+from tff_fedmm.training.dp_sgd import DpSgdConfig, RecordGradients
 from tff_fedmm.models.ctr import build_ctr_model
 from tff_fedmm.pipelines.privacy_report import Ledger
 

@@ -1,4 +1,4 @@
-"""Records and Poisson-sampled batches for DP-SGD (`federated.dp_sgd`, `--dp-unit interaction`).
+"""Records and Poisson-sampled batches for DP-SGD (`training.dp_sgd`, `--dp-unit interaction`).
 
 The unit of privacy is one train interaction. Its record is the interaction (label 1) plus `neg_ratio`
 negatives drawn uniformly from ALL of the market's items (label 0). Unlike `sampling.ctr_examples`, the

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_fedmm.federated import dp_sgd
+from tff_fedmm.training import dp_sgd
 from tff_fedmm.federated.composer import compose_stateful_process
 from tff_fedmm.naming import PRIVATE_PREFIX, SHARED_PREFIX, check_named, layer_weights
 
@@ -30,7 +30,7 @@ class PartialFedAvgConfig:
     client_learning_rate: float = 1e-3
     server_learning_rate: float = 1.0
     # DP-SGD on every trained variable (`--dp-unit interaction`): batches are `data.pipelines.record_dataset`'s
-    # and the client optimizer is SGD with momentum at `dp_sgd.learning_rate` (see `federated.dp_sgd`).
+    # and the client optimizer is SGD with momentum at `dp_sgd.learning_rate` (see `training.dp_sgd`).
     dp_sgd: dp_sgd.DpSgdConfig | None = None
 
 

@@ -30,7 +30,7 @@ server itself sees each market's clipped update (or with `--secure-agg` the exac
 sum, so the server only sees a noised sum; ε is then the distributed discrete Gaussian's bound.
 
 The unit (`--dp-unit`): `market` (default) is all of the above. `interaction` protects one interaction
-of one market instead, by DP-SGD (`federated.dp_sgd`) in every local training step on a market's raw
+of one market instead, by DP-SGD (`training.dp_sgd`) in every local training step on a market's raw
 interactions whose result reaches a shared update: the CF stage (each market's tables, or with
 `--cf-tower` the federated CF model, every variable) and the CTR stage of the partial-FedAvg methods
 (fedmm and its code variants, fedper, fedper-anchored; every variable, private ID embeddings included).
@@ -121,7 +121,7 @@ class PrivacyConfig:
 
     def sgd(self, learning_rate: float):
         """The `dp_sgd.DpSgdConfig` of a stage training at `learning_rate`."""
-        from tff_fedmm.federated.dp_sgd import DpSgdConfig
+        from tff_fedmm.training.dp_sgd import DpSgdConfig
 
         return DpSgdConfig(self.noise_multiplier, self.example_clip, learning_rate=learning_rate)
 

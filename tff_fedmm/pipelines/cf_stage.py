@@ -4,7 +4,7 @@ With `--cf-tower` the CF models of the markets train together: the `shared_tower
 across markets by partial FedAvg while every market's embeddings stay private. Under DP that average is
 a DP mean with its own clip (`--dp-cf-clip`), its loss sums stay in the markets, and the stage's charges
 (`privacy_report.Ledger`) count every round each market took part in. Under `--dp-unit interaction`
-every CF model trains with DP-SGD instead (`federated.dp_sgd`: alone, `training.cf_dp`; with the tower,
+every CF model trains with DP-SGD instead (`training.dp_sgd`: alone, `training.cf_dp`; with the tower,
 in the partial-FedAvg client work, whose average is then a plain mean) and each market is charged per step.
 """
 

@@ -54,7 +54,7 @@ class Ledger:
 
     def record_steps(self, market: str, sampling_rate: float, noise_multiplier: float, steps: int) -> None:
         """Charges `market` per interaction for `steps` DP-SGD steps sampling its records at `sampling_rate`."""
-        from tff_fedmm.federated.dp_sgd import step_event
+        from tff_fedmm.training.dp_sgd import step_event
 
         if steps:
             self.charges.append(accounting.charge(self.stage, accounting.INTERACTION, [market],

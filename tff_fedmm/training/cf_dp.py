@@ -1,4 +1,4 @@
-"""Trains one market's CF model alone with DP-SGD (`--dp-unit interaction`, `federated.dp_sgd`).
+"""Trains one market's CF model alone with DP-SGD (`--dp-unit interaction`, `training.dp_sgd`).
 
 Every variable (user and item tables and biases) gets clipped, noised gradients: the tables become the
 RQ-VAE's input, whose codebook updates are shared, so all of them must be DP for the codebook stage to be
@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tff_fedmm.data.pipelines import market_record_dataset
 from tff_fedmm.data.splits import Market
-from tff_fedmm.federated.dp_sgd import DpSgdConfig, RecordGradients
+from tff_fedmm.training.dp_sgd import DpSgdConfig, RecordGradients
 from tff_fedmm.models.cf import CFConfig, build_cf_model
 from tff_fedmm.seeding import set_global_seed
 
