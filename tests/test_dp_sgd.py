@@ -139,6 +139,7 @@ def test_refused_combinations_are_one_line_errors(flags, message, market_dir, tm
     assert status == 2 and len(err) == 1 and message in err[0], err
 
 
+@pytest.mark.slow
 def test_a_run_reports_one_epsilon_per_interaction_of_each_market(market_dir, tmp_path, capsys):
     data, out = market_dir(tiny_market_files()), tmp_path / "run"
     assert main(["run", "--rounds", "2", "--dp-unit", "interaction", "--dp-noise-multiplier", "1.5",
@@ -165,6 +166,7 @@ def _gaussian_eps(z: float, count: int) -> float:
     return accountant.get_epsilon(1e-5)
 
 
+@pytest.mark.slow
 def test_partial_fedavg_runs_dp_sgd_in_its_client_work_and_sends_only_the_shared_update(tff_context, synthetic_set):
     """The `--cf-tower` / CTR path: DP-SGD inside TFF's client computation (graph mode), a plain unweighted
     mean, no metric crossing; every variable, private embeddings included, trains."""
