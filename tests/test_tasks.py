@@ -37,7 +37,7 @@ def test_ablation_grid_reports_validation_metrics_only(market_dir, tmp_path):
         result = subprocess.run(
             [sys.executable, str(REPO_ROOT / "tasks" / "ablation_codebook_size.py"), "--data", str(data),
              "--k-global", "8", "--k-local", "4,16", "--rounds", "1", "--out", str(out), "--quiet"],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, timeout=300)
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, timeout=900)  # five runs
     assert result.returncode == 0, log.read_text()[-3000:]
     with (out / "ablation.csv").open(newline="") as f:
         reader = csv.DictReader(f)
@@ -122,7 +122,7 @@ def test_dp_tradeoff_reports_epsilon_falling_with_noise(market_dir, tmp_path):
         result = subprocess.run(
             [sys.executable, str(REPO_ROOT / "tasks" / "dp_tradeoff.py"), "--data", str(data), "--noise", "0.5,4",
              "--dp-clip", "0.1", "--dp-unit", "market,interaction", "--rounds", "1", "--out", str(out), "--quiet"],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, timeout=300)
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, timeout=900)  # five runs
     assert result.returncode == 0, log.read_text()[-3000:]
     table = pd.read_csv(out / "dp_tradeoff.csv")
     assert list(table.columns) == task.COLUMNS
