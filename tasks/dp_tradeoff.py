@@ -1,6 +1,7 @@
-"""FedMM's test AUC against its ε under DP, over several noise levels.
+"""FedMM's test AUC against its ε under DP, over several noise levels and both units of privacy.
 
     python tasks/dp_tradeoff.py --data ../shared/data/xmarket-electronics --out runs/dp
+    python tasks/dp_tradeoff.py --dp-unit market,interaction --noise 1,3 --out runs/dp_units
 
 Runs `fedmm` on one backbone once without DP and once per noise multiplier Z (fixed L2 clip `--dp-clip`,
 the same seed and data), each as `fedmm compare --methods fedmm --dp-noise-multiplier Z --dp-clip C` in a
@@ -8,6 +9,8 @@ process of its own (run folders OUT/no_dp, OUT/z<Z>); `global_usage` is the mean
 of global codes in use. DP covers every federated stage of FedMM (the codebook with clip `--dp-clip`, the CTR
 stage's shared embeddings with the default `--dp-ctr-clip`); ε is the largest over markets of FedMM's ε at
 `--dp-delta`, composed over every stage and round (`tff_fedmm.pipelines.privacy_report`).
+With `--dp-unit interaction` the same noise multipliers drive DP-SGD instead (`--dp-unit interaction
+--dp-example-clip C`, folders OUT/interaction_z<Z>): ε is then per interaction of a market, not per market.
 Writes OUT/dp_tradeoff.csv (rewritten after every run), OUT/dp_tradeoff.png and OUT/config.json, and
 prints the table as Markdown.
 """
@@ -23,7 +26,8 @@ from tff_fedmm.cli_args import Parser, add_data_arguments, add_seed_argument, lo
 from tff_fedmm.errors import UsageError
 from tff_fedmm.pipelines.compare_names import BACKBONES
 
-COLUMNS = ["noise_multiplier", "clip", "epsilon", "delta", "rounds", "auc_mean", "auc_weighted_mean",
+UNITS = ("market", "interaction")
+COLUMNS = ["unit", "noise_multiplier", "clip", "epsilon", "delta", "rounds", "auc_mean", "auc_weighted_mean",
            "logloss_mean", "global_usage", "seconds"]
 
 
@@ -38,6 +42,13 @@ def _noise_levels(text: str) -> list[float]:
     return levels
 
 
+def _units(text: str) -> list[str]:
+    units = [part.strip() for part in text.split(",") if part.strip()]
+    if not units or any(u not in UNITS for u in units):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list from {', '.join(UNITS)}, got {text!r}")
+    return units
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="dp_tradeoff", description=__doc__.splitlines()[0])
     add_data_arguments(parser)
@@ -45,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=_noise_levels, default=[0.1, 0.3, 1.0, 3.0], metavar="Z,Z,...",
                         help="noise multipliers (default 0.1,0.3,1,3); a run without DP is always added")
     parser.add_argument("--dp-clip", type=float, default=0.3, help="fixed L2 clip of a market's update (0.3)")
+    parser.add_argument("--dp-unit", type=_units, default=["market"], metavar="UNIT,...",
+                        help="market (noise on the aggregations), interaction (DP-SGD), or both: market,interaction")
+    parser.add_argument("--dp-example-clip", type=float, default=1.0,
+                        help="DP-SGD's per-record L2 clip with --dp-unit interaction (1.0)")
     parser.add_argument("--dp-delta", type=float, default=1e-5, help="delta of the reported epsilon (1e-5)")
     parser.add_argument("--backbone", default="deepfm", help="CTR backbone: deepfm or dcnv2 (default deepfm)")
     parser.add_argument("--rounds", type=int, default=None, help="federated rounds per stage (default 20)")
@@ -69,7 +84,7 @@ def markdown(table) -> str:
     return "\n".join(lines)
 
 
-def _compare_in_fresh_process(args: argparse.Namespace, z: float | None, folder):
+def _compare_in_fresh_process(args: argparse.Namespace, z: float | None, folder, unit: str = "market"):
     """`fedmm compare --methods fedmm ...` in its own process, its run folder read back.
 
     One process per noise level, so that each level's result is exactly what `fedmm compare` gives alone:
@@ -87,8 +102,10 @@ def _compare_in_fresh_process(args: argparse.Namespace, z: float | None, folder)
     command += ["--rounds", str(args.rounds)] if args.rounds else []
     if z is not None:
         # Reproducible noise (not private) so the table can be regenerated; secret noise has the same law.
-        command += ["--dp-noise-multiplier", str(z), "--dp-clip", str(args.dp_clip), "--dp-delta", str(args.dp_delta),
-                    "--dp-noise-seed", str(args.seed)]
+        command += ["--dp-noise-multiplier", str(z), "--dp-delta", str(args.dp_delta), "--dp-noise-seed", str(args.seed),
+                    "--dp-unit", unit]
+        command += (["--dp-example-clip", str(args.dp_example_clip)] if unit == "interaction" else
+                    ["--dp-clip", str(args.dp_clip)])
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
@@ -113,15 +130,19 @@ def _run(args: argparse.Namespace) -> int:
     write_json(out, "config.json", {"task": "dp_tradeoff", "data": market_set.source, "markets": market_set.names,
                                     "backbone": args.backbone, "seed": args.seed, "rounds": args.rounds,
                                     "noise": args.noise, "clip": args.dp_clip, "delta": args.dp_delta,
+                                    "units": args.dp_unit, "example_clip": args.dp_example_clip,
                                     "versions": api.versions()})
     rows = []
-    for i, z in enumerate([None, *args.noise], 1):
+    levels = [("none", None)] + [(unit, z) for unit in args.dp_unit for z in args.noise]
+    for i, (unit, z) in enumerate(levels, 1):
         if not args.quiet:
-            print(f"[{i}/{len(args.noise) + 1}] noise multiplier {z or 'none (no DP)'}", file=sys.stderr, flush=True)
+            print(f"[{i}/{len(levels)}] {unit} noise multiplier {z or 'none (no DP)'}", file=sys.stderr, flush=True)
         started = time.monotonic()
-        run = _compare_in_fresh_process(args, z, out / ("no_dp" if z is None else f"z{z:g}"))
+        folder = "no_dp" if z is None else f"z{z:g}" if unit == "market" else f"interaction_z{z:g}"
+        run = _compare_in_fresh_process(args, z, out / folder, unit)
         privacy = run.config["privacy"].get("methods", {}).get("fedmm", {}).get("epsilon", {})
-        rows.append({"noise_multiplier": z or 0.0, "clip": args.dp_clip if z else float("nan"),
+        clip = args.dp_clip if unit == "market" else args.dp_example_clip
+        rows.append({"unit": unit, "noise_multiplier": z or 0.0, "clip": clip if z else float("nan"),
                      "epsilon": max(privacy.values()) if privacy else float("inf"), "delta": args.dp_delta,
                      "rounds": run.config["config"]["ctr"]["rounds"] if z else 0, **summary_row(run.results, weights),
                      "global_usage": float(run.codebooks["global_usage"].mean()),

@@ -37,7 +37,7 @@ def test_ablation_grid_reports_validation_metrics_only(market_dir, tmp_path):
         result = subprocess.run(
             [sys.executable, str(REPO_ROOT / "tasks" / "ablation_codebook_size.py"), "--data", str(data),
              "--k-global", "8", "--k-local", "4,16", "--rounds", "1", "--out", str(out), "--quiet"],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, timeout=300)
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, timeout=900)  # five runs
     assert result.returncode == 0, log.read_text()[-3000:]
     with (out / "ablation.csv").open(newline="") as f:
         reader = csv.DictReader(f)
@@ -121,13 +121,15 @@ def test_dp_tradeoff_reports_epsilon_falling_with_noise(market_dir, tmp_path):
     with log.open("w") as err:
         result = subprocess.run(
             [sys.executable, str(REPO_ROOT / "tasks" / "dp_tradeoff.py"), "--data", str(data), "--noise", "0.5,4",
-             "--dp-clip", "0.1", "--rounds", "1", "--out", str(out), "--quiet"],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, timeout=300)
+             "--dp-clip", "0.1", "--dp-unit", "market,interaction", "--rounds", "1", "--out", str(out), "--quiet"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, timeout=900)  # five runs
     assert result.returncode == 0, log.read_text()[-3000:]
     table = pd.read_csv(out / "dp_tradeoff.csv")
     assert list(table.columns) == task.COLUMNS
-    assert list(table["noise_multiplier"]) == [0.0, 0.5, 4.0] and table["rounds"].tolist() == [0, 1, 1]
+    assert list(table["noise_multiplier"]) == [0.0, 0.5, 4.0, 0.5, 4.0] and table["rounds"].tolist() == [0, 1, 1, 1, 1]
+    assert table["unit"].tolist() == ["none", "market", "market", "interaction", "interaction"]
     assert table["epsilon"].iloc[0] == float("inf") and table["epsilon"].iloc[1] > table["epsilon"].iloc[2] > 0
+    assert table["epsilon"].iloc[3] > table["epsilon"].iloc[4] > 0
     assert table["auc_mean"].between(0, 1).all() and (out / "dp_tradeoff.png").stat().st_size > 0
     assert "| noise_multiplier |" in result.stdout
 
@@ -135,6 +137,7 @@ def test_dp_tradeoff_reports_epsilon_falling_with_noise(market_dir, tmp_path):
 @pytest.mark.parametrize("argv, fragment", [
     (["--noise", "0,1", "--out", "x"], "--noise"),
     (["--noise", "1", "--dp-clip", "-1", "--out", "x"], "--dp-clip"),
+    (["--noise", "1", "--dp-unit", "market,row", "--out", "x"], "--dp-unit"),
 ])
 def test_dp_tradeoff_bad_flags_are_one_line_errors(argv, fragment, capsys):
     assert load_task("dp_tradeoff").main(argv) == 2

@@ -36,7 +36,8 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
                 dp_noise_multiplier: float | None = None, dp_clip: float | None = None, dp_delta: float = 1e-5,
                 secure_agg: bool = False, dp_noise_seed: int | None = None, dp_ctr_clip: float | str | None = None,
                 dp_cf_clip: float | str | None = None, clients_per_round: int | None = None,
-                dropout_rate: float = 0.0, dp_mode: str = "central", data_seed: int = 0, level1: str = "encoder",
+                dropout_rate: float = 0.0, dp_mode: str = "central", dp_unit: str = "market",
+                dp_example_clip: float | None = None, data_seed: int = 0, level1: str = "encoder",
                 anchors: str = "none", anchor_weight: float = 1.0, tuned: dict[str, dict[str, float]] | None = None):
     """A `CompareConfig` with every training seed set to `seed` (`compare(seeds=...)` overrides it) and the
     evaluation candidates drawn from `data_seed`; `rounds` bounds each federated stage's rounds and the
@@ -47,7 +48,8 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
     `dp_ctr_clip` (CTR shared variables) and `dp_cf_clip` (CF tower) — None keeps their defaults,
     "adaptive" adapts them; its noise is secret unless `dp_noise_seed` makes it reproducible (and so not
     private); `dp_mode="distributed"` has each market add its share of the noise before a secure sum
-    instead of the server after summing; `secure_agg` sums the codebook aggregation (and DP sums) through TFF's secure sum. Participation in every federated stage (`federated.participation`):
+    instead of the server after summing; `dp_unit="interaction"` protects one interaction instead of one
+    market, by DP-SGD with per-record clip `dp_example_clip` (default 1.0; `privacy` module); `secure_agg` sums the codebook aggregation (and DP sums) through TFF's secure sum. Participation in every federated stage (`federated.participation`):
     `clients_per_round` markets sampled per round, each then absent with probability `dropout_rate`.
     `level1` chooses what level-1 codes are read from (`codes_stage.with_level1`). `anchors="public-items"`
     is anchored mode (`data.anchors`): the federated codebook stage pulls anchor items' level-1 latents
@@ -63,7 +65,20 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
 
     participation = Participation(clients_per_round, dropout_rate, seed)
     check_participation(participation)
-    privacy = PrivacyConfig(dp_noise_multiplier, dp_clip, dp_delta, secure_agg, dp_noise_seed, mode=dp_mode)
+    privacy = PrivacyConfig(dp_noise_multiplier, dp_clip, dp_delta, secure_agg, dp_noise_seed, mode=dp_mode,
+                            unit=dp_unit)
+    if dp_example_clip is not None:
+        if privacy.unit != "interaction":
+            raise UsageError("--dp-example-clip: only used with --dp-unit interaction (DP-SGD's per-record clip)")
+        privacy = replace(privacy, example_clip=float(dp_example_clip))
+    if privacy.unit == "interaction":
+        for flag, clip in (("--dp-ctr-clip", dp_ctr_clip), ("--dp-cf-clip", dp_cf_clip)):
+            if clip is not None:
+                raise UsageError(f"{flag}: not with --dp-unit interaction (a market-level clip; DP-SGD clips each "
+                                 "record's gradient to --dp-example-clip)")
+        if level1 != "encoder":
+            raise UsageError("--level1 descriptors: not with --dp-unit interaction (the descriptors are counted "
+                             "from the interactions without DP, and they feed the shared codebook)")
     for flag, name, clip in (("--dp-ctr-clip", "ctr_clip", dp_ctr_clip), ("--dp-cf-clip", "cf_clip", dp_cf_clip)):
         if clip is not None and not privacy.dp:
             raise UsageError(f"{flag}: only used with --dp-noise-multiplier (DP is off without it)")
@@ -168,6 +183,9 @@ def compare(market_set: MarketSet, methods: list[str], backbones: list[str], con
     check_seeds(seeds)
     check_choices(methods, backbones)
     check_config(config, market_set)
+    if config.codes.privacy.dp_sgd and "fedavg" in methods:
+        raise UsageError("--methods fedavg: not with --dp-unit interaction (TFF's FedAvg client work has no "
+                         "per-example clipping); fedper is the federated baseline DP-SGD covers")
     check_jobs(jobs, workers)
     if workers:  # reach the workers before touching the run folder: an unreachable one leaves it as it was
         install_execution_context(workers)

@@ -99,7 +99,7 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
 
 def add_privacy_arguments(parser: argparse.ArgumentParser, epsilon: bool = True) -> None:
     """The DP and secure-sum flags (`fedmm run/compare/signature`); `epsilon=False` (signature, which builds
-    no CF process and runs nothing) leaves out `--dp-cf-clip`, `--dp-delta` and `--dp-noise-seed`."""
+    no CF process and runs nothing) leaves out `--dp-cf-clip`, `--dp-delta`, `--dp-noise-seed`, `--dp-unit` and `--dp-example-clip`."""
     privacy = parser.add_argument_group("privacy of the federated aggregations")
     privacy.add_argument("--dp-noise-multiplier", type=float, default=None, metavar="Z",
                          help="differential privacy on every federated aggregation of every method (CF tower, global "
@@ -118,6 +118,15 @@ def add_privacy_arguments(parser: argparse.ArgumentParser, epsilon: bool = True)
         privacy.add_argument("--dp-noise-seed", type=int, default=None, metavar="N",
                              help="reproducible DP noise for research: anyone with the run's settings can "
                                   "regenerate it, so it is NOT private (default: secret noise from OS entropy)")
+        privacy.add_argument("--dp-unit", choices=("market", "interaction"), default="market",
+                             help="what epsilon protects: one market's whole data (market, default; noise on the "
+                                  "aggregations) or one interaction of one market (interaction: DP-SGD with Z as "
+                                  "its noise multiplier in every market's CF and CTR training, all variables; the "
+                                  "codebook stage is post-processing; the aggregations are plain means). With "
+                                  "interaction, FedAvg is refused and `fedmm run` compares fedper in its place")
+        privacy.add_argument("--dp-example-clip", type=float, default=None, metavar="C",
+                             help="DP-SGD's L2 clip of one record's gradient (an interaction with its drawn "
+                                  "negatives), with --dp-unit interaction (default 1.0)")
     privacy.add_argument("--dp-mode", choices=("central", "distributed"), default="central",
                          help="who adds the DP noise: the server after summing (central, default: the server "
                               "sees each market's clipped update) or each market, a share of discrete Gaussian "
@@ -148,7 +157,9 @@ def _clip_or_adaptive(text: str) -> float | str:
 def _run(args: argparse.Namespace) -> int:
     if args.backbone not in BACKBONES:
         raise UsageError(f"--backbone: unknown {args.backbone!r}; expected one of: {', '.join(BACKBONES)}")
-    args.methods, args.backbones = RUN_METHODS, [args.backbone]
+    # FedAvg's TFF client work has no per-example clipping: under DP-SGD fedper is the federated baseline.
+    args.methods = [("fedper" if m == "fedavg" and args.dp_unit == "interaction" else m) for m in RUN_METHODS]
+    args.backbones = [args.backbone]
     return _compare(args)
 
 
@@ -169,7 +180,7 @@ def _compare(args: argparse.Namespace) -> int:
                              dp_delta=args.dp_delta, secure_agg=args.secure_agg, dp_noise_seed=args.dp_noise_seed,
                              dp_ctr_clip=args.dp_ctr_clip, dp_cf_clip=args.dp_cf_clip,
                              clients_per_round=args.clients_per_round, dropout_rate=args.dropout_rate,
-                             dp_mode=args.dp_mode,
+                             dp_mode=args.dp_mode, dp_unit=args.dp_unit, dp_example_clip=args.dp_example_clip,
                              data_seed=args.data_seed, level1=args.level1, anchors=args.anchors,
                              anchor_weight=args.anchor_weight)
     result = api.compare(market_set, args.methods, args.backbones, config, seeds=seeds, out=args.out,

@@ -175,23 +175,28 @@ class _Styles:
 
 
 def write_privacy_tradeoff(table: pd.DataFrame, path: Path) -> Path:
-    """Mean test AUC against ε (log scale) of `tasks/dp_tradeoff.py`; the run without DP as a line."""
+    """Mean test AUC against ε (log scale) of `tasks/dp_tradeoff.py`, one colour per unit of privacy (its
+    `unit` column: ε per market or per interaction; market if absent); the run without DP as lines."""
     figure = _figure(1, 1)
     ax = figure.add_subplot()
+    table = table.assign(unit=table["unit"] if "unit" in table else "market")
     noised = table[np.isfinite(table["epsilon"])].sort_values("epsilon")
-    for column, label, style in (("auc_mean", "mean over markets", "o-"),
-                                 ("auc_weighted_mean", "interaction-weighted mean", "s--")):
-        ax.plot(noised["epsilon"], noised[column], style, color=_color(0 if column == "auc_mean" else 1), label=label)
+    for i, (unit, rows) in enumerate(noised.groupby("unit", sort=False)):
+        for column, label, style in (("auc_mean", "mean over markets", "o-"),
+                                     ("auc_weighted_mean", "interaction-weighted mean", "s--")):
+            ax.plot(rows["epsilon"], rows[column], style, color=_color(2 * i + (column != "auc_mean")),
+                    label=f"ε per {unit}: {label}")
+        for _, row in rows.iterrows():
+            ax.annotate(f"z={row['noise_multiplier']:g}", (row["epsilon"], row["auc_mean"]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for column, style in (("auc_mean", ":"), ("auc_weighted_mean", "-.")):
         for value in table.loc[~np.isfinite(table["epsilon"]), column]:
-            ax.axhline(value, color=_color(0 if column == "auc_mean" else 1), linewidth=0.8, linestyle=":")
-    for _, row in noised.iterrows():
-        ax.annotate(f"z={row['noise_multiplier']:g}", (row["epsilon"], row["auc_mean"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)
+            ax.axhline(value, color="0.4", linewidth=0.8, linestyle=style)
     ax.set_xscale("log")
-    ax.set_xlabel("ε per market (δ as in the table; dotted: no DP)")
+    ax.set_xlabel("ε (δ as in the table); grey: no DP (dotted: mean, dash-dot: weighted)")
     ax.set_ylabel("test AUC")
-    ax.set_title("FedMM with a DP global codebook")
-    ax.legend()
+    ax.set_title("FedMM under DP: market-level and interaction-level (DP-SGD)")
+    ax.legend(fontsize=8)
     return _save(figure, Path(path))
 
 

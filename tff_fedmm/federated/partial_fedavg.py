@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_fedmm.training import dp_sgd
 from tff_fedmm.federated.composer import compose_stateful_process
 from tff_fedmm.naming import PRIVATE_PREFIX, SHARED_PREFIX, check_named, layer_weights
 
@@ -28,6 +29,9 @@ class PartialFedAvgConfig:
     local_epochs: int = 1
     client_learning_rate: float = 1e-3
     server_learning_rate: float = 1.0
+    # DP-SGD on every trained variable (`--dp-unit interaction`): batches are `data.pipelines.record_dataset`'s
+    # and the client optimizer is SGD with momentum at `dp_sgd.learning_rate` (see `training.dp_sgd`).
+    dp_sgd: dp_sgd.DpSgdConfig | None = None
 
 
 def shared_weights(model: tf.keras.Model) -> list[tf.Variable]:
@@ -48,7 +52,26 @@ def bce_loss(labels: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
 
 
 def _optimizer(config: PartialFedAvgConfig):
+    if config.dp_sgd is not None:
+        return tff.learning.optimizers.build_sgdm(config.dp_sgd.learning_rate, momentum=config.dp_sgd.momentum)
     return tff.learning.optimizers.build_adam(config.client_learning_rate)
+
+
+def _gradient_fn(model: tf.keras.Model, trainable: list[tf.Variable], config: PartialFedAvgConfig):
+    """batch -> (gradients, loss sum, examples): the batch-mean BCE's gradients, or DP-SGD's estimate."""
+    if config.dp_sgd is not None:
+        records = dp_sgd.RecordGradients(model, trainable)
+        return lambda batch: records.noised(batch, config.dp_sgd)
+
+    def gradients(batch):
+        with tf.GradientTape() as tape:
+            loss = bce_loss(batch["y"], model(batch["x"], training=True))
+        # Dense gradients: TFF's functional optimizers do arithmetic that IndexedSlices lack.
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, trainable)]
+        b = tf.cast(tf.shape(batch["y"])[0], tf.float32)
+        return grads, loss * b, b
+
+    return gradients
 
 
 def _client_state(model: tf.keras.Model, optimizer) -> collections.OrderedDict:
@@ -66,6 +89,7 @@ def _build_client_update(model_fn: ModelFn, config: PartialFedAvgConfig, weights
         model = model_fn()
         optimizer = _optimizer(config)
         shared, privates, trainable = shared_weights(model), private_weights(model), _trainable(model)
+        gradients = _gradient_fn(model, trainable, config)
 
         # A tf.function, as in TFF's own client work: its automatic control dependencies order the
         # variable reads after the training loop; a bare graph would return the initial values.
@@ -78,15 +102,11 @@ def _build_client_update(model_fn: ModelFn, config: PartialFedAvgConfig, weights
 
             def reduce_fn(carry, batch):
                 opt_state, loss_sum, n = carry
-                with tf.GradientTape() as tape:
-                    loss = bce_loss(batch["y"], model(batch["x"], training=True))
-                # Dense gradients: TFF's functional optimizers do arithmetic that IndexedSlices lack.
-                grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, trainable)]
+                grads, batch_loss, b = gradients(batch)
                 opt_state, updated = optimizer.next(opt_state, tuple(trainable), tuple(grads))
                 for v, u in zip(trainable, updated):
                     v.assign(u)
-                b = tf.cast(tf.shape(batch["y"])[0], tf.float32)
-                return opt_state, loss_sum + loss * b, n + b
+                return opt_state, loss_sum + batch_loss, n + b
 
             carry = (state["optimizer_state"], tf.constant(0.0), tf.constant(0.0))
             for _ in range(config.local_epochs):

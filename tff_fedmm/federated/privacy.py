@@ -28,6 +28,18 @@ Where the noise is added (`--dp-mode`): `central` (default) as above, by the ser
 server itself sees each market's clipped update (or with `--secure-agg` the exact sum); `distributed`
 (`federated.distributed_dp`): each market adds its share of discrete Gaussian noise before TFF's secure
 sum, so the server only sees a noised sum; ε is then the distributed discrete Gaussian's bound.
+
+The unit (`--dp-unit`): `market` (default) is all of the above. `interaction` protects one interaction
+of one market instead, by DP-SGD (`training.dp_sgd`) in every local training step on a market's raw
+interactions whose result reaches a shared update: the CF stage (each market's tables, or with
+`--cf-tower` the federated CF model, every variable) and the CTR stage of the partial-FedAvg methods
+(fedmm and its code variants, fedper, fedper-anchored; every variable, private ID embeddings included).
+`--dp-noise-multiplier` is then DP-SGD's noise multiplier and `--dp-example-clip` its per-record clip. The
+RQ-VAE / codebook stage reads only the DP-trained CF tables (no `--level1 descriptors`: those are counted
+from the interactions), so it is post-processing and needs no noise of its own; the aggregations are
+plain (unweighted) means, since what they average is already DP. The entity vocabularies (which users
+and items a market has) are treated as public. FedAvg is refused: TFF's FedAvg client work has no
+per-example clipping.
 """
 
 from __future__ import annotations
@@ -58,6 +70,13 @@ SECURE_DP_RECORD_BOUND = 2.0**8
 
 CENTRAL, DISTRIBUTED = "central", "distributed"
 MODES = (CENTRAL, DISTRIBUTED)
+MARKET, INTERACTION = "market", "interaction"  # the same names as `accounting.MARKET/INTERACTION`
+UNITS = (MARKET, INTERACTION)
+# DP-SGD's SGD learning rates per stage (momentum 0.9, 256 records per step in expectation). Set before any
+# run, not yet tuned (BUILD_NOTES, "Interaction-level DP"): a row's noise per step is lr x z x clip / 256,
+# about 0.002 at z = 1; tuning belongs on the validation split, never on test.
+DP_SGD_CF_LEARNING_RATE = 0.5
+DP_SGD_CTR_LEARNING_RATE = 0.5
 NOISE_SECRET = "secret: seeded from OS entropy, deleted with the stage's round checkpoints"
 NOISE_REPRODUCIBLE = ("reproducible (--dp-noise-seed): anyone who knows the run's settings can regenerate and "
                       "subtract it, so the reported epsilon does not hold against them")
@@ -78,6 +97,8 @@ class PrivacyConfig:
     ctr_clip: float | None = 0.5
     cf_clip: float | None = 2.0
     mode: str = CENTRAL  # where the noise is added: by the server (central) or by each market (distributed)
+    unit: str = MARKET  # what one (ε, δ) protects: one market's data, or one interaction (DP-SGD)
+    example_clip: float = 1.0  # DP-SGD's L2 clip of one record's gradient (interaction unit)
 
     @property
     def clips_by_flag(self) -> tuple[tuple[str, float | None], ...]:
@@ -88,11 +109,32 @@ class PrivacyConfig:
     def dp(self) -> bool:
         return self.noise_multiplier is not None
 
+    @property
+    def dp_sgd(self) -> bool:
+        """Interaction-level DP: DP-SGD in the markets' training, plain aggregations."""
+        return self.dp and self.unit == INTERACTION
+
+    def aggregation(self) -> PrivacyConfig:
+        """What the federated aggregations apply: all of this at the market unit; under DP-SGD only the
+        secure sum (the averaged values are already DP: post-processing)."""
+        return PrivacyConfig(secure_agg=self.secure_agg) if self.dp_sgd else self
+
+    def sgd(self, learning_rate: float):
+        """The `dp_sgd.DpSgdConfig` of a stage training at `learning_rate`."""
+        from tff_fedmm.training.dp_sgd import DpSgdConfig
+
+        return DpSgdConfig(self.noise_multiplier, self.example_clip, learning_rate=learning_rate)
+
 
 def check_privacy(privacy: PrivacyConfig, rule: str, markets_per_round: float, dropout_rate: float = 0.0) -> None:
     """Raises `UsageError`, naming the flag, for DP settings the mechanism cannot honour."""
     if privacy.mode not in MODES:
         raise UsageError(f"--dp-mode: expected one of {', '.join(MODES)}, got {privacy.mode!r}")
+    if privacy.unit not in UNITS:
+        raise UsageError(f"--dp-unit: expected one of {', '.join(UNITS)}, got {privacy.unit!r}")
+    if privacy.unit == INTERACTION:
+        _check_interaction(privacy)
+        return
     if privacy.mode == DISTRIBUTED:
         _check_distributed(privacy, dropout_rate)
     if not privacy.dp:
@@ -132,6 +174,25 @@ def _check_distributed(privacy: PrivacyConfig, dropout_rate: float) -> None:
     if dropout_rate > 0:
         raise UsageError("--dropout-rate: not with --dp-mode distributed (every market of a round adds its share "
                          "of the noise; with markets absent the sum carries less noise than epsilon assumes)")
+
+
+def _check_interaction(privacy: PrivacyConfig) -> None:
+    """What interaction-level DP (DP-SGD) cannot honour."""
+    if not privacy.dp:
+        raise UsageError("--dp-unit interaction: needs --dp-noise-multiplier (DP-SGD's noise multiplier)")
+    if privacy.noise_multiplier <= 0:
+        raise UsageError(f"--dp-noise-multiplier: expected a number > 0 with --dp-unit interaction, "
+                         f"got {privacy.noise_multiplier}")
+    if privacy.example_clip <= 0:
+        raise UsageError(f"--dp-example-clip: expected a positive L2 norm, got {privacy.example_clip}")
+    if privacy.mode == DISTRIBUTED:
+        raise UsageError("--dp-mode distributed: not with --dp-unit interaction (each market adds its DP-SGD noise "
+                         "itself before anything leaves it; there is no server noise to distribute)")
+    if privacy.clip is not None:
+        raise UsageError("--dp-clip: not with --dp-unit interaction (a market-level clip; DP-SGD clips each "
+                         "record's gradient to --dp-example-clip)")
+    if not 0 < privacy.delta < 1:
+        raise UsageError(f"--dp-delta: expected a number in (0, 1), got {privacy.delta}")
 
 
 def noise_seed(privacy: PrivacyConfig, training_seed: int, stage: str) -> int:

@@ -3,7 +3,9 @@
 With `--cf-tower` the CF models of the markets train together: the `shared_tower_*` layers are averaged
 across markets by partial FedAvg while every market's embeddings stay private. Under DP that average is
 a DP mean with its own clip (`--dp-cf-clip`), its loss sums stay in the markets, and the stage's charges
-(`privacy_report.Ledger`) count every round each market took part in.
+(`privacy_report.Ledger`) count every round each market took part in. Under `--dp-unit interaction`
+every CF model trains with DP-SGD instead (`training.dp_sgd`: alone, `training.cf_dp`; with the tower,
+in the partial-FedAvg client work, whose average is then a plain mean) and each market is charged per step.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.federated import privacy as dp
 from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.models.cf import CFConfig, build_cf_model, embedding_tables, rqvae_inputs
+from tff_fedmm.pipelines.dp_sgd_clients import DpSgdClients
 from tff_fedmm.pipelines.privacy_audit import audit_partial_fedavg
 from tff_fedmm.pipelines.privacy_report import Ledger
 from tff_fedmm.pipelines.rounds import run_rounds
@@ -28,6 +31,7 @@ from tff_fedmm.training.cf import train_cf
 
 ENTITIES = ("users", "items")
 CF_TOWER = "cf-tower"  # the name of the federated CF stage's DP charges
+CF_DP_SGD = "cf (dp-sgd)"  # the name of the DP-SGD charges of the markets' own CF models
 
 
 @dataclass
@@ -50,11 +54,14 @@ def cf_tables(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoin
     done = stage.load_done() if stage else None
     if done is None:
         progress.start_stage(name, config.epochs if name.startswith("cf-federated") else 0)
-        ledger = Ledger(CF_TOWER)
-        tables = (_federated_cf_tables(market_set, config, stage, participation or Participation(),
-                                       privacy or dp.PrivacyConfig(), ledger)
-                  if name.startswith("cf-federated") else
-                  {n: embedding_tables(train_cf(m, config)) for n, m in market_set.markets.items()})
+        privacy = privacy or dp.PrivacyConfig()
+        ledger = Ledger(CF_TOWER if name.startswith("cf-federated") else CF_DP_SGD)
+        if name.startswith("cf-federated"):
+            tables = _federated_cf_tables(market_set, config, stage, participation or Participation(), privacy, ledger)
+        elif privacy.dp_sgd:
+            tables = _dp_sgd_cf_tables(market_set, config, privacy, ledger)
+        else:
+            tables = {n: embedding_tables(train_cf(m, config)) for n, m in market_set.markets.items()}
         done = {f"{n}/{entity}": table for n, pair in tables.items() for entity, table in zip(ENTITIES, pair)}
         done["charges"] = np.array(json.dumps([c.to_json() for c in ledger.charges]))
         if stage:
@@ -72,6 +79,20 @@ def cf_inputs(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoin
                             else None, weight=config.descriptors) for n, t in tables.items()}
 
 
+def _dp_sgd_cf_tables(market_set: MarketSet, config: CFConfig, privacy: dp.PrivacyConfig,
+                      ledger: Ledger) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each market's CF tables trained alone with DP-SGD, each market charged for its steps."""
+    from tff_fedmm.training.cf_dp import train_cf_dp
+
+    tables = {}
+    for name, market in market_set.markets.items():
+        model, rate, steps = train_cf_dp(market, config, privacy.sgd(dp.DP_SGD_CF_LEARNING_RATE),
+                                         dp.noise_seed(privacy, config.seed, f"{ledger.stage}/{name}"))
+        ledger.record_steps(name, rate, privacy.noise_multiplier, steps)
+        tables[name] = embedding_tables(model)
+    return tables
+
+
 def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: StageCheckpoint | None,
                          participation: Participation, privacy: dp.PrivacyConfig,
                          ledger: Ledger) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -83,7 +104,12 @@ def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: St
     users, items = market_set.largest_vocabulary
     model_fn = lambda: build_cf_model(users, items, config)  # noqa: E731
 
+    sgd_clients = (DpSgdClients(market_set, privacy, ledger.stage, config.seed, dp.DP_SGD_CF_LEARNING_RATE,
+                                config.neg_ratio) if privacy.dp_sgd else None)
+
     def dataset(index: int, round_num: int):
+        if sgd_clients:
+            return sgd_clients.dataset(index, round_num)
         return to_dataset(ctr_examples(market_set.markets[names[index]], "train", neg_ratio=config.neg_ratio,
                                        seed=config.seed, epoch=round_num),
                           batch_size=config.batch_size,
@@ -91,8 +117,11 @@ def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: St
 
     set_global_seed(config.seed, "cf-federated")
     pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.learning_rate)
-    aggregator = (dp.dp_mean_factory(privacy, privacy.cf_clip, participation.expected(len(names)),
-                                     dp.noise_seed(privacy, config.seed, ledger.stage)) if privacy.dp else None)
+    if sgd_clients:
+        pf_config, aggregator = sgd_clients.client_config(pf_config), sgd_clients.aggregator()
+    else:
+        aggregator = (dp.dp_mean_factory(privacy, privacy.cf_clip, participation.expected(len(names)),
+                                         dp.noise_seed(privacy, config.seed, ledger.stage)) if privacy.dp else None)
     process = pf.build_partial_fedavg_process(model_fn, dataset(0, 0).element_spec, pf_config, aggregator,
                                               seed=derive_seed(config.seed, "cf-federated-server"),
                                               metrics_cross=not privacy.dp)
@@ -110,8 +139,11 @@ def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: St
 
     result = run_rounds((process.initialize(), clients), step, config.epochs, 1, checkpoint=checkpoint)
     server, clients = result.best_state
-    ledger.record(privacy, server.aggregator, names,
-                  (participation.present("cf-federated", r, len(names)) for r in range(len(result.metrics))))
+    presence = [participation.present("cf-federated", r, len(names)) for r in range(len(result.metrics))]
+    if sgd_clients:
+        sgd_clients.charge(ledger, presence)
+    else:
+        ledger.record(privacy, server.aggregator, names, presence)
     tables = {}
     for client in clients:
         name = names[int(client["client_index"])]

@@ -103,11 +103,13 @@ def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: C
     # have left anywhere: without this, a variant's codes depended on which methods ran before it.
     set_global_seed(config.codebook.rqvae.seed, "codebook", *participants)
     participation = config.participation if federated else Participation()
-    privacy = config.privacy if federated else dp.PrivacyConfig()
+    # Under --dp-unit interaction the rows are DP-SGD-trained CF tables: the codebook is post-processing.
+    privacy = config.privacy.aggregation() if federated else dp.PrivacyConfig()
     ledger = Ledger(ledger_stage)
     process = process or build_codebook_process(config.codebook, dp.codebook_aggregator(
         config.codebook.rule, privacy, participation.expected(len(participants)),
-        dp.noise_seed(privacy, config.codebook.rqvae.seed, ledger.stage)), metrics_cross=not privacy.dp)
+        dp.noise_seed(privacy, config.codebook.rqvae.seed, ledger.stage)),
+        metrics_cross=not (federated and config.privacy.dp))  # under DP (either unit) no metric crosses
     audit_codebook(process, config.codebook, participants, federated, privacy, checkpoint)
     server = process.initialize()
     clients = [initial_client_state(config.codebook, i, server.global_model_weights, inputs[name])

@@ -45,6 +45,7 @@ from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.models.ctr import build_ctr_model
 from tff_fedmm.training.ctr import CTRTrainConfig, fit_ctr_on_market
 from tff_fedmm import progress
+from tff_fedmm.pipelines.dp_sgd_clients import DpSgdClients
 from tff_fedmm.pipelines.privacy_audit import audit_fedavg, audit_partial_fedavg
 from tff_fedmm.pipelines.privacy_report import Ledger
 from tff_fedmm.pipelines.rounds import RoundsResult, Selection, run_rounds
@@ -73,9 +74,9 @@ class CTRStageConfig:
         return self.rounds if self.privacy.dp else self.round_patience
 
     def dp_mean(self, markets: int, ledger: Ledger | None):
-        """The DP mean of the shared updates under DP (noise seeded for `ledger`'s stage), else None."""
+        """The DP mean of the shared updates under market-level DP (noise seeded for `ledger`'s stage), else None."""
         p = self.privacy
-        if not p.dp:
+        if not p.dp or p.dp_sgd:
             return None
         return dp.dp_mean_factory(p, p.ctr_clip, self.participation.expected(markets),
                                   dp.noise_seed(p, self.train.seed, ledger.stage if ledger else "ctr"))
@@ -200,9 +201,20 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     share_interaction = config.share_interaction or use.codes is None
     model_fn = model_fn_for(backbone, users, items, use.sizes(*k), config, share_interaction)
     featurizers = {name: use.featurizer(name) for name in market_set.names}
-    spec = federated_dataset(market_set, featurizers, config, 0, 0).element_spec
+    sgd_clients = (DpSgdClients(market_set, config.privacy, ledger.stage if ledger else "ctr", config.train.seed,
+                                dp.DP_SGD_CTR_LEARNING_RATE, config.train.neg_ratio) if config.privacy.dp_sgd else None)
+
+    def dataset(round_num: int, index: int) -> tf.data.Dataset:
+        if sgd_clients:  # DP-SGD's Poisson record batches
+            return sgd_clients.dataset(index, round_num, featurizers[market_set.names[index]])
+        return federated_dataset(market_set, featurizers, config, round_num, index)
+
+    spec = dataset(0, 0).element_spec
     pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.train.learning_rate)
-    process = pf.build_partial_fedavg_process(model_fn, spec, pf_config, config.dp_mean(len(market_set.names), ledger),
+    aggregator = config.dp_mean(len(market_set.names), ledger)
+    if sgd_clients:
+        pf_config, aggregator = sgd_clients.client_config(pf_config), sgd_clients.aggregator()
+    process = pf.build_partial_fedavg_process(model_fn, spec, pf_config, aggregator,
                                               seed=derive_seed(config.train.seed, "ctr-partial-server"),
                                               metrics_cross=not config.privacy.dp)
     audit_partial_fedavg(process, model_fn, "CTR stage", checkpoint)
@@ -223,7 +235,7 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     def step(state, round_num: int):
         present = config.participation.present("ctr", round_num, len(market_set.names))
         server, clients, metrics = run_present(
-            process.next, *state, lambda i: federated_dataset(market_set, featurizers, config, round_num, i), present)
+            process.next, *state, lambda i: dataset(round_num, i), present)
         state = (server, clients)
         snapshots = [pick(state, i) for i in range(len(market_set.names))]
         valid = valid_row(models_of(snapshots), market_set, featurizers, config.train.data_seed)
@@ -233,7 +245,11 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     selection = Selection(neg_logloss, pick, len(market_set.names), config.patience())
     result = run_rounds((process.initialize(), clients), step, config.rounds, 2 * len(market_set.names) + 1,
                         selection=selection, checkpoint=checkpoint)
-    _charge(ledger, config, result, market_set.names, result.state[0].aggregator)
+    if sgd_clients and ledger is not None:
+        sgd_clients.charge(ledger, (config.participation.present("ctr", r, len(market_set.names))
+                                    for r in range(len(result.metrics))))
+    else:
+        _charge(ledger, config, result, market_set.names, result.state[0].aggregator)
     return (_test_metrics(models_of(result.best_state), market_set, featurizers, config.train.data_seed, keep),
             round_history(result, market_set.names))
 
@@ -279,6 +295,8 @@ def _charge(ledger: Ledger | None, config: CTRStageConfig, result: RoundsResult,
 
 def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig, checkpoint: StageCheckpoint | None = None,
                  keep: Keep | None = None, ledger: Ledger | None = None) -> tuple[Metrics, list[dict]]:
+    if config.privacy.dp_sgd:
+        raise ValueError("FedAvg has no DP-SGD (TFF's client work has no per-example clipping)")
     users, items = market_set.largest_vocabulary
     model_fn = model_fn_for(backbone, users, items, (0, 0), config)
     featurizers = {name: MarketFeatures() for name in market_set.names}

@@ -10,6 +10,10 @@ come from — the federated CF tower, the federated codebook of its code variant
 One training of a method (one seed, one backbone) is what a deployment would run and release, so
 `epsilon` is that training's, the largest over the run's seeds and backbones; `epsilon_all_trainings`
 composes every training of the method in the run (what publishing all of them would cost).
+
+With `--dp-unit interaction` the charges are DP-SGD's (`record_steps`): per market, every step of every
+stage that trained on its interactions (the CF stage, the CTR stage), each a Poisson-sampled Gaussian;
+they compose into one ε per interaction of that market, whichever stages it was sampled in.
 """
 
 from __future__ import annotations
@@ -48,6 +52,14 @@ class Ledger:
         self.charges += [accounting.charge(self.stage, accounting.MARKET, [name], event, count)
                          for name, count in zip(names, counts) if count]
 
+    def record_steps(self, market: str, sampling_rate: float, noise_multiplier: float, steps: int) -> None:
+        """Charges `market` per interaction for `steps` DP-SGD steps sampling its records at `sampling_rate`."""
+        from tff_fedmm.training.dp_sgd import step_event
+
+        if steps:
+            self.charges.append(accounting.charge(self.stage, accounting.INTERACTION, [market],
+                                                  step_event(sampling_rate, noise_multiplier), steps))
+
 
 def section(privacy: dp.PrivacyConfig, per_seed: Sequence[SeedCharges], methods: Sequence[str],
             markets: Sequence[str]) -> dict:
@@ -55,20 +67,22 @@ def section(privacy: dp.PrivacyConfig, per_seed: Sequence[SeedCharges], methods:
     out = {"dp": privacy.dp, "secure_agg": privacy.secure_agg}
     if not privacy.dp:
         return out
-    out.update(noise_multiplier=privacy.noise_multiplier, delta=privacy.delta, unit=accounting.UNITS[accounting.MARKET],
-               clips={stage: "adaptive" if clip is None else clip for stage, clip in
-                      (("codebook", privacy.clip), ("ctr", privacy.ctr_clip), ("cf_tower", privacy.cf_clip))},
-               mode=privacy.mode,
+    unit = accounting.INTERACTION if privacy.dp_sgd else accounting.MARKET
+    clips = ({"record": privacy.example_clip} if privacy.dp_sgd else
+             {stage: "adaptive" if clip is None else clip for stage, clip in
+              (("codebook", privacy.clip), ("ctr", privacy.ctr_clip), ("cf_tower", privacy.cf_clip))})
+    out.update(noise_multiplier=privacy.noise_multiplier, delta=privacy.delta, unit_name=unit,
+               unit=accounting.UNITS[unit], clips=clips, mode="dp-sgd in each market" if privacy.dp_sgd else privacy.mode,
                noise=(dp.NOISE_DISTRIBUTED if privacy.mode == dp.DISTRIBUTED else
                       dp.NOISE_SECRET if privacy.noise_seed is None else dp.NOISE_REPRODUCIBLE),
                per=("epsilon: one training of the method (one seed, one backbone), every stage it ran, every "
                     "round a market took part in; the largest over the run's trainings. epsilon_all_trainings: "
                     "every training of the method in this run composed"),
-               methods={m: _method(m, per_seed, markets, privacy.delta) for m in methods})
+               methods={m: _method(m, per_seed, markets, privacy.delta, unit) for m in methods})
     return out
 
 
-def _method(method: str, per_seed: Sequence[SeedCharges], markets: Sequence[str], delta: float) -> dict:
+def _method(method: str, per_seed: Sequence[SeedCharges], markets: Sequence[str], delta: float, unit: str) -> dict:
     if method in NOT_FEDERATED:
         eps = None if method.startswith("centralized") else 0.0  # pooled raw data: no guarantee at all
         return {"stages": [], "epsilon": {m: eps for m in markets}, "note": NOT_FEDERATED[method]}
@@ -82,7 +96,7 @@ def _method(method: str, per_seed: Sequence[SeedCharges], markets: Sequence[str]
         everything += [accounting.Charge.from_json(c) for c in unique.values()]
 
     def eps(charges: list[accounting.Charge]) -> dict[str, float]:
-        return {m: accounting.epsilon(charges, m, accounting.MARKET, delta) for m in markets}
+        return {m: accounting.epsilon(charges, m, unit, delta) for m in markets}
 
     per_training = [eps(charges) for charges in trainings] or [eps([])]
     return {"stages": sorted({c.stage for c in everything}), "trainings": len(trainings),
@@ -100,8 +114,12 @@ def lines(report: dict) -> list[str]:
             values = "none (no DP guarantee)"
         else:
             values = ", ".join(f"{m} {e:.3g}" for m, e in entry["epsilon"].items())
+        interaction = report.get("unit_name") == accounting.INTERACTION
         covers = ", ".join(entry["stages"]) or entry.get("note", "no federated stage")
-        line = f"DP {method}: epsilon per market at delta = {report['delta']:g}: {values} (covers: {covers}"
+        if interaction and any(stage.startswith("cf") for stage in entry["stages"]):
+            covers += "; codebook: post-processing of the DP-SGD CF tables"
+        per = "interaction of each market" if interaction else "market"
+        line = f"DP {method}: epsilon per {per} at delta = {report['delta']:g}: {values} (covers: {covers}"
         if entry.get("trainings", 0) > 1:
             line += "; per training, all {} trainings composed: {}".format(entry["trainings"], ", ".join(
                 f"{m} {e:.3g}" for m, e in entry["epsilon_all_trainings"].items()))
