@@ -7,10 +7,14 @@ Methods and what they share across markets:
     fedper             the CTR's interaction layers; ID embeddings private
     centralized        the raw data: one model on the pooled markets (market-offset IDs, so ID rows are
                        not shared; interaction layers are); a non-private reference
-    fedmm-private-codebooks  the embeddings of level-1 code k (as fedmm, interaction layers private by
-                       default), but k comes from each market's own codebook: codes without a federated codebook
-    fedmm-level1-only  the federated level-1 codebook only (one code level in the CTR)
-    fedmm              federated global codebook, private local codebook, codes in a partial-FedAvg CTR
+    fedmm-private-codebooks  the CTR embeddings of level-1 code k (as fedmm), but k comes from each
+                       market's own codebook: codes without a federated codebook
+    fedmm-level1-only  the federated level-1 codebook and the CTR embeddings of its codes; the private
+                       level has one code, so the CTR reads level 1 only
+    fedmm              the level-1 (global) codebook and the CTR embeddings of level-1 codes; the local
+                       codebook, ID and local-code embeddings stay private
+(The FedMM variants keep their CTR interaction layers private, `CTRStageConfig.share_interaction`; with
+`--cf-tower` they, and only they, also federate the CF stage's shared tower.)
     fedper-anchored    (opt-in) fedper + a shared embedding per public anchor item (`data.anchors`): items
                        in several markets, minus the held-out share, share a row by key; users, market-only
                        and held-out items stay private
