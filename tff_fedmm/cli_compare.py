@@ -70,7 +70,8 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
                              "code moves to the mean of the latents assigned to it)")
     parser.add_argument("--cf-tower", action="store_true",
                         help="score CF with a shared interaction tower, federated across markets (embeddings "
-                             "stay private) so the markets' CF spaces align")
+                             "stay private), meant to align the markets' CF spaces (on XMarket their level-1 "
+                             "codes still agree at chance: BUILD_NOTES)")
     parser.add_argument("--level1", default="encoder", choices=("encoder", "descriptors"),
                         help="what level-1 (global) codes are read from: the private encoder of CF embeddings "
                              "(default) or market-invariant descriptors (popularity, rating, calendar time), "
