@@ -32,7 +32,7 @@ def rng_array(seed: int, *shape: int) -> np.ndarray:
 # --- aggregator and finalizer, on hand-made inputs ------------------------------------------------------
 
 
-def test_mean_rule_makes_the_example_weighted_mean_codebook():
+def test_fedavg_rule_makes_the_example_weighted_mean_codebook():
     process = GlobalCodebookFactory("fedavg").create(client_payload_type("fedavg", K, D), FLOAT)
     finalizer = build_codebook_finalizer(K, D, "fedavg")
     current = rng_array(99, K, D)
@@ -48,7 +48,7 @@ def test_mean_rule_makes_the_example_weighted_mean_codebook():
     np.testing.assert_allclose(merged, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_usage_rule_is_summed_latents_over_summed_counts_per_code():
+def test_kmeans_rule_is_summed_latents_over_summed_counts_per_code():
     process = GlobalCodebookFactory("kmeans").create(client_payload_type("kmeans", K, D), FLOAT)
     sums = [rng_array(10 + i, K, D) for i in range(3)]
     counts = [np.array([2, 0, 1, 0], np.float32), np.array([3, 5, 0, 0], np.float32),
@@ -77,7 +77,7 @@ def test_finalizer_keeps_unused_codes_and_takes_the_rest():
     assert float(output.measurements["global_codes_updated"]) == pytest.approx(0.5)
 
 
-def test_usage_rule_and_finalizer_leave_an_unused_code_alone_even_with_zero_sums():
+def test_kmeans_rule_and_finalizer_leave_an_unused_code_alone_even_with_zero_sums():
     process = GlobalCodebookFactory("kmeans").create(client_payload_type("kmeans", K, D), FLOAT)
     finalizer = build_codebook_finalizer(K, D, "kmeans")
     current = rng_array(30, K, D)
