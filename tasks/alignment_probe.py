@@ -25,6 +25,7 @@ from dataclasses import replace
 
 from tff_fedmm.cli_args import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 from tff_fedmm.errors import UsageError
+from tff_fedmm.pipelines.compare_names import CODEBOOK_RULES, refusing_renamed
 
 
 def _variants(text: str) -> list[tuple[str, float, bool]]:
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="cf,level1:1", help="cf, inputs:W, level1:W (default cf,level1:1)")
     parser.add_argument("--rounds", type=int, default=20, help="codebook rounds (default 20)")
     parser.add_argument("--k-global", type=int, default=64, help="global codebook size (default 64)")
-    parser.add_argument("--rule", default="mean", choices=("mean", "usage"), help="codebook rule (default mean)")
+    parser.add_argument("--rule", default="fedavg", choices=CODEBOOK_RULES,
+                        type=refusing_renamed("--rule", "codebook rule"), help="codebook rule (default fedavg)")
     parser.add_argument("--anchors", default="none", choices=("none", "public-items"),
                         help="anchored mode for the encoder variants (default none)")
     parser.add_argument("--anchor-weight", default="1",

@@ -1,6 +1,6 @@
 """Chooses FedMM's defaults on the VALID split: codebook rule × which CTR layers are federated × level-1 source.
 
-The opt-in `mean+share-codes+anchored:W` variants choose anchored mode's pull weight W the same way.
+The opt-in `fedavg+share-codes+anchored:W` variants choose anchored mode's pull weight W the same way.
 
     python tasks/tune_fedmm.py --data ../shared/data/xmarket-electronics --out runs/tune_fedmm
 
@@ -18,16 +18,16 @@ from pathlib import Path
 from tff_fedmm.cli_args import Parser, add_data_arguments, add_seed_argument, load_market_set, run_guarded
 
 VARIANTS = {
-    "usage+share-all": dict(rule="usage", share_interaction=True),
-    "usage+share-codes": dict(rule="usage", share_interaction=False),
-    "mean+share-all": dict(rule="mean", share_interaction=True),
-    "mean+share-codes": dict(rule="mean", share_interaction=False),
-    "mean+share-codes+descriptors": dict(rule="mean", share_interaction=False, level1="descriptors"),
-    "usage+share-codes+descriptors": dict(rule="usage", share_interaction=False, level1="descriptors"),
+    "kmeans+share-all": dict(rule="kmeans", share_interaction=True),
+    "kmeans+share-codes": dict(rule="kmeans", share_interaction=False),
+    "fedavg+share-all": dict(rule="fedavg", share_interaction=True),
+    "fedavg+share-codes": dict(rule="fedavg", share_interaction=False),
+    "fedavg+share-codes+descriptors": dict(rule="fedavg", share_interaction=False, level1="descriptors"),
+    "kmeans+share-codes+descriptors": dict(rule="kmeans", share_interaction=False, level1="descriptors"),
 }
 DEFAULT_VARIANTS = list(VARIANTS)  # strict mode; the anchored ones below are opt-in
-VARIANTS.update({f"mean+share-codes+anchored:{w:g}": dict(rule="mean", share_interaction=False,
-                                                          anchors="public-items", anchor_weight=w)
+VARIANTS.update({f"fedavg+share-codes+anchored:{w:g}": dict(rule="fedavg", share_interaction=False,
+                                                            anchors="public-items", anchor_weight=w)
                  for w in (0.3, 1.0, 3.0)})
 
 
@@ -52,8 +52,10 @@ def _run(args) -> int:
     from tff_fedmm import api
     from tff_fedmm.errors import UsageError
     from tff_fedmm.eval.validation import validation_summary
+    from tff_fedmm.pipelines.compare_names import refuse_renamed
 
     variants = args.variants.split(",")
+    refuse_renamed("--variants", "codebook rule", [v.split("+")[0] for v in variants])  # a variant starts with its rule
     if any(v not in VARIANTS for v in variants):
         raise UsageError(f"--variants: expected a comma-separated list from: {', '.join(VARIANTS)}")
     backbones = args.backbones.split(",")

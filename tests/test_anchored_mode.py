@@ -78,14 +78,14 @@ def _payloads(rule):
     for present in ([1, 1, 0, 0, 0], [1, 0, 1, 0, 0], [0, 0, 0, 0, 0]):
         counts = np.array(present, np.float32)
         means = rng.normal(size=(A, D)).astype(np.float32) * counts[:, None]
-        base = (collections.OrderedDict(codebook_update=np.zeros((K, D), np.float32)) if rule == "mean" else
+        base = (collections.OrderedDict(codebook_update=np.zeros((K, D), np.float32)) if rule == "fedavg" else
                 collections.OrderedDict(code_sums=np.ones((K, D), np.float32), code_counts=np.ones(K, np.float32)))
         out.append(collections.OrderedDict(**base, anchor_means=means, anchor_counts=counts))
     return out
 
 
 @pytest.mark.usefixtures("tff_context")
-@pytest.mark.parametrize("rule", ["mean", "usage"])
+@pytest.mark.parametrize("rule", ["fedavg", "kmeans"])
 def test_consensus_is_the_mean_over_markets_carrying_the_anchor_and_unsent_slots_keep_theirs(rule):
     payloads = _payloads(rule)
     process = GlobalCodebookFactory(rule).create(client_payload_type(rule, K, D, A), FLOAT)
@@ -106,13 +106,13 @@ def test_consensus_is_the_mean_over_markets_carrying_the_anchor_and_unsent_slots
 
 
 def test_audit_names_the_per_anchor_aggregates_and_strict_audit_rejects_them():
-    process = build_codebook_process(CodebookStageConfig(rqvae=RQ, rule="mean", anchors=A))
-    crossings = audit.audit_codebook_process(process, "mean", RQ.k_global, RQ.latent_dim, anchors=A)
+    process = build_codebook_process(CodebookStageConfig(rqvae=RQ, rule="fedavg", anchors=A))
+    crossings = audit.audit_codebook_process(process, "fedavg", RQ.k_global, RQ.latent_dim, anchors=A)
     assert any("anchor_means=float32[5,4]" in c.text and "anchor_counts=float32[5]" in c.text for c in crossings)
-    fields = audit.codebook_payload_fields("mean", RQ.k_global, RQ.latent_dim, A)
+    fields = audit.codebook_payload_fields("fedavg", RQ.k_global, RQ.latent_dim, A)
     assert fields[1:] == [("anchor_means", "float32[5,4]", A * RQ.latent_dim * 4), ("anchor_counts", "float32[5]", A * 4)]
     with pytest.raises(audit.PrivacyAuditError):  # what strict mode allows does not include them
-        audit.audit_codebook_process(process, "mean", RQ.k_global, RQ.latent_dim)
+        audit.audit_codebook_process(process, "fedavg", RQ.k_global, RQ.latent_dim)
 
 
 def test_strict_mode_reads_no_anchor_slot():
@@ -136,7 +136,7 @@ def test_the_pull_brings_anchor_latents_of_two_markets_together():
     slots[:6] = np.arange(6)
 
     def distance(weight: float) -> float:
-        config = CodebookStageConfig(rqvae=RQ, rule="usage", anchors=6, anchor_weight=weight)
+        config = CodebookStageConfig(rqvae=RQ, rule="kmeans", anchors=6, anchor_weight=weight)
         process = build_codebook_process(config)
         server = process.initialize()
         clients = [initial_client_state(config, i, server.global_model_weights, x) for i, x in enumerate(xs)]
@@ -255,7 +255,7 @@ def test_anchor_aggregates_go_through_secure_sum_and_match_the_plain_run():
     config = CodebookStageConfig(rqvae=RQ, anchors=4)
 
     def run(privacy):
-        process = build_codebook_process(config, dp.codebook_aggregator("mean", privacy, 2, seed=3))
+        process = build_codebook_process(config, dp.codebook_aggregator("fedavg", privacy, 2, seed=3))
         server = process.initialize()
         clients = [initial_client_state(config, i, server.global_model_weights, x) for i, x in enumerate(xs)]
         for r in range(2):
@@ -265,7 +265,7 @@ def test_anchor_aggregates_go_through_secure_sum_and_match_the_plain_run():
 
     _, plain = run(dp.PrivacyConfig())
     process, secure = run(dp.PrivacyConfig(secure_agg=True))
-    crossings = audit.audit_codebook_process(process, "mean", RQ.k_global, RQ.latent_dim, secure=True, anchors=4)
+    crossings = audit.audit_codebook_process(process, "fedavg", RQ.k_global, RQ.latent_dim, secure=True, anchors=4)
     assert {c.uri for c in crossings} == {"federated_secure_sum_bitwidth", "federated_sum"}
     np.testing.assert_array_equal(plain["anchor_known"], np.ones(4))
     np.testing.assert_allclose(secure["anchor_consensus"], plain["anchor_consensus"], atol=1e-4)

@@ -34,7 +34,7 @@ RQ = RQVAEConfig(input_dim=10, latent_dim=6, hidden=9, k_global=5, k_local=5)
 CTR = dict(num_users=5, num_items=13, k_global=5, k_local=3, embed_dim=4, hidden=(8,))
 
 
-def codebook(rule: str = "mean", anchors: int = 0, aggregator=None):
+def codebook(rule: str = "fedavg", anchors: int = 0, aggregator=None):
     config = CodebookStageConfig(rqvae=RQ, rule=rule, anchors=anchors)
     return build_codebook_process(config, aggregator), manifest.codebook_manifest(config, f"codebook {rule}")
 
@@ -52,17 +52,17 @@ def sources(report: dict) -> list[str]:
 # --- honest processes pass, and the report names what crosses -------------------------------------------
 
 
-@pytest.mark.parametrize("rule,anchors", [("mean", 0), ("usage", 0), ("mean", 3), ("usage", 3)])
+@pytest.mark.parametrize("rule,anchors", [("fedavg", 0), ("kmeans", 0), ("fedavg", 3), ("kmeans", 3)])
 def test_codebook_process_passes_and_names_its_payload(rule, anchors):
     process, declared = codebook(rule, anchors)
     report = audit_process(process, declared)
     json.dumps(report)  # the run folder stores it as JSON
     (payload,) = [c for c in report["crossings"] if c["values"][0]["value"] in ("codebook_update", "code_sums")]
     names = [v["value"] for v in payload["values"]]
-    assert names == ["codebook_update"] * (rule == "mean") + ["code_sums", "code_counts"] * (rule == "usage") \
+    assert names == ["codebook_update"] * (rule == "fedavg") + ["code_sums", "code_counts"] * (rule == "kmeans") \
         + ["anchor_means", "anchor_counts"] * bool(anchors)
     text = " ".join(sources(report))
-    if rule == "mean":
+    if rule == "fedavg":
         assert "update of shared_global_codebook/codebook" in text
     assert "private_" not in text and "client state" not in text
 
@@ -73,7 +73,7 @@ def test_codebook_process_passes_and_names_its_payload(rule, anchors):
 def test_dp_and_secure_sums_carry_only_the_declared_payload(privacy):
     """DP's clipping and secure sum's quantization send more values (clip indicators, overflow counts):
     each is computed from the declared payload and server values only."""
-    process, declared = codebook(aggregator=codebook_aggregator("mean", privacy, 5, 0))
+    process, declared = codebook(aggregator=codebook_aggregator("fedavg", privacy, 5, 0))
     report = audit_process(process, declared)
     assert len(sources(report)) > len(sources(audit_process(*codebook())))
     known = ("update of shared_global_codebook/codebook", "weight (", "metrics/", "server value state/aggregator/")
@@ -149,7 +149,7 @@ def test_local_codebook_read_in_place_of_the_global_one_fails(monkeypatch):
 
     monkeypatch.setattr(rt, "build_round_fn", leaky_round_fn)
     process, declared = codebook()
-    audit.audit_codebook_process(process, "mean", RQ.k_global, RQ.latent_dim)  # the shape audit passes
+    audit.audit_codebook_process(process, "fedavg", RQ.k_global, RQ.latent_dim)  # the shape audit passes
     with pytest.raises(IdentityAuditError, match="payload/codebook_update: read from private_local_codebook/codebook; "
                                                  "declared: the update of shared_global_codebook/codebook"):
         audit_process(process, declared)
@@ -161,7 +161,7 @@ def test_local_codebook_from_the_client_state_in_place_of_the_update_fails(monke
     leaky_composer(monkeypatch, codebook_process, lambda state, new_state, update, weight, metrics: (
         new_state, {"codebook_update": state["private"][index]}, weight, metrics))
     process, declared = codebook()
-    audit.audit_codebook_process(process, "mean", RQ.k_global, RQ.latent_dim)
+    audit.audit_codebook_process(process, "fedavg", RQ.k_global, RQ.latent_dim)
     with pytest.raises(IdentityAuditError) as err:
         audit_process(process, declared)
     assert f"payload/codebook_update: read from nothing; declared: the update of shared_global_codebook/codebook" \

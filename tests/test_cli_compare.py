@@ -99,12 +99,13 @@ def test_compare_writes_a_complete_run_folder(tiny_run):
     assert "fedmm" in tiny_run.stdout
     # Every federated process the run built, audited by identity: what crosses, and from which variable.
     audit = json.loads((out / "privacy_audit.json").read_text())
-    assert set(audit["stages"]) == {"codes-federated-aa-bb", *(f"codes-private-{k}" for k in MARKETS),
+    assert set(audit["stages"]) == {"codes-federated-codebooks-local-cf-aa-bb",
+                                    *(f"codes-private-codebooks-local-cf-{k}" for k in MARKETS),
                                     *(f"ctr-{m}-{b}" for m in ("fedmm", "fedavg") for b in TINY_RUN_BACKBONES)}
     assert all(entry["seeds"] == [TINY_RUN_SEED] for entry in audit["stages"].values())
     assert set(audit["methods_without_a_federated_process"]) == {"local", "local+codes", "centralized-anchored"}
     assert audit["audit_seconds"] > 0
-    values, sources = audited(out, "codes-federated-aa-bb")
+    values, sources = audited(out, "codes-federated-codebooks-local-cf-aa-bb")
     assert "codebook_update" in values and "update of shared_global_codebook/codebook" in " ".join(sources)
     values, sources = audited(out, "ctr-fedmm-deepfm")
     assert "update of shared_item_global_code_embedding/embeddings (received minus trained)" in sources
@@ -128,8 +129,8 @@ def test_anchored_mode_runs_end_to_end_and_is_recorded(market_dir, tmp_path):
     assert codes["anchors"] == "public-items" and codes["codebook"]["anchor_weight"] == 2.0
     # alignment is scored on the held-out recurring items only: 30% of the 110 shared item IDs
     _, report = read_csv(out / "codebooks.csv")
-    assert {int(r["aligned_pairs"]) for r in report if r["codes"] == "federated"} == {33}
-    values, sources = audited(out, "codes-federated-aa-bb")  # the per-anchor aggregates, named
+    assert {int(r["aligned_pairs"]) for r in report if r["codes"] == "federated-codebooks-local-cf"} == {33}
+    values, sources = audited(out, "codes-federated-codebooks-local-cf-aa-bb")  # the per-anchor aggregates
     assert values[:3] == ["codebook_update", "anchor_means", "anchor_counts"]
     assert any(s.startswith("payload/anchor_means (per anchor slot: mean level-1 latent") for s in sources)
     _, sources = audited(out, "ctr-fedper-anchored-deepfm")

@@ -32,9 +32,9 @@ def rng_array(seed: int, *shape: int) -> np.ndarray:
 # --- aggregator and finalizer, on hand-made inputs ------------------------------------------------------
 
 
-def test_mean_rule_makes_the_example_weighted_mean_codebook():
-    process = GlobalCodebookFactory("mean").create(client_payload_type("mean", K, D), FLOAT)
-    finalizer = build_codebook_finalizer(K, D, "mean")
+def test_fedavg_rule_makes_the_example_weighted_mean_codebook():
+    process = GlobalCodebookFactory("fedavg").create(client_payload_type("fedavg", K, D), FLOAT)
+    finalizer = build_codebook_finalizer(K, D, "fedavg")
     current = rng_array(99, K, D)
     codebooks = [rng_array(i, K, D) for i in range(3)]
     weights = [1.0, 3.0, 6.0]
@@ -48,8 +48,8 @@ def test_mean_rule_makes_the_example_weighted_mean_codebook():
     np.testing.assert_allclose(merged, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_usage_rule_is_summed_latents_over_summed_counts_per_code():
-    process = GlobalCodebookFactory("usage").create(client_payload_type("usage", K, D), FLOAT)
+def test_kmeans_rule_is_summed_latents_over_summed_counts_per_code():
+    process = GlobalCodebookFactory("kmeans").create(client_payload_type("kmeans", K, D), FLOAT)
     sums = [rng_array(10 + i, K, D) for i in range(3)]
     counts = [np.array([2, 0, 1, 0], np.float32), np.array([3, 5, 0, 0], np.float32),
               np.array([1, 1, 0, 0], np.float32)]
@@ -66,7 +66,7 @@ def test_usage_rule_is_summed_latents_over_summed_counts_per_code():
 
 
 def test_finalizer_keeps_unused_codes_and_takes_the_rest():
-    finalizer = build_codebook_finalizer(K, D, "usage")
+    finalizer = build_codebook_finalizer(K, D, "kmeans")
     current, aggregated = rng_array(20, K, D), rng_array(21, K, D)
     counts = np.array([0, 3, 0, 1], np.float32)
     output = finalizer.next(finalizer.initialize(), current,
@@ -77,9 +77,9 @@ def test_finalizer_keeps_unused_codes_and_takes_the_rest():
     assert float(output.measurements["global_codes_updated"]) == pytest.approx(0.5)
 
 
-def test_usage_rule_and_finalizer_leave_an_unused_code_alone_even_with_zero_sums():
-    process = GlobalCodebookFactory("usage").create(client_payload_type("usage", K, D), FLOAT)
-    finalizer = build_codebook_finalizer(K, D, "usage")
+def test_kmeans_rule_and_finalizer_leave_an_unused_code_alone_even_with_zero_sums():
+    process = GlobalCodebookFactory("kmeans").create(client_payload_type("kmeans", K, D), FLOAT)
+    finalizer = build_codebook_finalizer(K, D, "kmeans")
     current = rng_array(30, K, D)
     counts = np.array([1, 0, 2, 0], np.float32)
     payload = collections.OrderedDict(code_sums=rng_array(31, K, D) * counts[:, None], code_counts=counts)
@@ -216,7 +216,7 @@ def test_server_codebook_under_the_rule(rounds):
         after = np.asarray(rec["new_state"].global_model_weights)
         assert after.shape == (RQ.k_global, RQ.latent_dim)
         assert float(rec["metrics"]["client_work"]["num_examples"]) == total
-        if rule == "mean":
+        if rule == "fedavg":
             assert not np.allclose(before, after)
             assert float(rec["metrics"]["finalizer"]["global_codes_updated"]) == 1.0
             continue

@@ -130,7 +130,7 @@ def test_the_flag_offers_the_modes_privacy_knows():
 
 def test_an_unknown_mode_is_refused_by_the_api_too():
     with pytest.raises(UsageError, match="--dp-mode: expected one of central, distributed"):
-        dp.check_privacy(dp.PrivacyConfig(noise_multiplier=1.0, clip=0.3, mode="local"), "mean", 2)
+        dp.check_privacy(dp.PrivacyConfig(noise_multiplier=1.0, clip=0.3, mode="local"), "fedavg", 2)
 
 
 @pytest.mark.slow
@@ -143,7 +143,7 @@ def test_run_killed_and_resumed_completes_and_writes_epsilon(market_dir, tmp_pat
     command = [sys.executable, "-m", "tff_fedmm", "run", "--rounds", "3", "--quiet", "--data", str(data),
                "--out", str(out), *flags]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _kill_after("checkpoints/seed0-codes-federated-*/round_1", out, process)
+    _kill_after("checkpoints/seed0-codes-federated-codebooks-*/round_1", out, process)
     done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -159,7 +159,7 @@ def test_run_killed_and_resumed_completes_and_writes_epsilon(market_dir, tmp_pat
     results = (out / "results.csv").read_text().splitlines()
     assert len(results) == 1 + 3 * 2  # fedmm, local, fedavg on both markets
     # what carries the codebook update crosses only through secure sums (the round's metrics cross in plain sums)
-    stage = json.loads((out / "privacy_audit.json").read_text())["stages"]["codes-federated-aa-bb"]
+    stage = json.loads((out / "privacy_audit.json").read_text())["stages"]["codes-federated-codebooks-local-cf-aa-bb"]
     carrying = {c["intrinsic"] for c in stage["crossings"]
                 if any("update of" in source for value in c["values"] for source in value["sources"])}
     assert carrying == {"federated_secure_sum_bitwidth"}

@@ -69,7 +69,7 @@ def test_fedavg_under_dp_is_tffs_unweighted_fedavg_with_the_dp_mean():
 
 def test_codebook_under_dp_keeps_its_loss_sums_in_the_markets():
     config = CodebookStageConfig(rqvae=RQVAEConfig(input_dim=6, latent_dim=3, hidden=8, k_global=5, k_local=3))
-    private = build_codebook_process(config, dp.codebook_aggregator("mean", PRIVACY, 2, 7), metrics_cross=False)
+    private = build_codebook_process(config, dp.codebook_aggregator("fedavg", PRIVACY, 2, 7), metrics_cross=False)
     assert "dp_event" in _dp_state(private) and not _scalar_crossings(private)
 
 
@@ -208,6 +208,7 @@ def test_a_dp_run_charges_every_stage_of_every_federated_method(market_dir, tmp_
         assert f"DP {method}: epsilon per market at delta = 1e-05: " in printed
     assert "unit: add/remove one market's whole data" in printed
     # Every federated stage's audit: only the DP sum of the updates crosses, no metric.
-    for stage in ("cf-federated", "codes-federated-aa-bb", "ctr-fedmm-deepfm", "ctr-fedper-deepfm", "ctr-fedavg-deepfm"):
+    for stage in ("cf-federated", "codes-federated-codebooks-federated-cf-aa-bb", "ctr-fedmm-deepfm",
+                  "ctr-fedper-deepfm", "ctr-fedavg-deepfm"):
         values, sources = audited(out, stage)
         assert values and not [s for s in sources if "metrics/" in s], (stage, sources)

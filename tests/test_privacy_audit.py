@@ -265,7 +265,7 @@ def test_audit_flags_a_private_value(case):
         audit.assert_only_allowed(comp, only_scalars)
     assert len(err.value.offending) == 1
     with pytest.raises(audit.PrivacyAuditError):
-        audit.assert_only_allowed(comp, audit.codebook_allowed("usage", RQ.k_global, RQ.latent_dim))
+        audit.assert_only_allowed(comp, audit.codebook_allowed("kmeans", RQ.k_global, RQ.latent_dim))
 
 
 def test_weighted_mean_sends_the_weight_too():
@@ -300,9 +300,9 @@ def test_describe_lists_signature_and_crossings():
 
 
 def test_fedmm_signature_prints_both_processes(capsys):
-    assert main(["signature", "--rule", "mean", "--backbone", "dcnv2"]) == 0
+    assert main(["signature", "--rule", "fedavg", "--backbone", "dcnv2"]) == 0
     out = capsys.readouterr().out
-    assert "== codebook process (rule=mean" in out and "== federated CTR process (partial FedAvg, backbone=dcnv2" in out
+    assert "== codebook process (rule=fedavg" in out and "== federated CTR process (partial FedAvg, backbone=dcnv2" in out
     assert out.count("type_signature:") == 2 and out.count("audit: passed") == 2
     assert out.count("by identity, each is declared and read from its source") == 2
     assert "[shared] federated_sum: <codebook_update=float32[64,32]>" in out

@@ -43,7 +43,7 @@ def inputs() -> list[np.ndarray]:
 
 def process_for(privacy: dp.PrivacyConfig):
     """The codebook process as a run builds it: under DP, its loss sums stay in the markets."""
-    return build_codebook_process(CONFIG, dp.codebook_aggregator("mean", privacy, MARKETS, seed=3),
+    return build_codebook_process(CONFIG, dp.codebook_aggregator("fedavg", privacy, MARKETS, seed=3),
                                   metrics_cross=not privacy.dp)
 
 
@@ -82,13 +82,13 @@ def test_dp_aggregator_state_is_in_the_server_state(clip):
 def test_dp_sends_only_the_codebook_update_and_scalars():
     for clip in (0.5, None):
         process = process_for(dp.PrivacyConfig(noise_multiplier=0.2, clip=clip))
-        audit.audit_codebook_process(process, "mean", RQ.k_global, RQ.latent_dim)
+        audit.audit_codebook_process(process, "fedavg", RQ.k_global, RQ.latent_dim)
 
 
 def test_dp_clips_each_market_and_noise_is_seeded_by_the_state(tff_context):
-    noise = dp.codebook_aggregator("mean", dp.PrivacyConfig(noise_multiplier=1.0, clip=0.5), MARKETS, seed=3)
-    plain = dp.codebook_aggregator("mean", dp.PrivacyConfig(noise_multiplier=0.0, clip=0.5), MARKETS, seed=3)
-    value_type = client_payload_type("mean", 4, 2)
+    noise = dp.codebook_aggregator("fedavg", dp.PrivacyConfig(noise_multiplier=1.0, clip=0.5), MARKETS, seed=3)
+    plain = dp.codebook_aggregator("fedavg", dp.PrivacyConfig(noise_multiplier=0.0, clip=0.5), MARKETS, seed=3)
+    value_type = client_payload_type("fedavg", 4, 2)
     updates = [collections.OrderedDict(codebook_update=np.full((4, 2), v, np.float32)) for v in (1.0, 2.0, 0.01)]
     weights = [1.0, 1.0, 1.0]
     clipped = plain.create(value_type, FLOAT)
@@ -133,14 +133,14 @@ def test_dp_process_reports_epsilon_from_its_recorded_events(tff_context):
 @pytest.mark.parametrize("noise", [None, 0.2], ids=["secure", "secure+dp"])
 def test_secure_sum_is_in_the_computation_and_only_the_payload_crosses(noise):
     process = process_for(dp.PrivacyConfig(noise_multiplier=noise, secure_agg=True))
-    crossings = audit.audit_codebook_process(process, "mean", RQ.k_global, RQ.latent_dim, secure=True)
+    crossings = audit.audit_codebook_process(process, "fedavg", RQ.k_global, RQ.latent_dim, secure=True)
     # Every crossing but the summed scalar metrics (which stay in the markets under DP) is a secure sum:
     # the server sees no market's value.
     assert {c.uri for c in crossings} == {"federated_secure_sum_bitwidth"} | ({"federated_sum"} if noise is None else set())
     metrics = [c for c in crossings if c.uri == "federated_sum"]
     assert len(metrics) == (noise is None) and all(audit.is_float32_scalar(t) for c in metrics for t in c.leaves)
     with pytest.raises(audit.PrivacyAuditError):  # the plain payload type is not what crosses
-        audit.audit_codebook_process(process, "mean", RQ.k_global, RQ.latent_dim)
+        audit.audit_codebook_process(process, "fedavg", RQ.k_global, RQ.latent_dim)
 
 
 @pytest.mark.slow
@@ -194,7 +194,7 @@ def test_a_round_without_a_market_leaves_its_private_state_bit_identical(tff_con
     (["--dp-noise-multiplier", "1", "--dp-clip", "-2"], "--dp-clip: expected a positive"),
     (["--dp-noise-multiplier", "1", "--dp-clip", "wide"], "--dp-clip"),
     (["--dp-noise-multiplier", "1"], "--dp-clip adaptive: TFF's adaptive clipping needs"),
-    (["--dp-noise-multiplier", "0.1", "--codebook-rule", "usage"], "DP needs --codebook-rule mean"),
+    (["--dp-noise-multiplier", "0.1", "--codebook-rule", "kmeans"], "DP needs --codebook-rule fedavg"),
     (["--dropout-rate", "1"], "--dropout-rate: expected a probability"),
     (["--clients-per-round", "0"], "--clients-per-round: expected a positive"),
 ])

@@ -144,17 +144,17 @@ def test_every_methods_rows_do_not_depend_on_the_order_methods_run_in(market_dir
 @pytest.mark.slow
 @pytest.mark.full_only  # 2 min: order independence is also tested by test_every_methods_rows_do_not_depend_...
 def test_a_methods_result_does_not_depend_on_the_methods_run_before_it(market_dir, tmp_path):
-    """`fedmm-global-only` trains a CTR stage (which moves TensorFlow's global seed) before FedMM's codes
+    """`fedmm-level1-only` trains a CTR stage (which moves TensorFlow's global seed) before FedMM's codes
     are learned; FedMM's rows must be those of `--methods fedmm` alone. (Markets of more RQ-VAE rows than one
     batch, as above: on the 40-user markets the two orders happened to agree even before the fix.)"""
     from conftest import small_market_files
 
     data = market_dir(small_market_files(("aa", "bb"), users=200, items=110, per_user=6))
     rows = {}
-    for methods in ("fedmm", "fedmm-global-only,fedmm"):
+    for methods in ("fedmm", "fedmm-level1-only,fedmm"):
         out = tmp_path / methods.replace(",", "+")
         done = subprocess.run(_command(data, out, "--methods", methods, "--rounds", "2"),
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         rows[methods] = [line for line in (out / "results.csv").read_text().splitlines() if line.startswith("0,fedmm,")]
-    assert rows["fedmm"] and rows["fedmm"] == rows["fedmm-global-only,fedmm"]
+    assert rows["fedmm"] and rows["fedmm"] == rows["fedmm-level1-only,fedmm"]

@@ -144,7 +144,7 @@ def run(round_fn, state, ds, seed: int):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("learn_global", [False, True], ids=["usage", "mean"])
+@pytest.mark.parametrize("learn_global", [False, True], ids=["kmeans", "fedavg"])
 def test_round_fn_loss_decreases_and_stats_count_the_last_epoch(learn_global: bool):
     x = clustered_x()
     ds = dataset(x)
@@ -155,14 +155,14 @@ def test_round_fn_loss_decreases_and_stats_count_the_last_epoch(learn_global: bo
         losses.append(float(stats["loss"]))
         # Statistics describe one epoch (the last), not local_epochs of them.
         assert float(stats["num_examples"]) == len(x)
-        # Per-global-code statistics are what the usage rule sends; the mean rule skips them.
+        # Per-global-code statistics are what the kmeans rule sends; the fedavg rule skips them.
         assert float(tf.reduce_sum(stats["global_code_counts"])) == (0 if learn_global else len(x))
         assert float(tf.reduce_sum(stats["local_code_counts"])) == len(x)
         assert stats["global_code_sums"].shape == (CFG.k_global, CFG.latent_dim)
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.7 * losses[0], losses
     moved = not np.allclose(state["global_cb"].numpy(), initial_global)
-    assert moved == learn_global  # the global codebook moves locally only under the mean rule
+    assert moved == learn_global  # the global codebook moves locally only under the fedavg rule
 
 
 @pytest.mark.slow

@@ -58,7 +58,7 @@ def test_ablations_train_with_the_settings_of_what_they_ablate_unless_given_thei
     assert config.for_method("fedper-anchored", "deepfm").ctr.embed_dim == 8  # the parent's
     assert config.for_method("fedper-anchored", "dcnv2").ctr.train.learning_rate == 1e-2  # its own
     assert config.for_method("local", "deepfm") == config  # no entry: the shared defaults
-    for derived, parent in (("fedmm-local-only", "fedmm"), ("local+codes", "local")):
+    for derived, parent in (("fedmm-private-codebooks", "fedmm"), ("local+codes", "local")):
         for backbone in ("deepfm", "dcnv2"):
             assert settings_for(TUNED_CTR, derived, backbone) == settings_for(TUNED_CTR, parent, backbone)
     config.tuned["fedper/deepfm"]["embed_dim"] = 64

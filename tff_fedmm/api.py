@@ -24,15 +24,16 @@ import pandas as pd
 
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.errors import UsageError
-from tff_fedmm.pipelines.compare_names import ANCHORED_METHODS, BACKBONES, METHODS
+from tff_fedmm.pipelines.compare_names import ANCHORED_METHODS, BACKBONES, CODEBOOK_RULES, METHODS, refuse_renamed
 from tff_fedmm.run_schema import SCHEMA_VERSION
 
-# Checkpoints of this format keep what a run exports (CF tables, RQ-VAE weights); older ones do not, so
-# `--resume` refuses them (the fingerprint differs) rather than finishing a run without its exports.
-CHECKPOINT_FORMAT = "2"
+# `--resume` refuses checkpoints of another format (the fingerprint differs) rather than finishing a run
+# from stages it cannot find: format 2 keeps what a run exports (CF tables, RQ-VAE weights); format 3 names
+# the methods and code variants as BUILD_NOTES' "Renamed methods and options" does (stage names changed).
+CHECKPOINT_FORMAT = "3"
 
 
-def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "mean", cf_tower: bool = False, *,
+def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "fedavg", cf_tower: bool = False, *,
                 dp_noise_multiplier: float | None = None, dp_clip: float | None = None, dp_delta: float = 1e-5,
                 secure_agg: bool = False, dp_noise_seed: int | None = None, dp_ctr_clip: float | str | None = None,
                 dp_cf_clip: float | str | None = None, clients_per_round: int | None = None,
@@ -63,6 +64,9 @@ def make_config(seed: int = 0, rounds: int | None = None, codebook_rule: str = "
     from tff_fedmm.pipelines.compare import CompareConfig, with_training_seed
     from tff_fedmm.pipelines.tuned import TUNED_CTR
 
+    refuse_renamed("--codebook-rule", "codebook rule", codebook_rule)
+    if codebook_rule not in CODEBOOK_RULES:
+        raise UsageError(f"--codebook-rule: expected one of {', '.join(CODEBOOK_RULES)}, got {codebook_rule!r}")
     participation = Participation(clients_per_round, dropout_rate, seed)
     check_participation(participation)
     privacy = PrivacyConfig(dp_noise_multiplier, dp_clip, dp_delta, secure_agg, dp_noise_seed, mode=dp_mode,
@@ -114,6 +118,7 @@ def check_tuned(tuned: dict[str, dict[str, float]]) -> None:
 
     for key, settings in tuned.items():
         method, _, backbone = key.partition("/")
+        refuse_renamed("tuned", "method", method)
         if method not in METHODS + ANCHORED_METHODS or backbone not in BACKBONES:
             raise UsageError(f"tuned: expected keys 'method/backbone' such as 'local/deepfm', got {key!r}")
         unknown = sorted(set(settings) - set(CTR_SETTINGS))
@@ -138,6 +143,7 @@ def check_jobs(jobs: int, workers) -> None:
 
 def check_choices(methods: list[str], backbones: list[str], rounds: int | None = None) -> None:
     """Raises `UsageError` naming the flag for an unknown method or backbone, or non-positive rounds."""
+    refuse_renamed("--methods", "method", methods)
     for flag, values, allowed in (("--methods", methods, METHODS + ANCHORED_METHODS),
                                   ("--backbones", backbones, BACKBONES)):
         bad = [v for v in values if v not in allowed]

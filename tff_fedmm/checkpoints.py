@@ -37,6 +37,10 @@ class RunCheckpoints:
         if self.resumed:
             saved = json.loads(identity.read_text())
             changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+            if "checkpoint_format" in changed:  # no flags reproduce another format's stage names
+                raise UsageError(f"--resume: {out} holds checkpoints of format {saved.get('checkpoint_format')} "
+                                 f"from another tff_fedmm (this one reads {fingerprint.get('checkpoint_format')}); "
+                                 "rerun without --resume")
             if changed:
                 raise UsageError(f"--resume: {out} was made with different {', '.join(changed)}; "
                                  "rerun without --resume (or with the original data and flags)")

@@ -18,6 +18,7 @@ from tff_fedmm.cli_args import Parser, add_data_arguments, exit_at_once_on_ctrl_
 from tff_fedmm.cli_compare import add_compare_commands, add_privacy_arguments
 from tff_fedmm.cli_score import add_score_command
 from tff_fedmm.errors import UsageError
+from tff_fedmm.pipelines.compare_names import BACKBONES, CODEBOOK_RULES, refusing_renamed
 from tff_fedmm.worker_cli import add_worker_command
 
 
@@ -49,12 +50,12 @@ def _data_summary(args: argparse.Namespace) -> int:
 
 
 def _add_signature_command(commands: argparse._SubParsersAction) -> None:
-    # Literal choices (= codebook_aggregator.RULES, ctr.BACKBONES): importing those modules loads TensorFlow.
     signature = commands.add_parser(
         "signature", help="type signatures of the federated processes and what crosses from markets to the server")
-    signature.add_argument("--rule", choices=("usage", "mean"), default="mean",
-                           help="global-codebook aggregation rule (default mean)")
-    signature.add_argument("--backbone", choices=("deepfm", "dcnv2"), default="deepfm",
+    signature.add_argument("--rule", choices=CODEBOOK_RULES, default="fedavg",
+                           type=refusing_renamed("--rule", "codebook rule"),
+                           help="global-codebook aggregation rule: fedavg (default) or kmeans")
+    signature.add_argument("--backbone", choices=BACKBONES, default="deepfm",
                            help="CTR backbone of the federated CTR process (default deepfm)")
     signature.add_argument("--anchor-slots", type=int, default=0,
                            help="anchored mode (--anchors public-items) with this many anchor slots (default 0: off)")

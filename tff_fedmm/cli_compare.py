@@ -9,7 +9,7 @@ import argparse
 
 from tff_fedmm.cli_args import add_data_arguments, load_market_set
 from tff_fedmm.errors import UsageError
-from tff_fedmm.pipelines.compare_names import ANCHORED_METHODS, BACKBONES, METHODS
+from tff_fedmm.pipelines.compare_names import ANCHORED_METHODS, BACKBONES, CODEBOOK_RULES, METHODS, refusing_renamed
 
 RUN_METHODS = ["fedmm", "local", "fedavg"]
 
@@ -63,12 +63,15 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None) -> Non
                         help="federated rounds per stage (and max Keras epochs); default 20")
     parser.add_argument("--out", default=out_default, required=out_default is None,
                         help="run folder to write" + (f" (default {out_default})" if out_default else ""))
-    parser.add_argument("--codebook-rule", default="mean", choices=("usage", "mean"),
-                        help="how the global codebook is aggregated: the example-weighted mean of the markets' "
-                             "codebooks (default) or per-code usage-weighted means of assigned latents")
+    parser.add_argument("--codebook-rule", default="fedavg", choices=CODEBOOK_RULES,
+                        type=refusing_renamed("--codebook-rule", "codebook rule"),
+                        help="how the global codebook is aggregated: fedavg, the example-weighted mean of the "
+                             "codebooks the markets trained (default), or kmeans, a federated k-means step (each "
+                             "code moves to the mean of the latents assigned to it)")
     parser.add_argument("--cf-tower", action="store_true",
                         help="score CF with a shared interaction tower, federated across markets (embeddings "
-                             "stay private) so the markets' CF spaces align")
+                             "stay private), meant to align the markets' CF spaces (on XMarket their level-1 "
+                             "codes still agree at chance: BUILD_NOTES)")
     parser.add_argument("--level1", default="encoder", choices=("encoder", "descriptors"),
                         help="what level-1 (global) codes are read from: the private encoder of CF embeddings "
                              "(default) or market-invariant descriptors (popularity, rating, calendar time), "

@@ -2,7 +2,7 @@
 (`tff_fedmm.scoring`), so the two can never disagree on a path.
 
     RUN_DIR/exports.json                                  manifest: schema version, exported seed, methods
-    RUN_DIR/shared/<method>/global_codebook.npy           the federated level-1 codebook (fedmm, fedmm-global-only)
+    RUN_DIR/shared/<method>/global_codebook.npy           the federated level-1 codebook (fedmm, fedmm-level1-only)
     RUN_DIR/markets/<market>/                             everything private to the market:
         ids.csv                                           its vocabulary: entity, raw_id (row order = index)
         models/<method>/<backbone>/                       CTR SavedModel + fedmm.json (how to feed it)

@@ -70,7 +70,7 @@ def codebook_runners(market_set: MarketSet, config: CodebookStageConfig, cf_dim:
     server = fedmm.initialize()
     clients = [initial_client_state(config, i, server.global_model_weights, x) for i, x in enumerate(inputs.values())]
     fedavg = tff.learning.algorithms.build_weighted_fed_avg(  # global codebook trained as FedMM's rule trains it
-        lambda: _fedavg_model(config.rqvae, learn_global_codebook=config.rule == "mean"),
+        lambda: _fedavg_model(config.rqvae, learn_global_codebook=config.rule == "fedavg"),
         client_optimizer_fn=tff.learning.optimizers.build_adam(config.learning_rate),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
     return (Runner(fedmm, (server, clients), data, stateful_step),

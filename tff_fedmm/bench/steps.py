@@ -60,7 +60,7 @@ def ctr_step(work: CTRWorkload, ids: int, rng: np.random.Generator) -> Made:
 
 
 def rqvae_step(config: CodebookStageConfig, ids: int, rng: np.random.Generator) -> Made:
-    cfg, learn_global = config.rqvae, config.rule == "mean"
+    cfg, learn_global = config.rqvae, config.rule == "fedavg"
     model, optimizer = build_rqvae(cfg), tff.learning.optimizers.build_adam(config.learning_rate)
     round_fn = tf.function(rt.build_round_fn(model, optimizer, cfg, local_epochs=1, learn_global_codebook=learn_global,
                                              reseed_patience=config.reseed_patience))

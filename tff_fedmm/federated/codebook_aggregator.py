@@ -1,15 +1,16 @@
 """The custom aggregator of FedMM: it aggregates the global codebook and nothing else.
 
 Two rules, producing `<estimate=f32[K,d], code_counts=f32[K]>@SERVER` for one finalizer: the mean
-update (`mean`) or the new codes (`usage`); codes whose count is zero keep their previous value.
+update (`fedavg`) or the new codes (`kmeans`); codes whose count is zero keep their previous value.
 
-- `mean`: each market sends its update `<codebook_update>` (trained minus received global codebook),
-  weighted by its number of examples; the server adds the weighted mean update to its codebook
+- `fedavg`: FedAvg of the codebook. Each market trains the global codebook with its RQ-VAE (Adam,
+  `local_epochs` per round) and sends its update `<codebook_update>` (trained minus received global
+  codebook), weighted by its number of examples; the server adds the weighted mean update to its codebook
   (`tff.aggregators.MeanFactory` by default), which is the example-weighted mean of the trained codebooks.
   An update rather than the codebook itself, so that DP can clip it (`tff_fedmm.federated.privacy`):
   clipping a codebook would shrink it, clipping an update only slows it. A DP mean is unweighted (its
   sensitivity must not depend on a market's size), so with DP the markets count equally.
-- `usage`: each market sends `<code_sums, code_counts>`, the per-code sums of the latents assigned to
+- `kmeans`: each market sends `<code_sums, code_counts>`, the per-code sums of the latents assigned to
   each global code and how many there were; the server sums them (`tff.aggregators.SumFactory` by
   default) and sets each code to the count-weighted mean. This is the federated mini-batch k-means step
   of `tff.learning.algorithms.build_fed_kmeans` (its client statistics and sum aggregation), without its
@@ -21,7 +22,7 @@ Anchored mode (`anchors` > 0 slots, `tff_fedmm.data.anchors`) adds two fields to
 `anchor_means` (f32[A, d], per anchor slot the mean level-1 latent of the market's items in that slot,
 zero where it has none) and `anchor_counts` (f32[A], 1 where it has one). They go through the same inner
 factory as the codebook payload, so DP and secure summation wrap them too; the ratio of their
-aggregates is the consensus latent per anchor: the (example-weighted, under the weighted `mean` rule)
+aggregates is the consensus latent per anchor: the (example-weighted, under the weighted `fedavg` rule)
 mean over the markets carrying it. Means, not sums, so one market's contribution per slot is bounded
 by the unit scale of the latents whatever its size.
 """
@@ -35,16 +36,16 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_federated.python.common_libs import structure
 
-RULES = ("mean", "usage")
+RULES = ("fedavg", "kmeans")  # = pipelines.compare_names.CODEBOOK_RULES (a test checks)
 
 
 def client_payload_type(rule: str, k: int, d: int, anchors: int = 0) -> tff.StructType:
     """What one market sends under `rule` (and `anchors` slots): the only CLIENTS→SERVER value of the
     codebook stage."""
     codebook = tff.TensorType(np.float32, [k, d])
-    if rule == "mean":
+    if rule == "fedavg":
         fields = [("codebook_update", codebook)]
-    elif rule == "usage":
+    elif rule == "kmeans":
         fields = [("code_sums", codebook), ("code_counts", tff.TensorType(np.float32, [k]))]
     else:
         raise ValueError(f"unknown codebook rule {rule!r}; expected one of {RULES}")
@@ -64,11 +65,11 @@ def _with_anchor_consensus(result: collections.OrderedDict, aggregate, anchored:
 
 
 class GlobalCodebookFactory(tff.aggregators.WeightedAggregationFactory):
-    """A `tff.aggregators` factory for the global codebook under the `mean` or `usage` rule."""
+    """A `tff.aggregators` factory for the global codebook under the `fedavg` or `kmeans` rule."""
 
     def __init__(
         self,
-        rule: str = "mean",
+        rule: str = "fedavg",
         mean_factory: tff.aggregators.WeightedAggregationFactory
         | tff.aggregators.UnweightedAggregationFactory | None = None,
         sum_factory: tff.aggregators.UnweightedAggregationFactory | None = None,
@@ -83,7 +84,7 @@ class GlobalCodebookFactory(tff.aggregators.WeightedAggregationFactory):
         k, d = value_type[0].shape
         anchored = "anchor_means" in structure.name_list(value_type)
         weighted = isinstance(self._mean_factory, tff.aggregators.WeightedAggregationFactory)
-        if self.rule == "mean":
+        if self.rule == "fedavg":
             inner = (self._mean_factory.create(value_type, weight_type) if weighted
                      else self._mean_factory.create(value_type))
 
@@ -107,7 +108,7 @@ class GlobalCodebookFactory(tff.aggregators.WeightedAggregationFactory):
             tff.FederatedType(weight_type, tff.CLIENTS),
         )
         def next_fn(state, value, weight):
-            if self.rule == "mean" and weighted:
+            if self.rule == "fedavg" and weighted:
                 output = inner.next(state, value, weight)
             else:
                 output = inner.next(state, value)
@@ -131,10 +132,10 @@ def shared_state_type(k: int, d: int, anchors: int = 0) -> tff.Type:
                                      ("anchor_known", tff.TensorType(np.float32, [anchors]))], collections.OrderedDict)
 
 
-def build_codebook_finalizer(k: int, d: int, rule: str = "mean",
+def build_codebook_finalizer(k: int, d: int, rule: str = "fedavg",
                              anchors: int = 0) -> tff.learning.templates.FinalizerProcess:
-    """Writes the aggregate into the global codebook: under `mean` it adds the mean update, under
-    `usage` it replaces every used code by its mean latent; a code no market used keeps its value.
+    """Writes the aggregate into the global codebook: under `fedavg` it adds the mean update, under
+    `kmeans` it replaces every used code by its mean latent; a code no market used keeps its value.
     With `anchors`, a slot some market sent this round takes the new consensus; the others keep theirs."""
     codebook_type = tff.TensorType(np.float32, [k, d])
     state_type = shared_state_type(k, d, anchors)
@@ -148,7 +149,7 @@ def build_codebook_finalizer(k: int, d: int, rule: str = "mean",
     def merge(current, aggregated):
         old = current["codebook"] if anchors else current
         used = aggregated.code_counts > 0
-        new = old + aggregated.estimate if rule == "mean" else aggregated.estimate
+        new = old + aggregated.estimate if rule == "fedavg" else aggregated.estimate
         codebook = tf.where(used[:, tf.newaxis], new, old)
         measurements = collections.OrderedDict(global_codes_updated=tf.reduce_mean(tf.cast(used, tf.float32)))
         if not anchors:

@@ -97,8 +97,8 @@ def _metrics(described: dict[str, str]) -> list[Sent]:
 
 
 _CODEBOOK_STATISTICS = {
-    "code_sums": "per global code: sum of the level-1 latents the market's rows assign to it (usage rule)",
-    "code_counts": "per global code: how many of the market's rows it quantizes (usage rule)",
+    "code_sums": "per global code: sum of the level-1 latents the market's rows assign to it (kmeans rule)",
+    "code_counts": "per global code: how many of the market's rows it quantizes (kmeans rule)",
     "anchor_means": "per anchor slot: mean level-1 latent of the market's anchor items in it, 0 where none",
     "anchor_counts": "per anchor slot: 1 where the market has an anchor item, else 0",
 }

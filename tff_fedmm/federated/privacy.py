@@ -149,8 +149,8 @@ def check_privacy(privacy: PrivacyConfig, rule: str, markets_per_round: float, d
             raise UsageError(f"{flag}: expected a positive L2 norm or 'adaptive', got {clip}")
     if not 0 < privacy.delta < 1:
         raise UsageError(f"--dp-delta: expected a number in (0, 1), got {privacy.delta}")
-    if rule != "mean":
-        raise UsageError("--dp-noise-multiplier: DP needs --codebook-rule mean (the usage rule's per-code sums "
+    if rule != "fedavg":
+        raise UsageError("--dp-noise-multiplier: DP needs --codebook-rule fedavg (the kmeans rule's per-code sums "
                          "grow with a market's size, so no fixed clip bounds a market's contribution)")
     limit = 0.1 * markets_per_round
     for flag, clip in privacy.clips_by_flag:

@@ -3,7 +3,8 @@
 Scores are either a dot product of private user/item embeddings plus private biases (plain MF) or,
 with `tower=True`, a small interaction MLP over (u, i, u*i) whose layers are `shared_*`. Federating
 that tower while the embeddings stay private makes every market's embeddings readable by the same
-function, which aligns the markets' CF spaces without any ID leaving its market.
+function, meant to align the markets' CF spaces without any ID leaving its market (on XMarket, level-1
+codes learned from them still agree across markets at chance: BUILD_NOTES).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 The models are functional because `tff.learning.models.from_keras_model` rejects subclassed models.
 Each input field gets a `dim`-wide embedding (and, for DeepFM, a 1-wide first-order embedding) named
 by who may see it: user/item IDs and market-local codes are `private_*` (they identify a market's own
-entities), global codes and every interaction/MLP/output layer are `shared_*` (their meaning is common
-to all markets, so averaging them across markets is sound).
+entities), global codes are `shared_*` (their meaning is common to all markets, so averaging them across
+markets is sound), and so is every interaction/MLP/output layer unless `share_interaction=False` names
+them `private_*` (FedMM's default, `CTRStageConfig.share_interaction`).
 
 No weight regularizers: Keras routes them through `model.losses`, which TFF's Keras wrapper does not
 carry into its computations. Capacity is controlled by `embed_dim` and `dropout` instead; put L2

@@ -3,7 +3,7 @@ CF stage (`cf_stage`).
 
 `federated=True` runs every market as a client of one codebook process (the global codebook is
 aggregated across markets); `federated=False` runs the same process once per market with that market
-as its sole client (both levels private: the `local+codes` and `fedmm-local-only` codes).
+as its sole client (both levels private: the `local+codes` and `fedmm-private-codebooks` codes).
 """
 
 from __future__ import annotations
@@ -152,8 +152,10 @@ _HISTORY = ("loss", "reconstruction", "local_codes_used", "global_codes_updated"
 
 def learn_codes(market_set: MarketSet, config: CodesConfig, federated: bool, process=None,
                 inputs: dict[str, np.ndarray] | None = None, checkpoints: RunCheckpoints | None = None,
-                variant: str = "codes") -> CodesResult:
-    """`inputs` (from `cf_inputs`) may be passed in so that code variants share one CF stage."""
+                variant: str = "codes", ledger_stage: str | None = None) -> CodesResult:
+    """`inputs` (from `cf_inputs`) may be passed in so that code variants share one CF stage. `variant`
+    prefixes the checkpoint stages; `ledger_stage` names the DP charges (and seeds `--dp-noise-seed` noise),
+    by default after `variant`."""
     inputs = inputs if inputs is not None else cf_inputs(market_set, config.cf)
     slots = None
     if federated and config.anchors != "none":  # a market alone has no other market to anchor to
@@ -172,7 +174,7 @@ def learn_codes(market_set: MarketSet, config: CodesConfig, federated: bool, pro
             progress.start_stage(stage, config.rounds)
             result = run_codebook(market_set, inputs, config, group, process,
                                   checkpoints.stage(stage) if checkpoints else None, federated, slots,
-                                  ledger_stage=f"codebook ({variant.removeprefix('codes-')} codes)")
+                                  ledger_stage=ledger_stage or f"codebook ({variant.removeprefix('codes-')} codes)")
             if checkpoints:
                 checkpoints.stage(stage).save_done(_codes_arrays(result))
         else:

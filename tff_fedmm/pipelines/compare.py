@@ -7,10 +7,14 @@ Methods and what they share across markets:
     fedper             the CTR's interaction layers; ID embeddings private
     centralized        the raw data: one model on the pooled markets (market-offset IDs, so ID rows are
                        not shared; interaction layers are); a non-private reference
-    fedmm-local-only   the embeddings of level-1 code k (as fedmm, interaction layers private by default),
-                       but k comes from each market's own codebook: codes without a federated codebook
-    fedmm-global-only  the federated level-1 codebook only (one code level in the CTR)
-    fedmm              federated global codebook, private local codebook, codes in a partial-FedAvg CTR
+    fedmm-private-codebooks  the CTR embeddings of level-1 code k (as fedmm), but k comes from each
+                       market's own codebook: codes without a federated codebook
+    fedmm-level1-only  the federated level-1 codebook and the CTR embeddings of its codes; the private
+                       level has one code, so the CTR reads level 1 only
+    fedmm              the level-1 (global) codebook and the CTR embeddings of level-1 codes; the local
+                       codebook, ID and local-code embeddings stay private
+(The FedMM variants keep their CTR interaction layers private, `CTRStageConfig.share_interaction`; with
+`--cf-tower` they, and only they, also federate the CF stage's shared tower.)
     fedper-anchored    (opt-in) fedper + a shared embedding per public anchor item (`data.anchors`): items
                        in several markets, minus the held-out share, share a row by key; users, market-only
                        and held-out items stay private
@@ -123,10 +127,10 @@ def _trainer(method: str, codes: CodeVariants, market_set: MarketSet, config: Co
             return lambda b, _, keep, __: train_centralized(market_set, b, c, use, k, keep)
         shared = replace(c, share_interaction=True)  # as fedper
         return lambda b, ckpt, keep, ledger: ctr_stage.train_partial(market_set, b, use, shared, k, ckpt, keep, ledger)
-    variant, use_global, use_local = CODE_METHODS[method]
+    variant, reads = codes.variant(method), CODE_METHODS[method]
 
     def train(backbone: str, ckpt, keep, ledger: Ledger):
-        use = ctr_stage.CodeUse(codes.get(variant).codes, use_global, use_local)
+        use = ctr_stage.CodeUse(codes.get(variant).codes, reads.use_global, reads.use_local)
         if method == "local+codes":
             return ctr_stage.train_local(market_set, backbone, use, c, codes.k(variant), keep)
         return ctr_stage.train_partial(market_set, backbone, use, c, codes.k(variant), ckpt, keep, ledger)
@@ -188,7 +192,7 @@ def _run_seed(market_set: MarketSet, methods: list[str], backbones: list[str], c
             done = stage.load_done() if stage else None
             if done is None:
                 if method in CODE_METHODS:  # learn codes before the CTR bar starts, under their own bars
-                    codes.get(CODE_METHODS[method][0])
+                    codes.get(codes.variant(method))
                 per_market = method in ("local", "local+codes")  # Keras trains market after market
                 progress.start_stage(f"{method} / {backbone}",
                                      config.ctr.rounds * (len(market_set.names) if per_market else 1))
@@ -201,7 +205,7 @@ def _run_seed(market_set: MarketSet, methods: list[str], backbones: list[str], c
                     stage.save_done(_stage_arrays(metrics, hist, market_set.names, ctr_charges))
             else:
                 metrics, hist, ctr_charges = _stage_from_arrays(done, market_set.names)
-            upstream = codes.charges(CODE_METHODS[method][0]) if method in CODE_METHODS else []
+            upstream = codes.charges(codes.variant(method)) if method in CODE_METHODS else []
             charges.setdefault(method, {})[backbone] = upstream + ctr_charges
             alignment = _alignment_by_market(codes, method)
             rows.extend({"method": method, "backbone": backbone, "market": name, **m,
@@ -244,5 +248,5 @@ def anchor_fields(market_set: MarketSet, split) -> dict[str, MarketCodes]:
 def _alignment_by_market(codes: CodeVariants, method: str) -> dict[str, float]:
     if method not in CODE_METHODS:
         return {}
-    report = codes.report(CODE_METHODS[method][0])
+    report = codes.report(codes.variant(method))
     return dict(zip(report["market"], report["alignment"]))

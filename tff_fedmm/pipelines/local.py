@@ -1,8 +1,9 @@
 """The local pipeline: each market alone, CF → RQ-VAE (both levels local) → codes → CTR.
 
 The RQ-VAE runs through the same TFF codebook process as FedMM, with the market as its only client:
-with one participant the federated rules reduce to local ones, so `local+codes` and `fedmm` differ in
-who takes part in the aggregation and nothing else.
+with one participant the federated rules reduce to local ones, so a market's `local+codes` codes differ
+from FedMM's only in who takes part in the codebook aggregation (their CTR stages differ too: Keras alone
+here, partial FedAvg for FedMM).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from tff_fedmm.federated.audit import (
     Crossing, PrivacyAuditError, TypePredicate, audit_codebook_process, audit_partial_fedavg_process,
     client_to_server_values, codebook_allowed, codebook_payload_fields, is_scalar, shared_weights_allowed,
 )
+from tff_fedmm.pipelines.compare_names import refuse_renamed
 
 
 def kind(crossing: Crossing) -> str:
@@ -62,7 +63,7 @@ def ctr_element_spec(k_global: int, k_local: int, batch_size: int = 256):
 SIGNATURE_MARKETS = 5  # markets per round assumed by a DP mean's denominator (it does not change types)
 
 
-def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None, anchors: int = 0) -> tuple[str, bool]:
+def signature_report(rule: str = "fedavg", backbone: str = "deepfm", privacy=None, anchors: int = 0) -> tuple[str, bool]:
     """Builds (never runs) both processes; returns their `describe` text and whether both audits pass.
     `privacy` (a `PrivacyConfig`) wraps the aggregations as `--dp-*`/`--secure-agg` do in a run: the
     codebook's with DP and secure sums, the CTR's with DP (its clipped records summed securely with
@@ -79,6 +80,7 @@ def signature_report(rule: str = "mean", backbone: str = "deepfm", privacy=None,
     from tff_fedmm.models.ctr import build_ctr_model
     from tff_fedmm.pipelines.ctr_stage import CTRStageConfig
 
+    refuse_renamed("rule", "codebook rule", rule)
     sections, passed = [], True
     privacy = privacy or PrivacyConfig()
     config = CodebookStageConfig(rule=rule, anchors=anchors)

@@ -24,7 +24,7 @@ TUNED_CTR: dict[str, dict[str, float]] = {
 }
 # Ablations and same-access variants train with the settings of the method they derive from (unless given
 # their own), so they differ from it only in what they remove or add.
-DERIVED_FROM = {"local+codes": "local", "fedmm-local-only": "fedmm", "fedmm-global-only": "fedmm",
+DERIVED_FROM = {"local+codes": "local", "fedmm-private-codebooks": "fedmm", "fedmm-level1-only": "fedmm",
                 "fedper-anchored": "fedper", "centralized-anchored": "centralized"}
 
 

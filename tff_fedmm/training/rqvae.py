@@ -33,7 +33,7 @@ def local_codebook(model: tf.keras.Model) -> tf.Variable:
 
 
 def trained_variables(model: tf.keras.Model, learn_global_codebook: bool) -> list[tf.Variable]:
-    """What the client optimizer moves: private weights, plus the global codebook under the mean rule."""
+    """What the client optimizer moves: private weights, plus the global codebook under the fedavg rule."""
     variables = private_variables(model)
     return variables + [global_codebook(model)] if learn_global_codebook else variables
 
@@ -59,7 +59,7 @@ def build_round_fn(
     has any (`anchor_means`, `anchor_counts`).
 
     `stats` carries exactly what the federation rules need (per-global-code latent sums and counts, for
-    the usage rule, i.e. `learn_global_codebook=False`; zeros otherwise), plus scalar diagnostics. Local codes unused for `reseed_patience` consecutive rounds are re-seeded
+    the kmeans rule, i.e. `learn_global_codebook=False`; zeros otherwise), plus scalar diagnostics. Local codes unused for `reseed_patience` consecutive rounds are re-seeded
     from current residuals so the private level keeps its capacity.
     """
     variables = trained_variables(model, learn_global_codebook)
@@ -100,7 +100,7 @@ def build_round_fn(
             if anchors:
                 a_sums += tf.math.unsorted_segment_sum(z, slot, anchors + 1)[:anchors]
                 a_counts += tf.math.unsorted_segment_sum(tf.ones_like(slot, tf.float32), slot, anchors + 1)[:anchors]
-            if not learn_global_codebook:  # only the usage rule reads them (skipping them saves ~15% of a round)
+            if not learn_global_codebook:  # only the kmeans rule reads them (skipping them saves ~15% of a round)
                 g_sums += tf.math.unsorted_segment_sum(z, idx_g, k_g)
                 g_counts += tf.math.unsorted_segment_sum(tf.ones_like(idx_g, tf.float32), idx_g, k_g)
             l_counts += tf.math.unsorted_segment_sum(tf.ones_like(idx_l, tf.float32), idx_l, k_l)
