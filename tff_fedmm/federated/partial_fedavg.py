@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_fedmm.federated.composer import compose_stateful_process
+from tff_fedmm.federated.composer import build_finalize_metrics, compose_stateful_process
 from tff_fedmm.naming import PRIVATE_PREFIX, SHARED_PREFIX, check_named, layer_weights
 
 ModelFn = Callable[[], tf.keras.Model]
@@ -106,15 +106,6 @@ def _build_client_update(model_fn: ModelFn, config: PartialFedAvgConfig, weights
     return client_update
 
 
-def _build_finalize_metrics(metrics_type) -> tff.Computation:
-    @tff.tensorflow.computation(metrics_type)
-    def finalize(sums):
-        return collections.OrderedDict(loss=tf.math.divide_no_nan(sums["loss"], sums["num_examples"]),
-                                       num_examples=sums["num_examples"])
-
-    return finalize
-
-
 def build_partial_fedavg_process(
     model_fn: ModelFn,
     element_spec,
@@ -157,7 +148,7 @@ def build_partial_fedavg_process(
         aggregator=aggregator.create(weights_type.trainable, tff.TensorType(np.float32)),
         finalizer=tff.learning.templates.build_apply_optimizer_finalizer(
             tff.learning.optimizers.build_sgdm(config.server_learning_rate), weights_type),
-        finalize_metrics=_build_finalize_metrics(client_update.type_signature.result[3]),
+        finalize_metrics=build_finalize_metrics(client_update.type_signature.result[3]),
         metrics_cross=metrics_cross,
     )
 

@@ -16,20 +16,12 @@ import numpy as np
 import tensorflow as tf
 
 from tff_fedmm.naming import PRIVATE_PREFIX, layer_weights
-from tff_fedmm.models.rqvae import GLOBAL_CODEBOOK, LOCAL_CODEBOOK, RQVAEConfig, rqvae_losses
+from tff_fedmm.models.rqvae import RQVAEConfig, global_codebook, local_codebook, rqvae_losses
 
 
 def private_variables(model: tf.keras.Model) -> list[tf.Variable]:
     """Every trainable variable of the `private_*` layers, in layer order (stable across rebuilds)."""
     return layer_weights(model, PRIVATE_PREFIX)
-
-
-def global_codebook(model: tf.keras.Model) -> tf.Variable:
-    return model.get_layer(GLOBAL_CODEBOOK).codebook
-
-
-def local_codebook(model: tf.keras.Model) -> tf.Variable:
-    return model.get_layer(LOCAL_CODEBOOK).codebook
 
 
 def trained_variables(model: tf.keras.Model, learn_global_codebook: bool) -> list[tf.Variable]:
