@@ -19,6 +19,7 @@ import tensorflow_federated as tff
 
 from tff_fedmm.federated.composer import build_finalize_metrics, compose_stateful_process
 from tff_fedmm.naming import PRIVATE_PREFIX, SHARED_PREFIX, check_named, layer_weights
+from tff_fedmm.training.optimizer_step import gradient_step
 
 ModelFn = Callable[[], tf.keras.Model]
 
@@ -76,15 +77,13 @@ def _build_client_update(model_fn: ModelFn, config: PartialFedAvgConfig, weights
             for v, w in zip(privates, state["private"]):
                 v.assign(w)
 
+            def batch_loss(batch):
+                loss = bce_loss(batch["y"], model(batch["x"], training=True))
+                return loss, loss
+
             def reduce_fn(carry, batch):
                 opt_state, loss_sum, n = carry
-                with tf.GradientTape() as tape:
-                    loss = bce_loss(batch["y"], model(batch["x"], training=True))
-                # Dense gradients: TFF's functional optimizers do arithmetic that IndexedSlices lack.
-                grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, trainable)]
-                opt_state, updated = optimizer.next(opt_state, tuple(trainable), tuple(grads))
-                for v, u in zip(trainable, updated):
-                    v.assign(u)
+                opt_state, loss = gradient_step(optimizer, opt_state, trainable, batch_loss, batch)
                 b = tf.cast(tf.shape(batch["y"])[0], tf.float32)
                 return opt_state, loss_sum + loss * b, n + b
 

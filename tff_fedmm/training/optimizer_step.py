@@ -1,0 +1,31 @@
+"""One batch's gradient step with a `tff.learning.optimizers` optimizer, shared by both client rounds.
+
+The codebook stage's RQ-VAE round (`training.rqvae.build_round_fn`) and partial FedAvg's client update
+(`federated.partial_fedavg`) both train inside TFF computations with TFF's functional optimizers: the
+optimizer returns new values and a new state (a plain tensor structure that persists across rounds as a
+market's private state) instead of updating variables itself. Each batch of either round is this one
+step, so a different way of turning a batch into an update changes it in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import tensorflow as tf
+
+# loss_fn(batch) -> (loss to minimise, anything else the round wants back from the same forward pass)
+LossFn = Callable[[object], tuple[tf.Tensor, object]]
+
+
+def gradient_step(optimizer, opt_state, variables: Sequence[tf.Variable], loss_fn: LossFn, batch):
+    """Moves `variables` one optimizer step down `loss_fn(batch)`'s loss; returns (new optimizer state, aux)."""
+    with tf.GradientTape() as tape:
+        loss, aux = loss_fn(batch)
+    # Dense gradients: TFF's functional optimizers do arithmetic that IndexedSlices (embedding lookups)
+    # lack; a variable the loss does not reach (the global codebook under the usage rule) gets zeros.
+    grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+             for g, v in zip(tape.gradient(loss, variables), variables)]
+    opt_state, updated = optimizer.next(opt_state, tuple(variables), tuple(grads))
+    for v, u in zip(variables, updated):
+        v.assign(u)
+    return opt_state, aux
