@@ -92,7 +92,7 @@ def test_partial_fedavg_passes_and_names_every_shared_variable(backbone):
 
 def test_fedavg_names_every_variable_it_shares():
     from tff_fedmm.training.ctr import CTRTrainConfig
-    from tff_fedmm.pipelines.ctr_stage import build_fedavg_process, tff_model_fn
+    from tff_fedmm.pipelines.ctr_fedavg import build_fedavg_process, tff_model_fn
 
     model_fn = functools.partial(build_ctr_model, "deepfm", **{**CTR, "k_global": 0, "k_local": 0})
     spec = signature.ctr_element_spec(0, 0, batch_size=2)

@@ -1,7 +1,7 @@
 """The CTR workload every figure shares: markets with codes, per-round datasets, and both CTR processes.
 
-Both processes come from `pipelines.ctr_stage`'s builders: FedMM's partial FedAvg as `train_partial`
-builds it for a method with codes, TFF's FedAvg as `train_fedavg` does; same markets, examples per round,
+Both processes come from the CTR stage's builders: FedMM's partial FedAvg as `train_partial`
+builds it for a method with codes, TFF's FedAvg as `ctr_fedavg.train_fedavg` does; same markets, examples per round,
 backbone, batch size and learning rates. Codes are random at the default code-book sizes, not learned: a
 round's cost depends on how many code fields and rows there are, not on which code a user has.
 """
@@ -18,7 +18,8 @@ from tff_fedmm.bench.timing import Runner, stateful_step
 from tff_fedmm.codes import MarketCodes
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.federated import partial_fedavg as pf
-from tff_fedmm.pipelines.ctr_stage import CodeUse, CTRStageConfig, build_fedavg_process, federated_dataset, model_fn_for
+from tff_fedmm.pipelines.ctr_fedavg import build_fedavg_process
+from tff_fedmm.pipelines.ctr_stage import CodeUse, CTRStageConfig, federated_dataset, model_fn_for
 
 
 @dataclass(frozen=True, eq=False)
