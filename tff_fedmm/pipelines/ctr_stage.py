@@ -208,13 +208,14 @@ class _PartialRounds:
     def models(self, snapshots) -> dict:
         return {name: self.market_models(name, *snapshots[i]) for i, name in enumerate(self.market_set.names)}
 
+    def dataset(self, index: int, round_num: int) -> tf.data.Dataset:
+        return federated_dataset(self.market_set, self.featurizers, self.config, round_num, index)
+
     def round(self, state, round_num: int):
         """One federated round among the markets present, then every market's validation."""
         names, config = self.market_set.names, self.config
         present = config.participation.present("ctr", round_num, len(names))
-        server, clients, metrics = run_present(
-            self.process.next, *state, lambda i: federated_dataset(self.market_set, self.featurizers, config, round_num, i),
-            present)
+        server, clients, metrics = run_present(self.process.next, *state, lambda i: self.dataset(i, round_num), present)
         state = (server, clients)
         snapshots = [self.pick(state, i) for i in range(len(names))]
         valid = valid_row(self.models(snapshots), self.market_set, self.featurizers, config.train.data_seed)
@@ -225,7 +226,7 @@ class _PartialRounds:
 def _build_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig, k: tuple[int, int],
                    checkpoint: StageCheckpoint | None, ledger: Ledger | None) -> tuple[_PartialRounds, tuple]:
     """The audited process and every market's starting state, as (the run, its initial state)."""
-    # Imported here: `pipelines.local` (no federation) imports this module, and TFF's import takes ~10 s.
+    # Imported here: `pipelines.local` (no federation) imports this module without TFF, whose import is slow.
     from tff_fedmm.federated import partial_fedavg as pf
 
     users, items = market_set.largest_vocabulary
