@@ -129,9 +129,9 @@ def market_test_metrics(model: tf.keras.Model, market_set: MarketSet, name: str,
     return evaluate_market(model, market_set.markets[name], "test", features, data_seed=data_seed, held_out=held_out)
 
 
-def selectedselected_test_metrics(models: dict, market_set: MarketSet, featurizers: dict, data_seed: int,
-                  keep: Keep | None) -> Metrics:
-    return {name: marketselected_test_metrics(models[name], market_set, name, featurizers[name], data_seed, keep)
+def selected_test_metrics(models: dict, market_set: MarketSet, featurizers: dict, data_seed: int,
+                          keep: Keep | None) -> Metrics:
+    return {name: market_test_metrics(models[name], market_set, name, featurizers[name], data_seed, keep)
             for name in market_set.names}
 
 
