@@ -68,21 +68,21 @@ def _run(args: argparse.Namespace) -> int:
     from tff_fedmm import api
     from tff_fedmm.federated.context import install_execution_context
     from tff_fedmm.federated.participation import run_present
-    from tff_fedmm.pipelines import cf_stage, codes_stage, ctr_stage
+    from tff_fedmm.pipelines import cf_stage, codes_stage, ctr_fedavg, ctr_stage
 
     api.check_choices(["fedmm"], ["deepfm"], args.rounds)
     market_set = load_market_set(args)
     install_execution_context(None)
     config = api.make_config(args.seed, args.rounds, cf_tower=True, data_seed=args.data_seed)
     norms: dict[str, list[float]] = defaultdict(list)
-    build_fedavg, audit_fedavg = ctr_stage.build_fedavg_process, ctr_stage.audit_fedavg
+    build_fedavg, audit_fedavg = ctr_fedavg.build_fedavg_process, ctr_fedavg.audit_fedavg
     for method in ("fedmm", "fedper", "fedavg"):
         with mock.patch.object(cf_stage, "run_present", _probing(norms["CF tower (--dp-cf-clip)"], run_present)), \
                 mock.patch.object(codes_stage, "run_present", _probing(norms["codebook (--dp-clip)"], run_present)), \
                 mock.patch.object(ctr_stage, "run_present", _probing(norms[f"CTR {method} (--dp-ctr-clip)"], run_present)), \
-                mock.patch.object(ctr_stage, "build_fedavg_process", lambda *a: _ProbingFedAvg(
+                mock.patch.object(ctr_fedavg, "build_fedavg_process", lambda *a: _ProbingFedAvg(
                     build_fedavg(*a), norms["CTR fedavg (--dp-ctr-clip)"])), \
-                mock.patch.object(ctr_stage, "audit_fedavg", lambda process, *a: audit_fedavg(process._process, *a)):
+                mock.patch.object(ctr_fedavg, "audit_fedavg", lambda process, *a: audit_fedavg(process._process, *a)):
             api.compare(market_set, [method], ["deepfm"], config, progress=False)
     print(f"L2 norm of one market's update per round ({market_set.source}: {', '.join(market_set.names)}; "
           f"{args.rounds} rounds, seed {args.seed})")

@@ -144,12 +144,12 @@ def test_the_pull_brings_anchor_latents_of_two_markets_together():
             data = [rqvae_dataset(x, batch_size=20, seed=r, slots=slots) for x in xs]
             server, clients, _ = process.next(server, clients, data)
         from tff_fedmm.training import rqvae as rt
-        from tff_fedmm.models.rqvae import build_rqvae
+        from tff_fedmm.models.rqvae import build_rqvae, global_codebook
 
         latents = []
         for client, x in zip(clients, xs):
             model = build_rqvae(RQ)
-            rt.global_codebook(model).assign(codebook_of(server.global_model_weights))
+            global_codebook(model).assign(codebook_of(server.global_model_weights))
             for v, w in zip(rt.private_variables(model), client["private"]):
                 v.assign(w)
             latents.append(model(x[:6], training=False)[6].numpy())

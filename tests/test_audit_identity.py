@@ -26,7 +26,7 @@ from tff_fedmm.federated.partial_fedavg import build_partial_fedavg_process  # n
 from tff_fedmm.federated.privacy import PrivacyConfig, codebook_aggregator  # noqa: E402
 from tff_fedmm.training import rqvae as rt  # noqa: E402
 from tff_fedmm.models.ctr import BACKBONES, build_ctr_model  # noqa: E402
-from tff_fedmm.models.rqvae import LOCAL_CODEBOOK, RQVAEConfig, build_rqvae  # noqa: E402
+from tff_fedmm.models.rqvae import LOCAL_CODEBOOK, RQVAEConfig, build_rqvae, local_codebook  # noqa: E402
 
 # K_local == K_global: the local codebook has exactly the shape of the global codebook's update.
 RQ = RQVAEConfig(input_dim=10, latent_dim=6, hidden=9, k_global=5, k_local=5)
@@ -92,7 +92,7 @@ def test_partial_fedavg_passes_and_names_every_shared_variable(backbone):
 
 def test_fedavg_names_every_variable_it_shares():
     from tff_fedmm.training.ctr import CTRTrainConfig
-    from tff_fedmm.pipelines.ctr_stage import build_fedavg_process, tff_model_fn
+    from tff_fedmm.pipelines.ctr_fedavg import build_fedavg_process, tff_model_fn
 
     model_fn = functools.partial(build_ctr_model, "deepfm", **{**CTR, "k_global": 0, "k_local": 0})
     spec = signature.ctr_element_spec(0, 0, batch_size=2)
@@ -143,7 +143,7 @@ def test_local_codebook_read_in_place_of_the_global_one_fails(monkeypatch):
 
         def leaky(global_cb, *rest):
             private, opt_state, idle, _, stats = round_fn(global_cb, *rest)
-            return private, opt_state, idle, tf.identity(rt.local_codebook(model)) + global_cb, stats
+            return private, opt_state, idle, tf.identity(local_codebook(model)) + global_cb, stats
 
         return leaky
 

@@ -17,7 +17,7 @@ from tff_fedmm.federated.codebook_process import (  # noqa: E402
     CodebookStageConfig, build_codebook_process, initial_client_state, rqvae_dataset,
 )
 from tff_fedmm.training import rqvae as rt  # noqa: E402
-from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae  # noqa: E402
+from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae, global_codebook, local_codebook  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("tff_context")
 
@@ -133,7 +133,7 @@ def market_inputs() -> list[np.ndarray]:
 def forward_stats(codebook: np.ndarray, client: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-global-code (sums, counts) of the market's latents under the round's input weights."""
     model = build_rqvae(RQ)
-    rt.global_codebook(model).assign(codebook)
+    global_codebook(model).assign(codebook)
     for v, w in zip(rt.private_variables(model), client["private"]):
         v.assign(w)
     _, _, _, _, idx, _, z = model(x, training=False)
@@ -144,7 +144,7 @@ def forward_stats(codebook: np.ndarray, client: dict, x: np.ndarray) -> tuple[np
 
 def local_index() -> int:
     model = build_rqvae(RQ)
-    return next(i for i, v in enumerate(rt.private_variables(model)) if v is rt.local_codebook(model))
+    return next(i for i, v in enumerate(rt.private_variables(model)) if v is local_codebook(model))
 
 
 @pytest.fixture(scope="module", params=RULES)

@@ -26,7 +26,8 @@ from tff_fedmm.models.ctr import build_ctr_model  # noqa: E402
 from tff_fedmm.training.ctr import CTRTrainConfig  # noqa: E402
 from tff_fedmm.models.rqvae import RQVAEConfig  # noqa: E402
 from tff_fedmm.pipelines import privacy_report  # noqa: E402
-from tff_fedmm.pipelines.ctr_stage import CTRStageConfig, build_fedavg_process  # noqa: E402
+from tff_fedmm.pipelines.ctr_fedavg import build_fedavg_process  # noqa: E402
+from tff_fedmm.pipelines.ctr_stage import CTRStageConfig  # noqa: E402
 
 PRIVACY = dp.PrivacyConfig(noise_multiplier=1.0, clip=0.3)
 CTR = dict(num_users=5, num_items=13, k_global=5, k_local=3, embed_dim=4, hidden=(8,))

@@ -27,7 +27,7 @@ from tff_fedmm.federated.codebook_process import (  # noqa: E402
 )
 from tff_fedmm.federated.participation import Participation, run_present  # noqa: E402
 from tff_fedmm.training import rqvae as rt  # noqa: E402
-from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae  # noqa: E402
+from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae, local_codebook  # noqa: E402
 from tff_fedmm.pipelines.privacy_report import Ledger  # noqa: E402
 
 RQ = RQVAEConfig(input_dim=6, latent_dim=3, hidden=8, k_global=5, k_local=3, seed=0)
@@ -176,7 +176,7 @@ def test_a_round_without_a_market_leaves_its_private_state_bit_identical(tff_con
     states = run(build_codebook_process(CONFIG), 2, present=lambda r: [0, 2] if r == 1 else [0, 1, 2])
     (_, before), (server, after) = states
     model = build_rqvae(RQ)
-    local = next(i for i, v in enumerate(rt.private_variables(model)) if v is rt.local_codebook(model))
+    local = next(i for i, v in enumerate(rt.private_variables(model)) if v is local_codebook(model))
     assert [int(c["client_index"]) for c in after] == [0, 1, 2]
     for got, was in zip(tf.nest.flatten(after[absent]), tf.nest.flatten(before[absent])):
         np.testing.assert_array_equal(got, was)

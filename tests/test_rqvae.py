@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from tff_fedmm.training import rqvae as rt
 from tff_fedmm.models.rqvae import (
-    GLOBAL_CODEBOOK, LOCAL_CODEBOOK, RQVAEConfig, build_rqvae, codebook_variable, nearest_code, rqvae_losses,
+    GLOBAL_CODEBOOK, LOCAL_CODEBOOK, RQVAEConfig, build_rqvae, global_codebook, local_codebook, nearest_code,
+    rqvae_losses,
 )
 from tff_fedmm.naming import SHARED_PREFIX, layer_weights
 
@@ -52,7 +53,7 @@ def test_reconstruction_alone_reaches_the_encoder_through_straight_through():
 def test_global_codebook_gradient_only_when_learned(learn: bool):
     model = build_rqvae(CFG)
     x = random_x()
-    g_var, l_var = rt.global_codebook(model), rt.local_codebook(model)
+    g_var, l_var = global_codebook(model), local_codebook(model)
     with tf.GradientTape() as tape:
         losses = rqvae_losses(x, model(x, training=True), CFG.beta, learn_global_codebook=learn)
     g_grad, l_grad = tape.gradient(losses["loss"], [g_var, l_var])
@@ -70,8 +71,8 @@ def test_global_codebook_gradient_only_when_learned(learn: bool):
 
 def test_codebooks_are_selected_by_name_with_their_shapes():
     model = build_rqvae(CFG)
-    g, l = rt.global_codebook(model), rt.local_codebook(model)
-    assert g is codebook_variable(model, GLOBAL_CODEBOOK) and l is codebook_variable(model, LOCAL_CODEBOOK)
+    g, l = global_codebook(model), local_codebook(model)
+    assert g is model.get_layer(GLOBAL_CODEBOOK).codebook and l is model.get_layer(LOCAL_CODEBOOK).codebook
     assert g is not l
     assert tuple(g.shape) == (CFG.k_global, CFG.latent_dim)
     assert tuple(l.shape) == (CFG.k_local, CFG.latent_dim)
@@ -93,9 +94,9 @@ def test_selection_survives_a_second_build_in_one_graph():
     with tf.Graph().as_default():
         build_rqvae(CFG)
         model = build_rqvae(CFG)  # Keras uniquifies variable names; layer names stay as given
-        assert tuple(rt.global_codebook(model).shape) == (CFG.k_global, CFG.latent_dim)
-        assert tuple(rt.local_codebook(model).shape) == (CFG.k_local, CFG.latent_dim)
-        assert not contains(rt.private_variables(model), rt.global_codebook(model))
+        assert tuple(global_codebook(model).shape) == (CFG.k_global, CFG.latent_dim)
+        assert tuple(local_codebook(model).shape) == (CFG.k_local, CFG.latent_dim)
+        assert not contains(rt.private_variables(model), global_codebook(model))
 
 
 # --- nearest code --------------------------------------------------------------------------------------
@@ -124,12 +125,12 @@ def make_round(learn_global: bool = False, local_epochs: int = 2, patience: int 
     round_fn = tf.function(rt.build_round_fn(model, optimizer, CFG, local_epochs=local_epochs,
                                              learn_global_codebook=learn_global, reseed_patience=patience))
     state = dict(
-        global_cb=tf.identity(rt.global_codebook(model)),
+        global_cb=tf.identity(global_codebook(model)),
         private=[tf.identity(v) for v in rt.private_variables(model)],
         opt_state=optimizer.initialize(specs),
         idle=tf.zeros([CFG.k_local]),
     )
-    local_index = next(i for i, v in enumerate(rt.private_variables(model)) if v is rt.local_codebook(model))
+    local_index = next(i for i, v in enumerate(rt.private_variables(model)) if v is local_codebook(model))
     return round_fn, state, local_index
 
 
@@ -170,7 +171,7 @@ def test_round_fn_code_sums_are_the_latents_of_the_last_epoch():
     x = clustered_x(n=96)
     round_fn, state, _ = make_round(local_epochs=1)
     model = build_rqvae(CFG)  # replays the forward pass: one full batch, assignments before the step
-    rt.global_codebook(model).assign(state["global_cb"])
+    global_codebook(model).assign(state["global_cb"])
     for v, w in zip(rt.private_variables(model), state["private"]):
         v.assign(w)
     _, _, _, _, idx_g, _, z = model(x, training=False)

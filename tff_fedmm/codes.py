@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae
+from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae, global_codebook
 from tff_fedmm.training import rqvae as rt
 
 
@@ -41,7 +41,7 @@ class MarketQuantizer:
 def quantizer_model(config: RQVAEConfig, quantizer: MarketQuantizer):
     """The RQ-VAE of `config` holding `quantizer`'s weights."""
     model = build_rqvae(config)
-    rt.global_codebook(model).assign(quantizer.level1)
+    global_codebook(model).assign(quantizer.level1)
     for v, w in zip(rt.private_variables(model), quantizer.private):
         v.assign(w)
     return model

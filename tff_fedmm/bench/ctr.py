@@ -1,7 +1,7 @@
 """The CTR workload every CTR figure shares, and the processes and Keras models timed on it.
 
-Both processes come from the stage's own builders: FedMM's partial FedAvg as `ctr_stage.train_partial` builds it
-for a method with codes, TFF's FedAvg by `ctr_stage.build_fedavg_process`; same markets, examples per round,
+Both processes come from the CTR stage's builders: FedMM's partial FedAvg as `ctr_stage.train_partial` builds it
+for a method with codes, TFF's FedAvg by `ctr_fedavg.build_fedavg_process`; same markets, examples per round,
 backbone, batch size and learning rates. Codes are random at the default code-book sizes, not learned: a round's
 cost depends on how many code fields and rows there are, not on which code a user has. The throughput figure
 trains one Keras model per market with `fit`, as each market's local step in FedMM does (same architecture,
@@ -22,7 +22,8 @@ from tff_fedmm.bench.measure import Runner, Sample, stateful_step
 from tff_fedmm.codes import MarketCodes
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.federated import partial_fedavg as pf
-from tff_fedmm.pipelines.ctr_stage import CodeUse, CTRStageConfig, build_fedavg_process, federated_dataset, model_fn_for
+from tff_fedmm.pipelines.ctr_fedavg import build_fedavg_process
+from tff_fedmm.pipelines.ctr_stage import CodeUse, CTRStageConfig, federated_dataset, model_fn_for
 
 
 @dataclass(frozen=True, eq=False)

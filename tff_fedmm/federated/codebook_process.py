@@ -25,8 +25,8 @@ import tensorflow_federated as tff
 from tff_fedmm.federated.codebook_aggregator import (
     GlobalCodebookFactory, build_codebook_finalizer, client_payload_type, shared_state_type,
 )
-from tff_fedmm.federated.composer import compose_stateful_process
-from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae
+from tff_fedmm.federated.composer import build_finalize_metrics, compose_stateful_process
+from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae, global_codebook, local_codebook
 from tff_fedmm.training import rqvae as rt
 
 
@@ -79,7 +79,7 @@ def _build_client_update(config: CodebookStageConfig, client_state_type: tff.Typ
 
     @tff.tensorflow.computation(shared_type, client_state_type, data_type(config))
     def client_update(shared, state, dataset):
-        codebook = shared["codebook"] if config.anchors else shared
+        codebook = codebook_of(shared)
         anchor_args = (shared["anchor_consensus"], shared["anchor_known"]) if config.anchors else ()
         model = build_rqvae(cfg)
         # tf.function for its automatic control dependencies: reads of the trained variables must
@@ -113,19 +113,6 @@ def _build_client_update(config: CodebookStageConfig, client_state_type: tff.Typ
         return new_state, payload, n, metrics
 
     return client_update
-
-
-def _build_finalize_metrics(metrics_type: tff.Type) -> tff.Computation:
-    @tff.tensorflow.computation(metrics_type)
-    def finalize(sums):
-        return collections.OrderedDict(
-            loss=tf.math.divide_no_nan(sums["loss"], sums["num_examples"]),
-            reconstruction=tf.math.divide_no_nan(sums["reconstruction"], sums["num_examples"]),
-            local_codes_used=tf.math.divide_no_nan(sums["local_codes_used"], sums["markets"]),
-            num_examples=sums["num_examples"],
-        )
-
-    return finalize
 
 
 def build_codebook_process(
@@ -167,7 +154,7 @@ def build_codebook_process(
         aggregator=aggregator.create(client_payload_type(config.rule, cfg.k_global, cfg.latent_dim, config.anchors),
                                      tff.TensorType(np.float32)),
         finalizer=build_codebook_finalizer(cfg.k_global, cfg.latent_dim, config.rule, config.anchors),
-        finalize_metrics=_build_finalize_metrics(metrics_type),
+        finalize_metrics=build_finalize_metrics(metrics_type, per_market=("local_codes_used",)),
         metrics_cross=metrics_cross,
     )
 
@@ -193,12 +180,12 @@ def initial_client_state(config: CodebookStageConfig, client_index: int, codeboo
 
     cfg = config.rqvae
     model = build_rqvae(cfg)
-    rt.global_codebook(model).assign(codebook_of(codebook))
+    global_codebook(model).assign(codebook_of(codebook))
     _, z, q_global, _, _, _, _ = model(x, training=False)
     residual = (z - q_global).numpy()
     k = min(cfg.k_local, len(residual))
     centers = KMeans(n_clusters=k, n_init=1, random_state=cfg.seed).fit(residual).cluster_centers_
-    local = rt.local_codebook(model)
+    local = local_codebook(model)
     local.assign(np.concatenate([centers, local.numpy()[k:]]).astype(np.float32))
     state = _client_state_structure(model, config, _optimizer(config))
     state["client_index"] = tf.constant(client_index, tf.int32)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 
+import tensorflow as tf
 import tensorflow_federated as tff
 
 
@@ -36,7 +37,8 @@ def compose_stateful_process(
 
     `metrics` must be a structure of float32 scalars: with `metrics_cross` they are summed across markets
     and turned into round metrics on the server by `finalize_metrics` (so a market's raw statistics never
-    need to); without, they never leave the markets and the round metrics have no `client_work`.
+    need to; `build_finalize_metrics` builds it); without, they never leave the markets and the round metrics
+    have no `client_work`.
     """
 
     @tff.federated_computation
@@ -80,3 +82,25 @@ def compose_stateful_process(
         return new_state, client_states, metrics
 
     return tff.templates.IterativeProcess(initialize, next_fn)
+
+
+def build_finalize_metrics(metrics_type: tff.Type, per_market: tuple[str, ...] = ()) -> tff.Computation:
+    """The server's round metrics from the markets' summed client metrics (`compose_stateful_process`).
+
+    A client reports every metric as a sum over its examples, plus `num_examples` and, when some metric is
+    a per-market figure (named in `per_market`), `markets` (1.0 per client): summing across markets then
+    gives the example-weighted mean (or the mean over markets) with one division on the server, and no
+    market's own figure is ever needed there. `num_examples` is kept as it is; `markets` is dropped.
+    """
+
+    @tff.tensorflow.computation(metrics_type)
+    def finalize(sums):
+        means = collections.OrderedDict()
+        for name, total in sums.items():
+            if name == "num_examples":
+                means[name] = total
+            elif name != "markets":
+                means[name] = tf.math.divide_no_nan(total, sums["markets" if name in per_market else "num_examples"])
+        return means
+
+    return finalize

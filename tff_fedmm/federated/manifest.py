@@ -23,8 +23,7 @@ import tensorflow_federated as tff
 from tensorflow_federated.python.common_libs import structure
 
 from tff_fedmm.federated.codebook_aggregator import client_payload_type
-from tff_fedmm.training import rqvae as rt
-from tff_fedmm.models.rqvae import build_rqvae
+from tff_fedmm.models.rqvae import build_rqvae, global_codebook
 from tff_fedmm.naming import SHARED_PREFIX, layer_weights
 
 if TYPE_CHECKING:  # codebook_process builds processes; the manifest only reads its config
@@ -124,7 +123,7 @@ def codebook_manifest(config: CodebookStageConfig, title: str) -> Manifest:
     sent = []
     for name, type_spec in structure.iter_elements(payload):
         if name == "codebook_update":
-            sent.append(_update(f"1/{name}", f"payload/{name}", rt.global_codebook(model), received,
+            sent.append(_update(f"1/{name}", f"payload/{name}", global_codebook(model), received,
                                 "trained minus received global codebook"))
         else:
             sent.append(Sent(f"1/{name}", f"payload/{name}", str(type_spec), _CODEBOOK_STATISTICS[name]))

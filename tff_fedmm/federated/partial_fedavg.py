@@ -17,9 +17,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_fedmm.training import dp_sgd
-from tff_fedmm.federated.composer import compose_stateful_process
+from tff_fedmm.federated.composer import build_finalize_metrics, compose_stateful_process
 from tff_fedmm.naming import PRIVATE_PREFIX, SHARED_PREFIX, check_named, layer_weights
+from tff_fedmm.training import dp_sgd
+from tff_fedmm.training.optimizer_step import apply_step
 
 ModelFn = Callable[[], tf.keras.Model]
 
@@ -103,9 +104,7 @@ def _build_client_update(model_fn: ModelFn, config: PartialFedAvgConfig, weights
             def reduce_fn(carry, batch):
                 opt_state, loss_sum, n = carry
                 grads, batch_loss, b = gradients(batch)
-                opt_state, updated = optimizer.next(opt_state, tuple(trainable), tuple(grads))
-                for v, u in zip(trainable, updated):
-                    v.assign(u)
+                opt_state = apply_step(optimizer, opt_state, trainable, grads)
                 return opt_state, loss_sum + batch_loss, n + b
 
             carry = (state["optimizer_state"], tf.constant(0.0), tf.constant(0.0))
@@ -124,15 +123,6 @@ def _build_client_update(model_fn: ModelFn, config: PartialFedAvgConfig, weights
         return train(weights, state, dataset)
 
     return client_update
-
-
-def _build_finalize_metrics(metrics_type) -> tff.Computation:
-    @tff.tensorflow.computation(metrics_type)
-    def finalize(sums):
-        return collections.OrderedDict(loss=tf.math.divide_no_nan(sums["loss"], sums["num_examples"]),
-                                       num_examples=sums["num_examples"])
-
-    return finalize
 
 
 def build_partial_fedavg_process(
@@ -177,7 +167,7 @@ def build_partial_fedavg_process(
         aggregator=aggregator.create(weights_type.trainable, tff.TensorType(np.float32)),
         finalizer=tff.learning.templates.build_apply_optimizer_finalizer(
             tff.learning.optimizers.build_sgdm(config.server_learning_rate), weights_type),
-        finalize_metrics=_build_finalize_metrics(client_update.type_signature.result[3]),
+        finalize_metrics=build_finalize_metrics(client_update.type_signature.result[3]),
         metrics_cross=metrics_cross,
     )
 

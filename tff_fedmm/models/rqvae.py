@@ -173,6 +173,11 @@ def rqvae_losses(x: tf.Tensor, outputs, beta: float, learn_global_codebook: bool
     return {"loss": total, "reconstruction": reconstruction, "codebook": codebook, "commitment": commitment}
 
 
-def codebook_variable(model: tf.keras.Model, name: str) -> tf.Variable:
-    """The codebook of layer `name` (GLOBAL_CODEBOOK or LOCAL_CODEBOOK): address by name, never position."""
-    return model.get_layer(name).codebook
+def global_codebook(model: tf.keras.Model) -> tf.Variable:
+    """The level-1 (global) codebook: addressed by layer name, never by position."""
+    return model.get_layer(GLOBAL_CODEBOOK).codebook
+
+
+def local_codebook(model: tf.keras.Model) -> tf.Variable:
+    """The level-2 (private, local) codebook: addressed by layer name, never by position."""
+    return model.get_layer(LOCAL_CODEBOOK).codebook

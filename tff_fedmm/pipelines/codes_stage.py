@@ -87,6 +87,65 @@ class CodesResult:
     rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)  # the RQ-VAE the quantizers belong to
 
 
+@dataclass(frozen=True)
+class _CodebookRounds:
+    """A built codebook run: one round among the markets present, and its history row."""
+
+    process: object  # codebook_process's process
+    inputs: dict[str, np.ndarray]
+    participants: list[str]
+    participation: Participation
+    seed: int
+    slots: dict[str, np.ndarray] | None
+
+    def dataset(self, index: int, round_num: int):
+        name = self.participants[index]
+        return rqvae_dataset(self.inputs[name], seed=self.seed + 1000 * round_num + index,
+                             slots=self.slots[name] if self.slots is not None else None)
+
+    def round(self, state, round_num: int):
+        present = self.participation.present("codebook", round_num, len(self.participants))
+        server, clients, metrics = run_present(self.process.next, *state, lambda i: self.dataset(i, round_num), present)
+        row = [np.nan] * len(_HISTORY)
+        if metrics is not None:
+            row[-1] = metrics["finalizer"]["global_codes_updated"]
+        if metrics is not None and "client_work" in metrics:
+            work = metrics["client_work"]
+            row[:3] = [work["loss"], work["reconstruction"], work["local_codes_used"]]
+        progress.round_done(rqvae_loss=float(row[0]))
+        return (server, clients), np.array(row, np.float64)
+
+
+def _build_codebook(config: CodesConfig, inputs: dict[str, np.ndarray], participants: list[str], process,
+                    checkpoint: StageCheckpoint | None, federated: bool, privacy: dp.PrivacyConfig,
+                    participation: Participation, ledger: Ledger,
+                    slots: dict[str, np.ndarray] | None) -> tuple[_CodebookRounds, tuple]:
+    """The audited process (built here unless given) and every participant's starting state, as (the run,
+    its initial state)."""
+    process = process or build_codebook_process(config.codebook, dp.codebook_aggregator(
+        config.codebook.rule, privacy, participation.expected(len(participants)),
+        dp.noise_seed(privacy, config.codebook.rqvae.seed, ledger.stage)),
+        metrics_cross=not (federated and config.privacy.dp))  # under DP (either unit) no metric crosses
+    audit_codebook(process, config.codebook, participants, federated, privacy, checkpoint)
+    server = process.initialize()
+    clients = [initial_client_state(config.codebook, i, server.global_model_weights, inputs[name])
+               for i, name in enumerate(participants)]
+    rounds = _CodebookRounds(process, inputs, participants, participation, config.codebook.rqvae.seed, slots)
+    return rounds, (server, clients)
+
+
+def _encode_markets(market_set: MarketSet, config: CodesConfig, inputs: dict[str, np.ndarray], participants: list[str],
+                    server, clients) -> tuple[dict[str, MarketCodes], dict[str, MarketQuantizer]]:
+    """Each participant's codes and quantizer: its private levels with the server's global codebook."""
+    codes, quantizers, level1 = {}, {}, np.asarray(codebook_of(server.global_model_weights))
+    for client in clients:
+        name = participants[int(client["client_index"])]  # keyed by index, never by list position
+        quantizers[name] = MarketQuantizer(tuple(np.asarray(w) for w in client["private"]), level1)
+        codes[name] = encode_market(config.codebook.rqvae, quantizers[name], inputs[name],
+                                    market_set.markets[name].num_users)
+    return codes, quantizers
+
+
 def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: CodesConfig,
                  participants: list[str], process=None, checkpoint: StageCheckpoint | None = None,
                  federated: bool = True, slots: dict[str, np.ndarray] | None = None,
@@ -106,48 +165,51 @@ def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: C
     # Under --dp-unit interaction the rows are DP-SGD-trained CF tables: the codebook is post-processing.
     privacy = config.privacy.aggregation() if federated else dp.PrivacyConfig()
     ledger = Ledger(ledger_stage)
-    process = process or build_codebook_process(config.codebook, dp.codebook_aggregator(
-        config.codebook.rule, privacy, participation.expected(len(participants)),
-        dp.noise_seed(privacy, config.codebook.rqvae.seed, ledger.stage)),
-        metrics_cross=not (federated and config.privacy.dp))  # under DP (either unit) no metric crosses
-    audit_codebook(process, config.codebook, participants, federated, privacy, checkpoint)
-    server = process.initialize()
-    clients = [initial_client_state(config.codebook, i, server.global_model_weights, inputs[name])
-               for i, name in enumerate(participants)]
-
-    def dataset(index: int, round_num: int):
-        name = participants[index]
-        return rqvae_dataset(inputs[name], seed=config.codebook.rqvae.seed + 1000 * round_num + index,
-                             slots=slots[name] if slots is not None else None)
-
-    def step(state, round_num: int):
-        present = participation.present("codebook", round_num, len(participants))
-        server, clients, metrics = run_present(process.next, *state, lambda i: dataset(i, round_num), present)
-        row = [np.nan] * len(_HISTORY)
-        if metrics is not None:
-            row[-1] = metrics["finalizer"]["global_codes_updated"]
-        if metrics is not None and "client_work" in metrics:
-            work = metrics["client_work"]
-            row[:3] = [work["loss"], work["reconstruction"], work["local_codes_used"]]
-        progress.round_done(rqvae_loss=float(row[0]))
-        return (server, clients), np.array(row, np.float64)
-
-    result = run_rounds((server, clients), step, config.rounds, len(_HISTORY), checkpoint=checkpoint)
+    rounds, initial = _build_codebook(config, inputs, participants, process, checkpoint, federated, privacy,
+                                      participation, ledger, slots)
+    result = run_rounds(initial, rounds.round, config.rounds, len(_HISTORY), checkpoint=checkpoint)
     server, clients = result.best_state
     ledger.record(privacy, server.aggregator, participants,
                   (participation.present("codebook", r, len(participants)) for r in range(len(result.metrics))))
-    codes, quantizers, level1 = {}, {}, np.asarray(codebook_of(server.global_model_weights))
-    for client in clients:
-        name = participants[int(client["client_index"])]  # keyed by index, never by list position
-        quantizers[name] = MarketQuantizer(tuple(np.asarray(w) for w in client["private"]), level1)
-        codes[name] = encode_market(config.codebook.rqvae, quantizers[name], inputs[name],
-                                    market_set.markets[name].num_users)
-    history = [{"round": i + 1, **dict(zip(_HISTORY, row))} for i, row in enumerate(result.metrics)]
-    return CodesResult(codes=codes, history=history, charges=[c.to_json() for c in ledger.charges],
+    codes, quantizers = _encode_markets(market_set, config, inputs, participants, server, clients)
+    return CodesResult(codes=codes, history=_history_rows(result.metrics), charges=[c.to_json() for c in ledger.charges],
                        quantizers=quantizers, rqvae=config.codebook.rqvae)
 
 
 _HISTORY = ("loss", "reconstruction", "local_codes_used", "global_codes_updated")
+
+
+def _history_rows(metrics: np.ndarray) -> list[dict]:
+    return [{"round": i + 1, **dict(zip(_HISTORY, row))} for i, row in enumerate(metrics)]
+
+
+def _anchored(market_set: MarketSet, config: CodesConfig,
+              federated: bool) -> tuple[CodesConfig, dict[str, np.ndarray] | None]:
+    """In anchored mode, `config` with the anchor slots and each market's slot per input row."""
+    if not federated or config.anchors == "none":  # a market alone has no other market to anchor to
+        return config, None
+    split = public_anchors(market_set, config.data_seed, max_slots=config.anchor_max_slots)
+    if not split.num_slots:
+        return config, None
+    config = replace(config, codebook=replace(config.codebook, anchors=split.num_slots))
+    return config, {n: split.row_slots(n, m.num_users) for n, m in market_set.markets.items()}
+
+
+def _group_codes(market_set: MarketSet, inputs: dict[str, np.ndarray], config: CodesConfig, group: list[str],
+                 process, checkpoints: RunCheckpoints | None, federated: bool, slots: dict[str, np.ndarray] | None,
+                 variant: str, ledger_stage: str | None) -> CodesResult:
+    """One run of the codebook stage for `group`, or its outputs from a finished checkpoint."""
+    stage = f"{variant}-{'-'.join(group)}"
+    done = checkpoints.stage(stage).load_done() if checkpoints else None
+    if done is not None:
+        return _codes_from_arrays(done, group)
+    progress.start_stage(stage, config.rounds)
+    result = run_codebook(market_set, inputs, config, group, process,
+                          checkpoints.stage(stage) if checkpoints else None, federated, slots,
+                          ledger_stage=ledger_stage or f"codebook ({variant.removeprefix('codes-')} codes)")
+    if checkpoints:
+        checkpoints.stage(stage).save_done(_codes_arrays(result))
+    return result
 
 
 def learn_codes(market_set: MarketSet, config: CodesConfig, federated: bool, process=None,
@@ -157,28 +219,14 @@ def learn_codes(market_set: MarketSet, config: CodesConfig, federated: bool, pro
     prefixes the checkpoint stages; `ledger_stage` names the DP charges (and seeds `--dp-noise-seed` noise),
     by default after `variant`."""
     inputs = inputs if inputs is not None else cf_inputs(market_set, config.cf)
-    slots = None
-    if federated and config.anchors != "none":  # a market alone has no other market to anchor to
-        split = public_anchors(market_set, config.data_seed, max_slots=config.anchor_max_slots)
-        if split.num_slots:
-            config = replace(config, codebook=replace(config.codebook, anchors=split.num_slots))
-            slots = {n: split.row_slots(n, m.num_users) for n, m in market_set.markets.items()}
+    config, slots = _anchored(market_set, config, federated)
     if not federated:  # one plain process serves every market alone (the federated one is built per run)
         process = process or build_codebook_process(config.codebook)
     groups = [market_set.names] if federated else [[name] for name in market_set.names]
     codes, history, charges, quantizers = {}, [], [], {}
     for group in groups:
-        stage = f"{variant}-{'-'.join(group)}"
-        done = checkpoints.stage(stage).load_done() if checkpoints else None
-        if done is None:
-            progress.start_stage(stage, config.rounds)
-            result = run_codebook(market_set, inputs, config, group, process,
-                                  checkpoints.stage(stage) if checkpoints else None, federated, slots,
-                                  ledger_stage=ledger_stage or f"codebook ({variant.removeprefix('codes-')} codes)")
-            if checkpoints:
-                checkpoints.stage(stage).save_done(_codes_arrays(result))
-        else:
-            result = _codes_from_arrays(done, group)
+        result = _group_codes(market_set, inputs, config, group, process, checkpoints, federated, slots, variant,
+                              ledger_stage)
         codes.update(result.codes)
         quantizers.update(result.quantizers)
         history.extend(row if federated else {**row, "market": group[0]} for row in result.history)
@@ -199,7 +247,7 @@ def _codes_arrays(result: CodesResult) -> dict[str, np.ndarray]:
 
 def _codes_from_arrays(arrays: dict[str, np.ndarray], group: list[str]) -> CodesResult:
     codes = {name: MarketCodes(*(arrays[f"{name}/{field}"] for field in CODE_FIELDS)) for name in group}
-    history = [{"round": i + 1, **dict(zip(_HISTORY, row))} for i, row in enumerate(arrays["history"])]
+    history = _history_rows(arrays["history"])
     quantizers = {}
     for name in group:
         count = sum(key.startswith(f"{name}/private/") for key in arrays)

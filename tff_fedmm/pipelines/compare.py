@@ -45,7 +45,7 @@ from tff_fedmm.checkpoints import RunCheckpoints
 from tff_fedmm.codes import MarketCodes
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.eval.evaluate import METRICS
-from tff_fedmm.pipelines import ctr_stage
+from tff_fedmm.pipelines import ctr_fedavg, ctr_stage
 from tff_fedmm.pipelines.code_variants import CODE_METHODS, CodeVariants
 from tff_fedmm.pipelines.codes_stage import CodesConfig
 from tff_fedmm.pipelines.compare_names import BACKBONES, METHODS  # noqa: F401  (re-exported)
@@ -113,7 +113,7 @@ def _trainer(method: str, codes: CodeVariants, market_set: MarketSet, config: Co
     if method == "local":
         return lambda b, _, keep, __: ctr_stage.train_local(market_set, b, ctr_stage.CodeUse(), c, (0, 0), keep)
     if method == "fedavg":
-        return lambda b, ckpt, keep, ledger: ctr_stage.train_fedavg(market_set, b, c, ckpt, keep, ledger)
+        return lambda b, ckpt, keep, ledger: ctr_fedavg.train_fedavg(market_set, b, c, ckpt, keep, ledger)
     if method == "fedper":
         return lambda b, ckpt, keep, ledger: ctr_stage.train_partial(market_set, b, ctr_stage.CodeUse(), c, (0, 0),
                                                                      ckpt, keep, ledger)

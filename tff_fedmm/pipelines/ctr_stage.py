@@ -3,8 +3,9 @@
 - `train_local`: each market alone (Keras); with codes for `local+codes`.
 - `train_partial`: the stateful partial-FedAvg process — `shared_*` layers averaged, ID and local-code
   embeddings private across rounds (`fedper` without codes, the FedMM variants with codes).
-- `train_fedavg`: TFF's own `build_weighted_fed_avg`, every variable averaged; each market's IDs index
-  one common table, so ID k of every market shares a row (the naive approach FedMM argues against).
+- `train_fedavg` (`pipelines.ctr_fedavg`): TFF's own `build_weighted_fed_avg`, every variable averaged;
+  each market's IDs index one common table, so ID k of every market shares a row (the naive approach
+  FedMM argues against).
 - `train_centralized` (`pipelines.ctr_centralized`): one Keras model on the pooled markets with
   market-offset IDs (not private); with anchor fields (`centralized-anchored`), anchor items also share one
   row by key.
@@ -25,7 +26,6 @@ keeps its own best round by its own validation) and charge their `ledger` for ea
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -46,7 +46,7 @@ from tff_fedmm.models.ctr import build_ctr_model
 from tff_fedmm.training.ctr import CTRTrainConfig, fit_ctr_on_market
 from tff_fedmm import progress
 from tff_fedmm.pipelines.dp_sgd_clients import DpSgdClients
-from tff_fedmm.pipelines.privacy_audit import audit_fedavg, audit_partial_fedavg
+from tff_fedmm.pipelines.privacy_audit import audit_partial_fedavg
 from tff_fedmm.pipelines.privacy_report import Ledger
 from tff_fedmm.pipelines.rounds import RoundsResult, Selection, run_rounds
 from tff_fedmm.seeding import derive_seed, set_global_seed
@@ -130,8 +130,8 @@ def market_test_metrics(model: tf.keras.Model, market_set: MarketSet, name: str,
     return evaluate_market(model, market_set.markets[name], "test", features, data_seed=data_seed, held_out=held_out)
 
 
-def _test_metrics(models: dict, market_set: MarketSet, featurizers: dict, data_seed: int,
-                  keep: Keep | None) -> Metrics:
+def selected_test_metrics(models: dict, market_set: MarketSet, featurizers: dict, data_seed: int,
+                          keep: Keep | None) -> Metrics:
     return {name: market_test_metrics(models[name], market_set, name, featurizers[name], data_seed, keep)
             for name in market_set.names}
 
@@ -172,7 +172,7 @@ def train_local(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRS
                                                                   featurizers[name])):
             history.append({"round": epoch + 1, "market": name, "valid_auc": auc, "valid_logloss": ll,
                             "train_loss": loss})
-    return _test_metrics(models, market_set, featurizers, config.train.data_seed, keep), history
+    return selected_test_metrics(models, market_set, featurizers, config.train.data_seed, keep), history
 
 
 def federated_dataset(market_set: MarketSet, featurizers: dict, config: CTRStageConfig, round_num: int,
@@ -190,12 +190,58 @@ def round_history(result: RoundsResult, names: list[str]) -> list[dict]:
             for r, row in enumerate(result.metrics) for n, a, ll in zip(names, row[:m], row[m:2 * m])]
 
 
-def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig,
-                  k: tuple[int, int], checkpoint: StageCheckpoint | None = None,
-                  keep: Keep | None = None, ledger: Ledger | None = None) -> tuple[Metrics, list[dict]]:
+@dataclass(frozen=True)
+class _PartialRounds:
+    """A built partial-FedAvg CTR run: one round of it, and each market's model from a snapshot."""
+
+    market_set: MarketSet
+    config: CTRStageConfig
+    featurizers: dict[str, MarketFeatures]
+    process: object  # partial_fedavg's process
+    market_models: Callable  # partial_fedavg.MarketModels: one model per market, re-assigned, never rebuilt
+    sgd_clients: DpSgdClients | None  # under --dp-unit interaction: the markets' DP-SGD record batches
+
+    def pick(self, state, index: int):
+        """Market `index`'s model: the round's shared weights and its own client state."""
+        server, clients = state
+        client = next(c for c in clients if int(c["client_index"]) == index)  # by index, never position
+        return server.global_model_weights, client
+
+    def models(self, snapshots) -> dict:
+        return {name: self.market_models(name, *snapshots[i]) for i, name in enumerate(self.market_set.names)}
+
+    def dataset(self, index: int, round_num: int) -> tf.data.Dataset:
+        if self.sgd_clients:  # DP-SGD's Poisson record batches
+            return self.sgd_clients.dataset(index, round_num, self.featurizers[self.market_set.names[index]])
+        return federated_dataset(self.market_set, self.featurizers, self.config, round_num, index)
+
+    def charge(self, ledger: Ledger | None, result: RoundsResult) -> None:
+        """Charges `ledger` for every round each market took part in: DP-SGD's steps, or the DP mean's rounds."""
+        names, config = self.market_set.names, self.config
+        if self.sgd_clients and ledger is not None:
+            self.sgd_clients.charge(ledger, (config.participation.present("ctr", r, len(names))
+                                             for r in range(len(result.metrics))))
+        else:
+            charge_rounds(ledger, config, result, names, result.state[0].aggregator)
+
+    def round(self, state, round_num: int):
+        """One federated round among the markets present, then every market's validation."""
+        names, config = self.market_set.names, self.config
+        present = config.participation.present("ctr", round_num, len(names))
+        server, clients, metrics = run_present(self.process.next, *state, lambda i: self.dataset(i, round_num), present)
+        state = (server, clients)
+        snapshots = [self.pick(state, i) for i in range(len(names))]
+        valid = valid_row(self.models(snapshots), self.market_set, self.featurizers, config.train.data_seed)
+        return state, round_row(valid, metrics["client_work"]["loss"] if metrics and "client_work" in metrics
+                                else np.nan)
+
+
+def _build_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig, k: tuple[int, int],
+                   checkpoint: StageCheckpoint | None, ledger: Ledger | None) -> tuple[_PartialRounds, tuple]:
+    """The audited process and every market's starting state, as (the run, its initial state)."""
+    # Imported here: `pipelines.local` (no federation) imports this module without TFF, whose import is slow.
     from tff_fedmm.federated import partial_fedavg as pf
 
-    set_global_seed(config.train.seed, "ctr-partial")
     users, items = market_set.largest_vocabulary
     # Sharing only code embeddings needs codes: without them (fedper) the interaction layers are shared.
     share_interaction = config.share_interaction or use.codes is None
@@ -204,12 +250,8 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     sgd_clients = (DpSgdClients(market_set, config.privacy, ledger.stage if ledger else "ctr", config.train.seed,
                                 dp.DP_SGD_CTR_LEARNING_RATE, config.train.neg_ratio) if config.privacy.dp_sgd else None)
 
-    def dataset(round_num: int, index: int) -> tf.data.Dataset:
-        if sgd_clients:  # DP-SGD's Poisson record batches
-            return sgd_clients.dataset(index, round_num, featurizers[market_set.names[index]])
-        return federated_dataset(market_set, featurizers, config, round_num, index)
-
-    spec = dataset(0, 0).element_spec
+    spec = (sgd_clients.dataset(0, 0, featurizers[market_set.names[0]]) if sgd_clients
+            else federated_dataset(market_set, featurizers, config, 0, 0)).element_spec
     pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.train.learning_rate)
     aggregator = config.dp_mean(len(market_set.names), ledger)
     if sgd_clients:
@@ -220,114 +262,27 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
     audit_partial_fedavg(process, model_fn, "CTR stage", checkpoint)
     clients = [pf.initial_client_state(model_fn, pf_config, i, seed=derive_seed(config.train.seed, "ctr-partial", name))
                for i, name in enumerate(market_set.names)]
-
-    def pick(state, index: int):
-        """Market `index`'s model: the round's shared weights and its own client state."""
-        server, clients = state
-        client = next(c for c in clients if int(c["client_index"]) == index)  # by index, never position
-        return server.global_model_weights, client
-
-    market_models = pf.MarketModels(model_fn)  # one model per market, re-assigned: no rebuild/retrace per round
-
-    def models_of(snapshots) -> dict:
-        return {name: market_models(name, *snapshots[i]) for i, name in enumerate(market_set.names)}
-
-    def step(state, round_num: int):
-        present = config.participation.present("ctr", round_num, len(market_set.names))
-        server, clients, metrics = run_present(
-            process.next, *state, lambda i: dataset(round_num, i), present)
-        state = (server, clients)
-        snapshots = [pick(state, i) for i in range(len(market_set.names))]
-        valid = valid_row(models_of(snapshots), market_set, featurizers, config.train.data_seed)
-        return state, round_row(valid, metrics["client_work"]["loss"] if metrics and "client_work" in metrics
-                                else np.nan)
-
-    selection = Selection(neg_logloss, pick, len(market_set.names), config.patience())
-    result = run_rounds((process.initialize(), clients), step, config.rounds, 2 * len(market_set.names) + 1,
-                        selection=selection, checkpoint=checkpoint)
-    if sgd_clients and ledger is not None:
-        sgd_clients.charge(ledger, (config.participation.present("ctr", r, len(market_set.names))
-                                    for r in range(len(result.metrics))))
-    else:
-        _charge(ledger, config, result, market_set.names, result.state[0].aggregator)
-    return (_test_metrics(models_of(result.best_state), market_set, featurizers, config.train.data_seed, keep),
-            round_history(result, market_set.names))
+    rounds = _PartialRounds(market_set, config, featurizers, process, pf.MarketModels(model_fn), sgd_clients)
+    return rounds, (process.initialize(), clients)
 
 
-def tff_model_fn(model_fn, element_spec):
-    """The TFF model FedAvg trains (and its audit reads the metrics of): `model_fn`'s with the CTR loss."""
-    import tensorflow_federated as tff
-
-    return lambda: tff.learning.models.from_keras_model(model_fn(), loss=tf.keras.losses.BinaryCrossentropy(),
-                                                        input_spec=element_spec)
-
-
-def build_fedavg_process(model_fn, element_spec, train: CTRTrainConfig, dp_mean=None):
-    """TFF's `build_weighted_fed_avg` on `model_fn`'s Keras model: client Adam at the stage's rate, server
-    SGD at 1.0 (the plain FedAvg step), initial weights from the training seed. With `dp_mean` (a DP
-    factory, unweighted), TFF's `build_unweighted_fed_avg` with it, the metrics kept in the markets."""
-    import tensorflow_federated as tff
-
-    set_global_seed(train.seed, "ctr-fedavg")
-    optimizers = dict(client_optimizer_fn=tff.learning.optimizers.build_adam(train.learning_rate),
-                      server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
-    if dp_mean is None:
-        return tff.learning.algorithms.build_weighted_fed_avg(tff_model_fn(model_fn, element_spec), **optimizers)
-    return tff.learning.algorithms.build_unweighted_fed_avg(tff_model_fn(model_fn, element_spec), **optimizers,
-                                                            model_aggregator=dp_mean,
-                                                            metrics_aggregator=_metrics_stay_in_markets)
+def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig,
+                  k: tuple[int, int], checkpoint: StageCheckpoint | None = None,
+                  keep: Keep | None = None, ledger: Ledger | None = None) -> tuple[Metrics, list[dict]]:
+    set_global_seed(config.train.seed, "ctr-partial")
+    rounds, initial = _build_partial(market_set, backbone, use, config, k, checkpoint, ledger)
+    names = market_set.names
+    selection = Selection(neg_logloss, rounds.pick, len(names), config.patience())
+    result = run_rounds(initial, rounds.round, config.rounds, 2 * len(names) + 1, selection=selection,
+                        checkpoint=checkpoint)
+    rounds.charge(ledger, result)
+    return (selected_test_metrics(rounds.models(result.best_state), market_set, rounds.featurizers,
+                                  config.train.data_seed, keep),
+            round_history(result, names))
 
 
-def _metrics_stay_in_markets(metric_finalizers, local_unfinalized_metrics_type=None):
-    """A TFF metrics aggregator that aggregates nothing: under DP the metric sums never leave a market, and
-    the server's train loss is NaN (not known)."""
-    import tensorflow_federated as tff
-
-    return lambda metrics: tff.federated_value(collections.OrderedDict(loss=np.float32(np.nan)), tff.SERVER)
-
-
-def _charge(ledger: Ledger | None, config: CTRStageConfig, result: RoundsResult, names: list[str],
+def charge_rounds(ledger: Ledger | None, config: CTRStageConfig, result: RoundsResult, names: list[str],
             aggregator_state) -> None:
     if ledger is not None:
         ledger.record(config.privacy, aggregator_state, names,
                       (config.participation.present("ctr", r, len(names)) for r in range(len(result.metrics))))
-
-
-def train_fedavg(market_set: MarketSet, backbone: str, config: CTRStageConfig, checkpoint: StageCheckpoint | None = None,
-                 keep: Keep | None = None, ledger: Ledger | None = None) -> tuple[Metrics, list[dict]]:
-    if config.privacy.dp_sgd:
-        raise ValueError("FedAvg has no DP-SGD (TFF's client work has no per-example clipping)")
-    users, items = market_set.largest_vocabulary
-    model_fn = model_fn_for(backbone, users, items, (0, 0), config)
-    featurizers = {name: MarketFeatures() for name in market_set.names}
-    spec = federated_dataset(market_set, featurizers, config, 0, 0).element_spec
-
-    process = build_fedavg_process(model_fn, spec, config.train, config.dp_mean(len(market_set.names), ledger))
-    audit_fedavg(process, model_fn, tff_model_fn(model_fn, spec), checkpoint)
-    keras_model = model_fn()
-
-    def step(server, round_num: int):
-        present = config.participation.present("ctr", round_num, len(market_set.names))
-        loss = np.nan
-        if present:
-            output = process.next(server, [federated_dataset(market_set, featurizers, config, round_num, i)
-                                           for i in present])
-            server, loss = output.state, output.metrics["client_work"]["train"]["loss"]
-        process.get_model_weights(server).assign_weights_to(keras_model)
-        valid = valid_row({n: keras_model for n in market_set.names}, market_set, featurizers,
-                           config.train.data_seed)
-        return server, round_row(valid, loss)
-
-    def model_at(server) -> tf.keras.Model:
-        model = model_fn()
-        process.get_model_weights(server).assign_weights_to(model)
-        return model
-
-    # Every market keeps the global model of its own best round.
-    selection = Selection(neg_logloss, lambda server, _: server, len(market_set.names), config.patience())
-    result = run_rounds(process.initialize(), step, config.rounds, 2 * len(market_set.names) + 1,
-                        selection=selection, checkpoint=checkpoint)
-    _charge(ledger, config, result, market_set.names, result.state.aggregator)
-    models = {name: model_at(result.best_state[i]) for i, name in enumerate(market_set.names)}
-    return (_test_metrics(models, market_set, featurizers, config.train.data_seed, keep),
-            round_history(result, market_set.names))

@@ -31,6 +31,7 @@ from tff_fedmm import export_layout as layout
 from tff_fedmm.codes import MarketCodes, quantizer_model
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.features import MarketFeatures
+from tff_fedmm.models.rqvae import local_codebook
 from tff_fedmm.training import rqvae as rt
 from tff_fedmm.pipelines.codes_stage import CodesResult
 from tff_fedmm.pipelines.ctr_stage import Keep
@@ -95,7 +96,7 @@ class Exporter:
                 _write_npy(layout.shared_codebook_path(self.out, method), quantizer.level1)
             else:
                 _write_npy(folder / "global_codebook.npy", quantizer.level1)
-            _write_npy(folder / "local_codebook.npy", rt.local_codebook(model).numpy())
+            _write_npy(folder / "local_codebook.npy", local_codebook(model).numpy())
             _write_npz(folder / "rqvae.npz", {v.name: v.numpy() for v in rt.private_variables(model)})
             users, items = tables[name]
             mean, std = cf_standardization(users, items)

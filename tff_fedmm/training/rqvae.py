@@ -16,20 +16,13 @@ import numpy as np
 import tensorflow as tf
 
 from tff_fedmm.naming import PRIVATE_PREFIX, layer_weights
-from tff_fedmm.models.rqvae import GLOBAL_CODEBOOK, LOCAL_CODEBOOK, RQVAEConfig, rqvae_losses
+from tff_fedmm.models.rqvae import RQVAEConfig, global_codebook, local_codebook, rqvae_losses
+from tff_fedmm.training.optimizer_step import gradient_step
 
 
 def private_variables(model: tf.keras.Model) -> list[tf.Variable]:
     """Every trainable variable of the `private_*` layers, in layer order (stable across rebuilds)."""
     return layer_weights(model, PRIVATE_PREFIX)
-
-
-def global_codebook(model: tf.keras.Model) -> tf.Variable:
-    return model.get_layer(GLOBAL_CODEBOOK).codebook
-
-
-def local_codebook(model: tf.keras.Model) -> tf.Variable:
-    return model.get_layer(LOCAL_CODEBOOK).codebook
 
 
 def trained_variables(model: tf.keras.Model, learn_global_codebook: bool) -> list[tf.Variable]:
@@ -67,18 +60,12 @@ def build_round_fn(
     g_var, l_var = global_codebook(model), local_codebook(model)
     k_g, k_l, d = config.k_global, config.k_local, config.latent_dim
 
-    def train_step(opt_state, x, pull):
-        with tf.GradientTape() as tape:
-            outputs = model(x, training=True)
-            losses = rqvae_losses(x, outputs, config.beta, learn_global_codebook)
-            if pull is not None:
-                losses["loss"] += anchor_weight * pull(outputs[6])
-        grads = tape.gradient(losses["loss"], variables)
-        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
-        opt_state, updated = optimizer.next(opt_state, tuple(variables), tuple(grads))
-        for v, u in zip(variables, updated):
-            v.assign(u)
-        return opt_state, outputs, losses
+    def batch_loss(x, pull):
+        outputs = model(x, training=True)
+        losses = rqvae_losses(x, outputs, config.beta, learn_global_codebook)
+        if pull is not None:
+            losses["loss"] += anchor_weight * pull(outputs[6])
+        return losses["loss"], (outputs, losses)
 
     def round_fn(global_cb, private, opt_state, local_idle, dataset, seed, anchor_target=None, anchor_known=None):
         g_var.assign(global_cb)
@@ -94,7 +81,8 @@ def build_round_fn(
             x = batch["x"]
             slot = _anchor_slots(batch, anchors)
             pull = (lambda z1: _anchor_pull(z1, slot, anchor_target, anchor_known)) if anchors else None
-            opt_state, outputs, losses = train_step(opt_state, x, pull)
+            opt_state, (outputs, losses) = gradient_step(optimizer, opt_state, variables,
+                                                         lambda x: batch_loss(x, pull), x)
             _, _, _, _, idx_g, idx_l, z = outputs  # the latents level 1 quantizes
             b = tf.cast(tf.shape(x)[0], tf.float32)
             if anchors:
