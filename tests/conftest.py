@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -107,12 +108,39 @@ def tff_context():
         worker.stop()
 
 
-class TinyRun(NamedTuple):
-    """A finished `fedmm compare` run on the two tiny markets (`tiny_run`)."""
+class FinishedRun(NamedTuple):
+    """A finished `fedmm` command on the two tiny markets (`shared_run`)."""
 
     out: Path  # the run folder
     data: Path  # the markets it trained on
     stdout: str  # what the command printed
+    seconds: float  # its wall time (the kill-anywhere chains spread their kills over it)
+
+
+def shared_run(tmp_path_factory, name: str, args: list[str]) -> FinishedRun:
+    """`fedmm ARGS --data D --out O` on the two tiny markets, run once per test run and shared by every test
+    that compares against it or only reads its folder (training costs far more than the reads). Under
+    pytest-xdist the first worker to ask runs it while the others wait on a file lock. Tests must not write
+    into it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder all workers of this test run share
+    folder = root / name
+    out, data, done, seconds = folder / "run", folder / "data", folder / "stdout.txt", folder / "seconds.txt"
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed build left: start again
+            data.mkdir(parents=True)
+            for file, text in small_market_files(TINY_MARKETS, 40, 110, 6).items():
+                (data / file).write_text(text)
+            command = [sys.executable, "-m", "tff_fedmm", *args, "--data", str(data), "--out", str(out)]
+            started = time.monotonic()
+            result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+            assert result.returncode == 0, result.stderr[-3000:]
+            seconds.write_text(f"{time.monotonic() - started:.3f}")
+            done.write_text(result.stdout)
+    return FinishedRun(out, data, done.read_text(), float(seconds.read_text()))
 
 
 # Every kind of export (shared and private codebooks, none, offsets) and a method without any, on both
@@ -123,27 +151,28 @@ TINY_RUN_SEED, TINY_RUN_ROUNDS = 3, 1
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> TinyRun:
-    """One finished `fedmm compare` on the two tiny markets, trained once per test run and shared by the tests
-    that only read a finished run folder (training costs far more than the reads; each test used to train
-    its own). Under pytest-xdist the first worker to ask trains it while the others wait on a file lock.
-    Tests must not write into it."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the folder all workers of this test run share
-    folder = root / "tiny_run"
-    out, data, done = folder / "run", folder / "data", folder / "stdout.txt"
-    with (root / "tiny_run.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
-            shutil.rmtree(folder, ignore_errors=True)  # what a failed build left: start again
-            data.mkdir(parents=True)
-            for name, text in small_market_files(TINY_MARKETS, 40, 110, 6).items():
-                (data / name).write_text(text)
-            command = [sys.executable, "-m", "tff_fedmm", "compare", "--data", str(data),
-                       "--methods", ",".join(TINY_RUN_METHODS), "--backbones", ",".join(TINY_RUN_BACKBONES),
-                       "--rounds", str(TINY_RUN_ROUNDS), "--seed", str(TINY_RUN_SEED), "--out", str(out)]
-            result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-            assert result.returncode == 0, result.stderr[-3000:]
-            done.write_text(result.stdout)
-    return TinyRun(out, data, done.read_text())
+def tiny_run(tmp_path_factory) -> FinishedRun:
+    """One finished `fedmm compare` of TINY_RUN_METHODS on both backbones, shared by the tests that only
+    read a finished run folder (each used to train its own)."""
+    return shared_run(tmp_path_factory, "tiny_run", [
+        "compare", "--methods", ",".join(TINY_RUN_METHODS), "--backbones", ",".join(TINY_RUN_BACKBONES),
+        "--rounds", str(TINY_RUN_ROUNDS), "--seed", str(TINY_RUN_SEED)])
+
+
+# The uninterrupted runs the crash-resume tests (test_resume.py, test_kill_anywhere.py) compare against.
+# `fedmm run`: FedMM, local and FedAvg; with DP, secure sums and drop-out: the CTR stages of FedPer and
+# FedMM, the DP noise reproducible (`--dp-noise-seed`: secret noise differs between any two runs).
+PLAIN_RUN = ["run", "--rounds", "3", "--quiet"]
+DP_RUN = ["compare", "--methods", "fedper,fedmm", "--backbones", "deepfm", "--rounds", "3", "--quiet",
+          "--dp-noise-multiplier", "0.5", "--dp-clip", "0.5", "--secure-agg", "--dropout-rate", "0.3",
+          "--seed", "1", "--dp-noise-seed", "1"]
+
+
+@pytest.fixture(scope="session")
+def plain_run(tmp_path_factory) -> FinishedRun:
+    return shared_run(tmp_path_factory, "plain_run", PLAIN_RUN)
+
+
+@pytest.fixture(scope="session")
+def dp_run(tmp_path_factory) -> FinishedRun:
+    return shared_run(tmp_path_factory, "dp_run", DP_RUN)

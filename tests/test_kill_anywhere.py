@@ -21,13 +21,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_cli_compare import alive, subreaper, tiny_market_files, worker_descendants  # noqa: F401 (fixture)
+from conftest import DP_RUN, PLAIN_RUN
+from test_cli_compare import alive, subreaper, worker_descendants  # noqa: F401 (fixture)
 
-RUN = ["run", "--rounds", "3", "--quiet"]
-COMPARE = ["compare", "--methods", "local,fedper,fedavg,fedmm", "--backbones", "deepfm", "--rounds", "3",
-           "--quiet"]
-DP_SECURE = ["--dp-noise-multiplier", "0.5", "--dp-clip", "0.5", "--dp-noise-seed", "3", "--secure-agg",
-             "--dropout-rate", "0.3"]  # reproducible noise: secret noise differs between any two runs
 KILLS = 4  # per chain; the last one is a mid-save kill
 TIMEOUT = 600
 
@@ -115,58 +111,41 @@ def _assert_no_live_worker(since: float) -> None:
     assert [w for w in worker_descendants(os.getpid(), since=since) if alive(w)] == []
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("data")
-    for name, text in tiny_market_files().items():
-        (data / name).write_text(text)
-    return data
-
-
-@pytest.fixture(scope="module")
-def straight_run(tiny_data, tmp_path_factory) -> tuple[Path, float]:
-    out = tmp_path_factory.mktemp("straight") / "run"
-    return out, _straight(RUN, tiny_data, out)
-
-
+# The uninterrupted runs are conftest's `plain_run` and `dp_run`, shared with test_resume.py's single kills.
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
-def test_fedmm_run_killed_anywhere_resumes_to_the_same_results(sig, tiny_data, straight_run, tmp_path, subreaper):
-    reference, seconds = straight_run
+def test_fedmm_run_killed_anywhere_resumes_to_the_same_results(sig, plain_run, tmp_path, subreaper):
     launched = time.time()
     out = tmp_path / "killed"
-    expected = (reference / "results.csv").read_text()
-    kills = _chain(RUN, tiny_data, out, seconds, sig, seed=17 + sig, reference=expected)
+    expected = (plain_run.out / "results.csv").read_text()
+    kills = _chain(PLAIN_RUN, plain_run.data, out, plain_run.seconds, sig, seed=17 + sig, reference=expected)
     assert (out / "results.csv").read_text() == expected, f"kills {kills}"
     assert not (out / "INCOMPLETE").exists()
     _assert_no_live_worker(launched)
 
 
 @pytest.mark.slow
-@pytest.mark.full_only  # 4 min: DP kill + resume exactness is also tested by test_resume[dp-secure-dropout]
-def test_compare_with_dp_and_secure_sums_killed_anywhere_resumes_to_the_same_results(tiny_data, tmp_path,
-                                                                                    subreaper):
-    args = [*COMPARE, *DP_SECURE]
-    seconds = _straight(args, tiny_data, tmp_path / "straight")
+def test_compare_with_dp_and_secure_sums_killed_anywhere_resumes_to_the_same_results(dp_run, tmp_path, subreaper):
     launched = time.time()
-    expected = (tmp_path / "straight" / "results.csv").read_text()
-    kills = _chain(args, tiny_data, tmp_path / "killed", seconds, signal.SIGKILL, seed=29, reference=expected)
+    expected = (dp_run.out / "results.csv").read_text()
+    kills = _chain(DP_RUN, dp_run.data, tmp_path / "killed", dp_run.seconds, signal.SIGKILL, seed=29,
+                   reference=expected)
     assert (tmp_path / "killed" / "results.csv").read_text() == expected, f"kills {kills}"
     _assert_no_live_worker(launched)
 
 
 @pytest.mark.slow
-def test_seeds_in_parallel_processes_killed_anywhere_resume_to_the_same_results(tiny_data, tmp_path, subreaper):
+def test_seeds_in_parallel_processes_killed_anywhere_resume_to_the_same_results(plain_run, tmp_path, subreaper):
     """`--jobs 2`: killing the parent takes its seed processes and their workers down with it. SIGKILL only
     (Ctrl-C ends the parent through the same `os._exit`; the seed processes ignore SIGINT); two kills, one
     at a random moment and one mid-save, on a short run (the chains above cover the stages themselves)."""
     args = ["compare", "--methods", "local,fedper", "--backbones", "deepfm", "--rounds", "2", "--quiet",
             "--seeds", "0,1", "--jobs", "2"]
-    seconds = _straight(args, tiny_data, tmp_path / "straight")
+    seconds = _straight(args, plain_run.data, tmp_path / "straight")
     launched = time.time()
     expected = (tmp_path / "straight" / "results.csv").read_text()
-    kills = _chain(args, tiny_data, tmp_path / "killed", seconds, signal.SIGKILL, seed=31, reference=expected,
-                   kills=2)
+    kills = _chain(args, plain_run.data, tmp_path / "killed", seconds, signal.SIGKILL, seed=31,
+                   reference=expected, kills=2)
     assert (tmp_path / "killed" / "results.csv").read_text() == expected, f"kills {kills}"
     _assert_no_live_worker(launched)
     time.sleep(1)
