@@ -114,6 +114,7 @@ class FinishedRun(NamedTuple):
     out: Path  # the run folder
     data: Path  # the markets it trained on
     stdout: str  # what the command printed
+    stderr: str
     seconds: float  # its wall time (the kill-anywhere chains spread their kills over it)
 
 
@@ -126,7 +127,8 @@ def shared_run(tmp_path_factory, name: str, args: list[str]) -> FinishedRun:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the folder all workers of this test run share
     folder = root / name
-    out, data, done, seconds = folder / "run", folder / "data", folder / "stdout.txt", folder / "seconds.txt"
+    out, data, done = folder / "run", folder / "data", folder / "stdout.txt"
+    err, seconds = folder / "stderr.txt", folder / "seconds.txt"
     with (root / f"{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
@@ -139,8 +141,9 @@ def shared_run(tmp_path_factory, name: str, args: list[str]) -> FinishedRun:
             result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
             assert result.returncode == 0, result.stderr[-3000:]
             seconds.write_text(f"{time.monotonic() - started:.3f}")
-            done.write_text(result.stdout)
-    return FinishedRun(out, data, done.read_text(), float(seconds.read_text()))
+            err.write_text(result.stderr)
+            done.write_text(result.stdout)  # last: its presence says the run finished
+    return FinishedRun(out, data, done.read_text(), err.read_text(), float(seconds.read_text()))
 
 
 # Every kind of export (shared and private codebooks, none, offsets) and a method without any, on both
@@ -160,12 +163,24 @@ def tiny_run(tmp_path_factory) -> FinishedRun:
 
 
 # The uninterrupted runs the crash-resume tests (test_resume.py, test_kill_anywhere.py) compare against.
-# `fedmm run`: FedMM, local and FedAvg; with DP, secure sums and drop-out: the CTR stages of FedPer and
-# FedMM, the DP noise reproducible (`--dp-noise-seed`: secret noise differs between any two runs).
+# `fedmm run`: FedMM, local and FedAvg. With DP, secure sums and drop-out (also test_privacy_options.py's
+# reproducible DP run): FedPer and FedMM, the DP noise reproducible (`--dp-noise-seed`: secret noise differs
+# between any two runs); with seed 5, market 0 is absent from codebook round 1 and both from round 2.
 PLAIN_RUN = ["run", "--rounds", "3", "--quiet"]
 DP_RUN = ["compare", "--methods", "fedper,fedmm", "--backbones", "deepfm", "--rounds", "3", "--quiet",
-          "--dp-noise-multiplier", "0.5", "--dp-clip", "0.5", "--secure-agg", "--dropout-rate", "0.3",
-          "--seed", "1", "--dp-noise-seed", "1"]
+          "--dp-noise-multiplier", "1.0", "--dp-clip", "0.5", "--secure-agg", "--dropout-rate", "0.3",
+          "--seed", "5", "--dp-noise-seed", "11"]
+
+
+# Two seeds side by side, one process each: test_cli_compare.py checks it gives the rows of the seeds run
+# one after the other; test_kill_anywhere.py kills it.
+SEEDS_RUN = ["compare", "--methods", "local,fedper", "--backbones", "deepfm", "--rounds", "1", "--quiet",
+             "--seeds", "0,1", "--jobs", "2"]
+
+
+@pytest.fixture(scope="session")
+def seeds_run(tmp_path_factory) -> FinishedRun:
+    return shared_run(tmp_path_factory, "seeds_run", SEEDS_RUN)
 
 
 @pytest.fixture(scope="session")

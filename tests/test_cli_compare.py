@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
-    REPO_ROOT, TINY_RUN_BACKBONES, TINY_RUN_METHODS, TINY_RUN_ROUNDS, TINY_RUN_SEED, small_market_files,
+    REPO_ROOT, SEEDS_RUN, TINY_RUN_BACKBONES, TINY_RUN_METHODS, TINY_RUN_ROUNDS, TINY_RUN_SEED, small_market_files,
 )
 
 from tff_fedmm.cli import main
@@ -138,13 +138,13 @@ def test_anchored_mode_runs_end_to_end_and_is_recorded(market_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_seeds_write_both_and_a_confidence_interval(market_dir, tmp_path):
+def test_two_seeds_write_both_and_a_confidence_interval(market_dir, tmp_path, seeds_run):
     data = market_dir(tiny_market_files())
     out = tmp_path / "seeds"
-    result = subprocess.run(
-        fedmm_cmd("compare", "--data", str(data), "--methods", "local,fedper", "--backbones", "deepfm",
-                  "--rounds", "1", "--seeds", "0,1", "--quiet", "--out", str(out)),
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    sequential = [arg for arg in SEEDS_RUN if arg not in ("--jobs", "2")]  # the same seeds one after the other
+    assert sequential == SEEDS_RUN[:-2]
+    result = subprocess.run(fedmm_cmd(*sequential, "--data", str(data), "--out", str(out)),
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     _, rows = read_csv(out / "results.csv")
     assert sorted({r["seed"] for r in rows}) == ["0", "1"] and len(rows) == 2 * 2 * len(MARKETS)
@@ -159,22 +159,15 @@ def test_two_seeds_write_both_and_a_confidence_interval(market_dir, tmp_path):
     assert json.loads(audit)["stages"]["ctr-fedper-deepfm"]["seeds"] == [0, 1]  # the seeds' processes are one
     # A resumed run finds every stage of both seeds done and writes the same results.
     before = (out / "results.csv").read_text()
-    again = subprocess.run(
-        fedmm_cmd("compare", "--data", str(data), "--methods", "local,fedper", "--backbones", "deepfm",
-                  "--rounds", "1", "--seeds", "0,1", "--quiet", "--out", str(out), "--resume"),
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(fedmm_cmd(*sequential, "--data", str(data), "--out", str(out), "--resume"),
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "results.csv").read_text() == before
     assert json.loads((out / "privacy_audit.json").read_text())["stages"] == json.loads(audit)["stages"]
-    # The same seeds side by side, one process each (--jobs 2), give the same rows.
-    parallel = subprocess.run(
-        fedmm_cmd("compare", "--data", str(data), "--methods", "local,fedper", "--backbones", "deepfm",
-                  "--rounds", "1", "--seeds", "0,1", "--jobs", "2", "--quiet", "--out", str(tmp_path / "jobs2")),
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert parallel.returncode == 0, parallel.stderr[-3000:]
-    assert "Traceback" not in parallel.stderr
-    assert (tmp_path / "jobs2" / "results.csv").read_text() == before
-    assert json.loads((tmp_path / "jobs2" / "privacy_audit.json").read_text())["stages"] == json.loads(audit)["stages"]
+    # The same seeds side by side, one process each (--jobs 2: conftest's shared run), give the same rows.
+    assert "Traceback" not in seeds_run.stderr
+    assert (seeds_run.out / "results.csv").read_text() == before
+    assert json.loads((seeds_run.out / "privacy_audit.json").read_text())["stages"] == json.loads(audit)["stages"]
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import DP_RUN, PLAIN_RUN
+from conftest import DP_RUN, PLAIN_RUN, SEEDS_RUN
 from test_cli_compare import alive, subreaper, worker_descendants  # noqa: F401 (fixture)
 
 KILLS = 4  # per chain; the last one is a mid-save kill
@@ -30,13 +30,6 @@ TIMEOUT = 600
 
 def _command(args: list[str], data: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "tff_fedmm", *args, "--data", str(data), "--out", str(out), *extra]
-
-
-def _straight(args: list[str], data: Path, out: Path) -> float:
-    started = time.monotonic()
-    done = subprocess.run(_command(args, data, out), capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return time.monotonic() - started
 
 
 def _saving(out: Path) -> bool:
@@ -135,16 +128,14 @@ def test_compare_with_dp_and_secure_sums_killed_anywhere_resumes_to_the_same_res
 
 
 @pytest.mark.slow
-def test_seeds_in_parallel_processes_killed_anywhere_resume_to_the_same_results(plain_run, tmp_path, subreaper):
-    """`--jobs 2`: killing the parent takes its seed processes and their workers down with it. SIGKILL only
-    (Ctrl-C ends the parent through the same `os._exit`; the seed processes ignore SIGINT); two kills, one
-    at a random moment and one mid-save, on a short run (the chains above cover the stages themselves)."""
-    args = ["compare", "--methods", "local,fedper", "--backbones", "deepfm", "--rounds", "2", "--quiet",
-            "--seeds", "0,1", "--jobs", "2"]
-    seconds = _straight(args, plain_run.data, tmp_path / "straight")
+def test_seeds_in_parallel_processes_killed_anywhere_resume_to_the_same_results(seeds_run, tmp_path, subreaper):
+    """`--jobs 2` (conftest's `seeds_run`): killing the parent takes its seed processes and their workers
+    down with it. SIGKILL only (Ctrl-C ends the parent through the same `os._exit`; the seed processes ignore
+    SIGINT); two kills, one at a random moment and one mid-save, on a short run (the chains above cover the
+    stages themselves)."""
     launched = time.time()
-    expected = (tmp_path / "straight" / "results.csv").read_text()
-    kills = _chain(args, plain_run.data, tmp_path / "killed", seconds, signal.SIGKILL, seed=31,
+    expected = (seeds_run.out / "results.csv").read_text()
+    kills = _chain(SEEDS_RUN, seeds_run.data, tmp_path / "killed", seeds_run.seconds, signal.SIGKILL, seed=31,
                    reference=expected, kills=2)
     assert (tmp_path / "killed" / "results.csv").read_text() == expected, f"kills {kills}"
     _assert_no_live_worker(launched)

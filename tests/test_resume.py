@@ -42,7 +42,7 @@ def _kill_after(path_glob: str, out: Path, process: subprocess.Popen, timeout: f
 # The uninterrupted runs are conftest's, shared with the kill-anywhere chains (the DP case first: under
 # pytest-xdist, test_kill_anywhere.py builds the plain run meanwhile).
 RESUME_CASES = {
-    "dp-secure-dropout": ("dp_run", DP_RUN, "checkpoints/seed1-codes-federated-*/round_1"),
+    "dp-secure-dropout": ("dp_run", DP_RUN, "checkpoints/seed5-codes-federated-*/round_1"),
     "plain": ("plain_run", PLAIN_RUN, "checkpoints/seed0-ctr-fedmm-deepfm/round_1"),
 }
 
