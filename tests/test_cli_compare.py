@@ -63,10 +63,10 @@ def audited(out: Path, stage: str) -> tuple[list[str], list[str]]:
 
 
 def _compare(data: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
-    """`fedmm compare` on DeepFM for 2 rounds into `out`; asserts success, showing its stderr if not."""
+    """`fedmm compare` on DeepFM for 1 round into `out`; asserts success, showing its stderr if not."""
     log = out.with_name(f"{out.name}-stderr.txt")
     with log.open("w") as err:
-        result = subprocess.run(fedmm_cmd("compare", "--data", str(data), "--backbones", "deepfm", "--rounds", "2",
+        result = subprocess.run(fedmm_cmd("compare", "--data", str(data), "--backbones", "deepfm", "--rounds", "1",
                                           "--out", str(out), *flags),
                                 cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err, text=True, timeout=600)
     assert result.returncode == 0, tail(log)
@@ -177,7 +177,7 @@ def test_local_baseline_task_writes_local_and_local_codes(market_dir, tmp_path):
     with log.open("w") as err:
         result = subprocess.run(
             [sys.executable, str(REPO_ROOT / "tasks" / "local_baseline.py"), "--data", str(data),
-             "--backbone", "deepfm", "--out", str(out)],
+             "--backbone", "deepfm", "--rounds", "1", "--out", str(out)],
             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err, text=True, timeout=600)
     assert result.returncode == 0, tail(log)
     columns, rows = read_csv(out / "results.csv")
@@ -220,6 +220,7 @@ def load_local_baseline():
         (["baseline", "--backbone", "resnet"], "--backbone: expected deepfm, dcnv2"),
         (["baseline", "--markets", "zz"], "no market 'zz'"),
         (["baseline", "--out", "{file}/run"], "--out: cannot write"),
+        (["baseline", "--rounds", "0"], "--rounds: expected a positive"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )

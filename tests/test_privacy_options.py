@@ -210,11 +210,12 @@ def test_bad_privacy_and_participation_flags_are_one_line(flags, message, market
 @pytest.mark.slow
 def test_dp_secure_dropout_run_with_a_noise_seed_is_deterministic_and_reports_epsilon(dp_run, tmp_path):
     assert DP_RUN[DP_RUN.index("--seed") + 1] == "5" and DP_RUN[DP_RUN.index("--dp-noise-multiplier") + 1] == "1.0"
+    rounds = int(DP_RUN[DP_RUN.index("--rounds") + 1])
     # Seed 5 drops both markets in codebook round 2: each market is charged for the rounds it took part in,
     # in the codebook and the CTR stage.
     participation = Participation(None, 0.3, 5)
     assert not participation.present("codebook", 1, 2)
-    charged = [sum(i in participation.present(stage, r, 2) for stage in ("codebook", "ctr") for r in range(3))
+    charged = [sum(i in participation.present(stage, r, 2) for stage in ("codebook", "ctr") for r in range(rounds))
                for i in range(2)]
     # conftest's run (FedPer and FedMM), then the same command again
     done = subprocess.run([sys.executable, "-m", "tff_fedmm", *DP_RUN, "--data", str(dp_run.data), "--out",
@@ -249,7 +250,7 @@ def test_dp_noise_is_secret_by_default_and_a_finished_run_folder_cannot_regenera
     and once the run has finished no file in its folder holds that seed: the round checkpoints that carried
     it in the server state are gone. `--dp-noise-seed` is the control that the search finds a seed."""
     data = market_dir(tiny_market_files())
-    flags = ["compare", "--methods", "fedmm", "--backbones", "deepfm", "--rounds", "2", "--quiet",
+    flags = ["compare", "--methods", "fedmm", "--backbones", "deepfm", "--rounds", "1", "--quiet",
              "--data", str(data), "--dp-noise-multiplier", "1.0", "--dp-clip", "0.5"]
     codebooks = {}
     for name, drawn in (("a", SECRET), ("b", SECRET), ("c", SECRET + 1)):
