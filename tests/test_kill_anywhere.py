@@ -67,22 +67,24 @@ def _kill_mid_save(process: subprocess.Popen, out: Path) -> str | None:
     return None
 
 
-def _chain(args: list[str], data: Path, out: Path, straight: float, sig: int, seed: int,
+def _chain(args: list[str], data: Path, out: Path, straight: float, signals: tuple[int, ...], seed: int,
            reference: str, kills: int = KILLS) -> list[str]:
     """Runs, kills at KILLS moments (resuming after each), then resumes to the end; returns each kill's
-    moment as text for failure messages. A killed run must look unfinished unless it had written
-    everything (`reference`: the uninterrupted run's results.csv)."""
+    signal and moment as text for failure messages. The kills at random moments take turns through
+    `signals`. A killed run must look unfinished unless it had written everything (`reference`: the
+    uninterrupted run's results.csv)."""
     rng = random.Random(seed)
     log = []
     for kill in range(kills):
         extra = ("--resume",) if kill else ()
         process = subprocess.Popen(_command(args, data, out, *extra), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
+        sig = signals[kill % len(signals)]
         if kill == kills - 1:
             err, moment = _kill_mid_save(process, out), "mid-save"
         else:
             delay = rng.uniform(0.1, 0.95) * straight
-            err, moment = _kill_at(process, delay, sig), f"{delay:.1f}s"
+            err, moment = _kill_at(process, delay, sig), f"{signal.Signals(sig).name} at {delay:.1f}s"
         if err is None:  # finished before this kill: nothing more to interrupt
             assert process.returncode == 0, f"kills {log}: run failed"
             break
@@ -105,13 +107,14 @@ def _assert_no_live_worker(since: float) -> None:
 
 
 # The uninterrupted runs are conftest's `plain_run` and `dp_run`, shared with test_resume.py's single kills.
+# Each chain takes turns between SIGKILL and Ctrl-C (SIGINT), one starting with each.
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
-def test_fedmm_run_killed_anywhere_resumes_to_the_same_results(sig, plain_run, tmp_path, subreaper):
+def test_fedmm_run_killed_anywhere_resumes_to_the_same_results(plain_run, tmp_path, subreaper):
     launched = time.time()
     out = tmp_path / "killed"
     expected = (plain_run.out / "results.csv").read_text()
-    kills = _chain(PLAIN_RUN, plain_run.data, out, plain_run.seconds, sig, seed=17 + sig, reference=expected)
+    kills = _chain(PLAIN_RUN, plain_run.data, out, plain_run.seconds, (signal.SIGKILL, signal.SIGINT), seed=26,
+                   reference=expected)
     assert (out / "results.csv").read_text() == expected, f"kills {kills}"
     assert not (out / "INCOMPLETE").exists()
     _assert_no_live_worker(launched)
@@ -121,8 +124,8 @@ def test_fedmm_run_killed_anywhere_resumes_to_the_same_results(sig, plain_run, t
 def test_compare_with_dp_and_secure_sums_killed_anywhere_resumes_to_the_same_results(dp_run, tmp_path, subreaper):
     launched = time.time()
     expected = (dp_run.out / "results.csv").read_text()
-    kills = _chain(DP_RUN, dp_run.data, tmp_path / "killed", dp_run.seconds, signal.SIGKILL, seed=29,
-                   reference=expected)
+    kills = _chain(DP_RUN, dp_run.data, tmp_path / "killed", dp_run.seconds, (signal.SIGINT, signal.SIGKILL),
+                   seed=29, reference=expected)
     assert (tmp_path / "killed" / "results.csv").read_text() == expected, f"kills {kills}"
     _assert_no_live_worker(launched)
 
@@ -135,7 +138,7 @@ def test_seeds_in_parallel_processes_killed_anywhere_resume_to_the_same_results(
     stages themselves)."""
     launched = time.time()
     expected = (seeds_run.out / "results.csv").read_text()
-    kills = _chain(SEEDS_RUN, seeds_run.data, tmp_path / "killed", seeds_run.seconds, signal.SIGKILL, seed=31,
+    kills = _chain(SEEDS_RUN, seeds_run.data, tmp_path / "killed", seeds_run.seconds, (signal.SIGKILL,), seed=31,
                    reference=expected, kills=2)
     assert (tmp_path / "killed" / "results.csv").read_text() == expected, f"kills {kills}"
     _assert_no_live_worker(launched)
