@@ -16,7 +16,7 @@ tff = pytest.importorskip("tensorflow_federated")
 import dp_accounting  # noqa: E402
 
 from test_cli_compare import tiny_market_files  # noqa: E402
-from test_resume import _kill_after  # noqa: E402
+from test_kill_anywhere import _kill_after  # noqa: E402
 
 from tff_fedmm.cli import main  # noqa: E402
 from tff_fedmm.errors import UsageError  # noqa: E402

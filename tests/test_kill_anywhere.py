@@ -1,7 +1,8 @@
 """Kill it anywhere, resume identically: a run killed (SIGKILL or Ctrl-C) at seeded random moments spread
 over the whole run, and once in the middle of a checkpoint save, then resumed with --resume after each kill,
 ends with a `results.csv` equal byte for byte to the uninterrupted run's; no resume prints a traceback and
-no TFF worker outlives the chain.
+no TFF worker outlives the chain. The chains of `fedmm run` and of a run with DP start with a SIGKILL in the
+middle of a chosen federated stage, and end with the uninterrupted run's ε and exports too.
 
 A kill moment is a seeded fraction of the uninterrupted run's wall time, counted from each (re)start, so
 kills land in start-up, in every stage and in the final writes alike, whatever the machine's speed. A
@@ -11,6 +12,7 @@ only if the entry is still there, so the save is cut short for certain.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -23,6 +25,7 @@ import psutil
 import pytest
 from conftest import DP_RUN, PLAIN_RUN, SEEDS_RUN
 from test_cli_compare import alive, subreaper, worker_descendants  # noqa: F401 (fixture)
+from test_exports import exported, same_exports
 
 KILLS = 4  # per chain; the last one is a mid-save kill
 TIMEOUT = 600
@@ -43,6 +46,16 @@ def _stop(process: subprocess.Popen, sig: int) -> str:
     os.kill(process.pid, sig)
     _, err = process.communicate(timeout=120)
     return err
+
+
+def _kill_after(path_glob: str, out: Path, process: subprocess.Popen, timeout: float = 400) -> str:
+    """SIGKILL once `path_glob` exists under `out` (the run must not have finished before); returns stderr."""
+    deadline = time.monotonic() + timeout
+    while not list(out.glob(path_glob)):
+        assert process.poll() is None, "the run finished before it could be killed"
+        assert time.monotonic() < deadline, f"no {path_glob} appeared"
+        time.sleep(0.2)
+    return _stop(process, signal.SIGKILL)
 
 
 def _kill_at(process: subprocess.Popen, delay: float, sig: int) -> str | None:
@@ -68,11 +81,12 @@ def _kill_mid_save(process: subprocess.Popen, out: Path) -> str | None:
 
 
 def _chain(args: list[str], data: Path, out: Path, straight: float, signals: tuple[int, ...], seed: int,
-           reference: str, kills: int = KILLS) -> list[str]:
+           reference: str, kills: int = KILLS, first_at: str | None = None) -> list[str]:
     """Runs, kills at KILLS moments (resuming after each), then resumes to the end; returns each kill's
     signal and moment as text for failure messages. The kills at random moments take turns through
-    `signals`. A killed run must look unfinished unless it had written everything (`reference`: the
-    uninterrupted run's results.csv)."""
+    `signals`. With `first_at` (a checkpoint glob) the first kill is a SIGKILL as soon as it exists, so
+    that stage is cut short for certain. A killed run must look unfinished unless it had written
+    everything (`reference`: the uninterrupted run's results.csv)."""
     rng = random.Random(seed)
     log = []
     for kill in range(kills):
@@ -80,7 +94,10 @@ def _chain(args: list[str], data: Path, out: Path, straight: float, signals: tup
         process = subprocess.Popen(_command(args, data, out, *extra), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
         sig = signals[kill % len(signals)]
-        if kill == kills - 1:
+        if kill == 0 and first_at:
+            err, moment = _kill_after(first_at, out, process), f"SIGKILL at {first_at}"
+            assert (out / "INCOMPLETE").exists() and not (out / "results.csv").exists()
+        elif kill == kills - 1:
             err, moment = _kill_mid_save(process, out), "mid-save"
         else:
             delay = rng.uniform(0.1, 0.95) * straight
@@ -106,27 +123,41 @@ def _assert_no_live_worker(since: float) -> None:
     assert [w for w in worker_descendants(os.getpid(), since=since) if alive(w)] == []
 
 
-# The uninterrupted runs are conftest's `plain_run` and `dp_run`, shared with test_resume.py's single kills.
-# Each chain takes turns between SIGKILL and Ctrl-C (SIGINT), one starting with each.
+def _assert_same_run(out: Path, straight: Path, kills: list[str]) -> None:
+    """`out` ended as the uninterrupted run `straight`: the same results; the DP charges of the stages
+    finished before a kill came back from their checkpoints (the same ε); the stages finished before a kill
+    kept the exports they wrote, the ones cut short wrote them again."""
+    assert (out / "results.csv").read_text() == (straight / "results.csv").read_text(), f"kills {kills}"
+    assert not (out / "INCOMPLETE").exists()
+    privacy = [json.loads((folder / "config.json").read_text())["privacy"] for folder in (out, straight)]
+    assert privacy[0] == privacy[1], f"kills {kills}"
+    assert same_exports(exported(out), exported(straight)), f"kills {kills}"
+
+
+# The uninterrupted runs are conftest's `plain_run` and `dp_run`. Each chain first kills a federated stage
+# once it has saved a round: `fedmm run`'s FedMM CTR stage (the codes stage finished, local and FedAvg not
+# started); with DP, secure sums and drop-out, the federated codebook stage (the DP noise seed and the state
+# of market 0, absent from its first round, must come back from the checkpoint). The kills after it take
+# turns between Ctrl-C (SIGINT) and SIGKILL.
 @pytest.mark.slow
 def test_fedmm_run_killed_anywhere_resumes_to_the_same_results(plain_run, tmp_path, subreaper):
     launched = time.time()
     out = tmp_path / "killed"
     expected = (plain_run.out / "results.csv").read_text()
     kills = _chain(PLAIN_RUN, plain_run.data, out, plain_run.seconds, (signal.SIGKILL, signal.SIGINT), seed=26,
-                   reference=expected)
-    assert (out / "results.csv").read_text() == expected, f"kills {kills}"
-    assert not (out / "INCOMPLETE").exists()
+                   reference=expected, first_at="checkpoints/seed0-ctr-fedmm-deepfm/round_1")
+    _assert_same_run(out, plain_run.out, kills)
     _assert_no_live_worker(launched)
 
 
 @pytest.mark.slow
 def test_compare_with_dp_and_secure_sums_killed_anywhere_resumes_to_the_same_results(dp_run, tmp_path, subreaper):
     launched = time.time()
+    out = tmp_path / "killed"
     expected = (dp_run.out / "results.csv").read_text()
-    kills = _chain(DP_RUN, dp_run.data, tmp_path / "killed", dp_run.seconds, (signal.SIGINT, signal.SIGKILL),
-                   seed=29, reference=expected)
-    assert (tmp_path / "killed" / "results.csv").read_text() == expected, f"kills {kills}"
+    kills = _chain(DP_RUN, dp_run.data, out, dp_run.seconds, (signal.SIGKILL, signal.SIGINT), seed=29,
+                   reference=expected, first_at="checkpoints/seed5-codes-federated-*/round_1")
+    _assert_same_run(out, dp_run.out, kills)
     _assert_no_live_worker(launched)
 
 

@@ -1,10 +1,9 @@
-"""Crash-resume: a run killed with SIGKILL mid-stage and resumed with --resume ends with exactly the
-results of an uninterrupted run; a resume against changed data or a torn checkpoint is refused; a method's
-rows do not depend on the methods run before it."""
+"""Crash-resume: a resume against changed data or a torn checkpoint is refused; Ctrl-C stops a run at
+once; a method's rows do not depend on the methods run before it. (A run killed mid-stage and resumed ends
+with exactly the results of an uninterrupted run: tests/test_kill_anywhere.py.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,9 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DP_RUN, PLAIN_RUN, small_market_files
+from conftest import small_market_files
 from test_cli_compare import alive, subreaper, tiny_market_files, worker_descendants  # noqa: F401 (fixture)
-from test_exports import exported, same_exports
 
 from tff_fedmm.cli import main
 
@@ -24,50 +22,6 @@ ARGS = ["compare", "--methods", "fedper,fedmm", "--backbones", "deepfm", "--roun
 
 def _command(data: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "tff_fedmm", *ARGS, "--data", str(data), "--out", str(out), *extra]
-
-
-def _kill_after(path_glob: str, out: Path, process: subprocess.Popen, timeout: float = 400) -> None:
-    deadline = time.monotonic() + timeout
-    while not list(out.glob(path_glob)):
-        assert process.poll() is None, "the run finished before it could be killed"
-        assert time.monotonic() < deadline, f"no {path_glob} appeared"
-        time.sleep(0.2)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-# Killed once the FedMM CTR stage has saved a round (`fedmm run`: the codes stage finished, FedMM's CTR
-# stage half done, local and FedAvg not started); with DP, secure sums and drop-out, once the federated
-# codebook stage has (the DP noise seed and the absent markets' state must come back from the checkpoint).
-# The uninterrupted runs are conftest's, shared with the kill-anywhere chains (the DP case first: under
-# pytest-xdist, test_kill_anywhere.py builds the plain run meanwhile).
-RESUME_CASES = {
-    "dp-secure-dropout": ("dp_run", DP_RUN, "checkpoints/seed5-codes-federated-*/round_1"),
-    "plain": ("plain_run", PLAIN_RUN, "checkpoints/seed0-ctr-fedmm-deepfm/round_1"),
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case", RESUME_CASES)
-def test_sigkill_mid_federated_stage_then_resume_matches_uninterrupted(case, request, tmp_path):
-    fixture, args, kill_at = RESUME_CASES[case]
-    straight = request.getfixturevalue(fixture)
-    data, out = straight.data, tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "tff_fedmm", *args, "--data", str(data), "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _kill_after(kill_at, out, process)
-    assert (out / "INCOMPLETE").exists() and not (out / "results.csv").exists()
-
-    done = subprocess.run([sys.executable, "-m", "tff_fedmm", *args, "--data", str(data), "--out", str(out),
-                           "--resume"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert not (out / "INCOMPLETE").exists()
-    assert (out / "results.csv").read_text() == (straight.out / "results.csv").read_text()
-    # The DP charges of the stages finished before the kill come back from their checkpoints: same ε.
-    privacy = [json.loads((folder / "config.json").read_text())["privacy"] for folder in (out, straight.out)]
-    assert privacy[0] == privacy[1]
-    # The stages finished before the kill kept the exports they wrote; the one cut short wrote them again.
-    assert same_exports(exported(out), exported(straight.out))
 
 
 @pytest.mark.slow
