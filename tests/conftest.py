@@ -163,11 +163,11 @@ def tiny_run(tmp_path_factory) -> FinishedRun:
         "--rounds", str(TINY_RUN_ROUNDS), "--seed", str(TINY_RUN_SEED)])
 
 
-# The uninterrupted runs the crash-resume tests (test_resume.py, test_kill_anywhere.py) compare against.
-# `fedmm run`: FedMM, local and FedAvg. With DP, secure sums and drop-out (also test_privacy_options.py's
-# reproducible DP run): FedPer and FedMM, the DP noise reproducible (`--dp-noise-seed`: secret noise differs
-# between any two runs); with seed 5, market 0 is absent from codebook round 1 and both from round 2. Two rounds: a kill
-# at a stage's first saved round still leaves a round of it to do.
+# The uninterrupted runs the kill-anywhere chains (test_kill_anywhere.py) compare against. `fedmm run`:
+# FedMM, local and FedAvg. With DP, secure sums and drop-out (also test_privacy_options.py's reproducible DP
+# run): FedPer and FedMM, the DP noise reproducible (`--dp-noise-seed`: secret noise differs between any two
+# runs); with seed 5, market 0 is absent from codebook round 1 and both markets from round 2. Two rounds: a
+# kill at a stage's first saved round still leaves a round of it to do.
 PLAIN_RUN = ["run", "--rounds", "2", "--quiet"]
 DP_RUN = ["compare", "--methods", "fedper,fedmm", "--backbones", "deepfm", "--rounds", "2", "--quiet",
           "--dp-noise-multiplier", "1.0", "--dp-clip", "0.5", "--secure-agg", "--dropout-rate", "0.3",
