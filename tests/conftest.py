@@ -56,12 +56,13 @@ def small_market_files(markets, users: int = 40, items: int = 110, per_user: int
     return files
 
 
-# The files that take minutes (end-to-end runs in subprocesses), longest first as `--durations` measured
-# them (a shared run counted in the file that builds it first: `plain_run` and `dp_run` in
-# test_kill_anywhere.py, `tiny_run` in test_cli_compare.py). `make test` runs pytest-xdist with --dist loadfile --no-loadscope-reorder,
-# which hands whole files to the workers in collection order: started first, the long files end while the
-# short ones fill the other worker's time, instead of a worker ending the suite alone on a long file
-# (xdist's own order is by number of tests, which queued these last).
+# The files that take minutes (end-to-end runs in subprocesses), longest first: estimated from a CI run's
+# `--durations` and the runs each file now makes, a shared run counted in the file that builds it first
+# (`plain_run` and `dp_run` in test_kill_anywhere.py, `tiny_run` in test_cli_compare.py). `make test` runs
+# pytest-xdist with --dist loadfile --no-loadscope-reorder, which hands whole files to the workers in
+# collection order: started first, the long files end while the short ones fill the other worker's time,
+# instead of a worker ending the suite alone on a long file (xdist's own order is by number of tests, which
+# queued these last).
 LONG_FILES = ("test_kill_anywhere.py", "test_cli_compare.py", "test_tasks.py", "test_resume.py",
               "test_privacy_options.py", "test_scarce_market.py", "test_workers.py", "test_notebook.py",
               "test_anchored_mode.py", "test_distributed_dp.py", "test_dp_all_stages.py", "test_bench.py",
