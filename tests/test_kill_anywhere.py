@@ -93,21 +93,22 @@ def _chain(args: list[str], data: Path, out: Path, straight: float, signals: tup
         extra = ("--resume",) if kill else ()
         process = subprocess.Popen(_command(args, data, out, *extra), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
-        sig = signals[kill % len(signals)]
         if kill == 0 and first_at:
-            err, moment = _kill_after(first_at, out, process), f"SIGKILL at {first_at}"
+            sig, moment = signal.SIGKILL, f"SIGKILL at {first_at}"
+            err = _kill_after(first_at, out, process)
             assert (out / "INCOMPLETE").exists() and not (out / "results.csv").exists()
         elif kill == kills - 1:
-            err, moment = _kill_mid_save(process, out), "mid-save"
+            sig, moment = signal.SIGKILL, "mid-save"
+            err = _kill_mid_save(process, out)
         else:
-            delay = rng.uniform(0.1, 0.95) * straight
+            sig, delay = signals[kill % len(signals)], rng.uniform(0.1, 0.95) * straight
             err, moment = _kill_at(process, delay, sig), f"{signal.Signals(sig).name} at {delay:.1f}s"
         if err is None:  # finished before this kill: nothing more to interrupt
             assert process.returncode == 0, f"kills {log}: run failed"
             break
         log.append(moment)
         assert "Traceback" not in err, f"kills {log}:\n{err[-3000:]}"
-        if sig == signal.SIGINT and moment != "mid-save":
+        if sig == signal.SIGINT:
             assert process.returncode in (130, -signal.SIGINT), f"kills {log}: exit {process.returncode}\n{err}"
         results = out / "results.csv"
         if results.exists() and not (out / "INCOMPLETE").exists():  # only a run that had written everything
