@@ -27,7 +27,7 @@ from conftest import DP_RUN, PLAIN_RUN, SEEDS_RUN
 from test_cli_compare import alive, subreaper, worker_descendants  # noqa: F401 (fixture)
 from test_exports import exported, same_exports
 
-KILLS = 4  # per chain; the last one is a mid-save kill
+KILLS = 4  # per chain: one mid-save kill, the others at random moments (or the first at a chosen stage)
 TIMEOUT = 600
 
 
@@ -82,26 +82,29 @@ def _kill_mid_save(process: subprocess.Popen, out: Path) -> str | None:
 
 def _chain(args: list[str], data: Path, out: Path, straight: float, signals: tuple[int, ...], seed: int,
            reference: str, kills: int = KILLS, first_at: str | None = None) -> list[str]:
-    """Runs, kills at KILLS moments (resuming after each), then resumes to the end; returns each kill's
-    signal and moment as text for failure messages. The kills at random moments take turns through
-    `signals`. With `first_at` (a checkpoint glob) the first kill is a SIGKILL as soon as it exists, so
-    that stage is cut short for certain. A killed run must look unfinished unless it had written
-    everything (`reference`: the uninterrupted run's results.csv)."""
+    """Runs, kills `kills` times (resuming after each), then resumes to the end; returns each kill's signal
+    and moment as text for failure messages. With `first_at` (a checkpoint glob) the first kill is a SIGKILL
+    as soon as it exists, so that stage is cut short for certain; then a SIGKILL in the middle of the next
+    checkpoint save; then kills at random moments, taking turns through `signals`, as long as the run lasts.
+    A killed run must look unfinished unless it had written everything (`reference`: the uninterrupted run's
+    results.csv)."""
     rng = random.Random(seed)
+    plan = [*(["first"] if first_at else []), "mid-save"]
+    plan += ["random"] * (kills - len(plan))
     log = []
-    for kill in range(kills):
+    for kill, kind in enumerate(plan):
         extra = ("--resume",) if kill else ()
         process = subprocess.Popen(_command(args, data, out, *extra), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
-        if kill == 0 and first_at:
+        if kind == "first":
             sig, moment = signal.SIGKILL, f"SIGKILL at {first_at}"
             err = _kill_after(first_at, out, process)
             assert (out / "INCOMPLETE").exists() and not (out / "results.csv").exists()
-        elif kill == kills - 1:
+        elif kind == "mid-save":
             sig, moment = signal.SIGKILL, "mid-save"
             err = _kill_mid_save(process, out)
         else:
-            sig, delay = signals[kill % len(signals)], rng.uniform(0.1, 0.95) * straight
+            sig, delay = signals[(kill - plan.index("random")) % len(signals)], rng.uniform(0.1, 0.95) * straight
             err, moment = _kill_at(process, delay, sig), f"{signal.Signals(sig).name} at {delay:.1f}s"
         if err is None:  # finished before this kill: nothing more to interrupt
             assert process.returncode == 0, f"kills {log}: run failed"
@@ -138,14 +141,14 @@ def _assert_same_run(out: Path, straight: Path, kills: list[str]) -> None:
 # The uninterrupted runs are conftest's `plain_run` and `dp_run`. Each chain first kills a federated stage
 # once it has saved a round: `fedmm run`'s FedMM CTR stage (the codes stage finished, local and FedAvg not
 # started); with DP, secure sums and drop-out, the federated codebook stage (the DP noise seed and the state
-# of market 0, absent from its first round, must come back from the checkpoint). The kills after it take
-# turns between Ctrl-C (SIGINT) and SIGKILL.
+# of market 0, absent from its first round, must come back from the checkpoint). The random kills after the
+# mid-save one take turns between Ctrl-C (SIGINT) and SIGKILL.
 @pytest.mark.slow
 def test_fedmm_run_killed_anywhere_resumes_to_the_same_results(plain_run, tmp_path, subreaper):
     launched = time.time()
     out = tmp_path / "killed"
     expected = (plain_run.out / "results.csv").read_text()
-    kills = _chain(PLAIN_RUN, plain_run.data, out, plain_run.seconds, (signal.SIGKILL, signal.SIGINT), seed=26,
+    kills = _chain(PLAIN_RUN, plain_run.data, out, plain_run.seconds, (signal.SIGINT, signal.SIGKILL), seed=26,
                    reference=expected, first_at="checkpoints/seed0-ctr-fedmm-deepfm/round_1")
     _assert_same_run(out, plain_run.out, kills)
     _assert_no_live_worker(launched)
@@ -156,7 +159,7 @@ def test_compare_with_dp_and_secure_sums_killed_anywhere_resumes_to_the_same_res
     launched = time.time()
     out = tmp_path / "killed"
     expected = (dp_run.out / "results.csv").read_text()
-    kills = _chain(DP_RUN, dp_run.data, out, dp_run.seconds, (signal.SIGKILL, signal.SIGINT), seed=29,
+    kills = _chain(DP_RUN, dp_run.data, out, dp_run.seconds, (signal.SIGINT, signal.SIGKILL), seed=29,
                    reference=expected, first_at="checkpoints/seed5-codes-federated-*/round_1")
     _assert_same_run(out, dp_run.out, kills)
     _assert_no_live_worker(launched)
@@ -166,7 +169,7 @@ def test_compare_with_dp_and_secure_sums_killed_anywhere_resumes_to_the_same_res
 def test_seeds_in_parallel_processes_killed_anywhere_resume_to_the_same_results(seeds_run, tmp_path, subreaper):
     """`--jobs 2` (conftest's `seeds_run`): killing the parent takes its seed processes and their workers
     down with it. SIGKILL only (Ctrl-C ends the parent through the same `os._exit`; the seed processes ignore
-    SIGINT); two kills, one at a random moment and one mid-save, on a short run (the chains above cover the
+    SIGINT); two kills, one mid-save and one at a random moment, on a short run (the chains above cover the
     stages themselves)."""
     launched = time.time()
     expected = (seeds_run.out / "results.csv").read_text()
