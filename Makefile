@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: venv run test test-all bench clean
+.PHONY: venv run test bench clean
 
 venv: $(VENV)/.installed
 
@@ -23,10 +23,6 @@ run: venv
 # are built once): most tests run a training subprocess that keeps about one core busy. Files are handed out
 # in collection order, the long ones first (tests/conftest.py's LONG_FILES); the 15 slowest tests are listed.
 test: venv
-	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=15 -m "not full_only"
-
-# Every test, the full_only ones included (about 3 minutes more on 2 cores).
-test-all: venv
 	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=15
 
 # FedMM vs FedAvg/Keras: round time, throughput, upload bytes, scaling, memory (a few minutes).

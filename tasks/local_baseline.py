@@ -20,12 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     add_data_arguments(parser)
     add_seed_argument(parser)
     parser.add_argument("--backbone", default="deepfm,dcnv2", help="deepfm, dcnv2 or both, comma-separated")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="codebook rounds and CTR epochs per market (default 20)")
     parser.add_argument("--out", required=True, help="run folder for results.csv")
     return run_guarded(lambda: _run(parser.parse_args(argv)))
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tff_fedmm.api import interactions, make_config
+    from tff_fedmm.api import check_choices, interactions, make_config
     from tff_fedmm.pipelines.compare_names import BACKBONES
     from tff_fedmm.run_folder import mark_complete, open_run_folder, write_csv, write_json
     from tff_fedmm.run_schema import SCHEMA_VERSION, with_schema_version
@@ -33,6 +35,7 @@ def _run(args: argparse.Namespace) -> int:
     backbones = [b for b in args.backbone.split(",") if b]
     if not backbones or any(b not in BACKBONES for b in backbones):
         raise UsageError(f"--backbone: expected deepfm, dcnv2 or both comma-separated, got {args.backbone!r}")
+    check_choices(["local"], backbones, args.rounds)
     market_set = load_market_set(args)
     out = open_run_folder(args.out)
 
@@ -41,12 +44,13 @@ def _run(args: argparse.Namespace) -> int:
     from tff_fedmm.report import format_table
 
     install_execution_context()
-    config = make_config(args.seed, data_seed=args.data_seed)
+    config = make_config(args.seed, args.rounds, data_seed=args.data_seed)
     results = run_local(market_set, backbones, LocalPipelineConfig(codes=config.codes, ctr=config.ctr,
                                                                      tuned=config.tuned))
     write_csv(out, "results.csv", with_schema_version(results))
     write_json(out, "config.json", {"schema_version": SCHEMA_VERSION, "data": market_set.source,
-                                    "interactions": interactions(market_set), "seed": args.seed})
+                                    "interactions": interactions(market_set), "seed": args.seed,
+                                    "rounds": args.rounds})
     mark_complete(out)
     print(format_table(results, interactions(market_set)))
     return 0

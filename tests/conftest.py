@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -55,15 +56,17 @@ def small_market_files(markets, users: int = 40, items: int = 110, per_user: int
     return files
 
 
-# The files that take minutes (end-to-end runs in subprocesses), longest first as `--durations` measured
-# them. `make test` runs pytest-xdist with --dist loadfile --no-loadscope-reorder, which hands whole files to
-# the workers in collection order: started first, the long files end while the short ones fill the other
-# worker's time, instead of a worker ending the suite alone on a long file (xdist's own order is by number
-# of tests, which queued these last).
-LONG_FILES = ("test_resume.py", "test_kill_anywhere.py", "test_cli_compare.py", "test_tasks.py",
-              "test_privacy_options.py", "test_dp_all_stages.py", "test_distributed_dp.py", "test_exports.py",
-              "test_workers.py", "test_anchored_mode.py", "test_bench.py", "test_privacy_attack.py",
-              "test_audit_identity.py", "test_rqvae.py", "test_scarce_market.py", "test_notebook.py")
+# The files that take minutes (end-to-end runs in subprocesses), longest first: estimated from a CI run's
+# `--durations` and the runs each file now makes, a shared run counted in the file that builds it first
+# (`plain_run` and `dp_run` in test_kill_anywhere.py, `tiny_run` in test_cli_compare.py). `make test` runs
+# pytest-xdist with --dist loadfile --no-loadscope-reorder, which hands whole files to the workers in
+# collection order: started first, the long files end while the short ones fill the other worker's time,
+# instead of a worker ending the suite alone on a long file (xdist's own order is by number of tests, which
+# queued these last).
+LONG_FILES = ("test_kill_anywhere.py", "test_cli_compare.py", "test_tasks.py", "test_resume.py",
+              "test_privacy_options.py", "test_scarce_market.py", "test_workers.py", "test_notebook.py",
+              "test_anchored_mode.py", "test_distributed_dp.py", "test_dp_all_stages.py", "test_bench.py",
+              "test_audit_identity.py", "test_rqvae.py", "test_exports.py", "test_privacy_attack.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -107,12 +110,42 @@ def tff_context():
         worker.stop()
 
 
-class TinyRun(NamedTuple):
-    """A finished `fedmm compare` run on the two tiny markets (`tiny_run`)."""
+class FinishedRun(NamedTuple):
+    """A finished `fedmm` command on the two tiny markets (`shared_run`)."""
 
     out: Path  # the run folder
     data: Path  # the markets it trained on
     stdout: str  # what the command printed
+    stderr: str
+    seconds: float  # its wall time (the kill-anywhere chains spread their kills over it)
+
+
+def shared_run(tmp_path_factory, name: str, args: list[str]) -> FinishedRun:
+    """`fedmm ARGS --data D --out O` on the two tiny markets, run once per test run and shared by every test
+    that compares against it or only reads its folder (training costs far more than the reads). Under
+    pytest-xdist the first worker to ask runs it while the others wait on a file lock. Tests must not write
+    into it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder all workers of this test run share
+    folder = root / name
+    out, data, done = folder / "run", folder / "data", folder / "stdout.txt"
+    err, seconds = folder / "stderr.txt", folder / "seconds.txt"
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed build left: start again
+            data.mkdir(parents=True)
+            for file, text in small_market_files(TINY_MARKETS, 40, 110, 6).items():
+                (data / file).write_text(text)
+            command = [sys.executable, "-m", "tff_fedmm", *args, "--data", str(data), "--out", str(out)]
+            started = time.monotonic()
+            result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+            assert result.returncode == 0, result.stderr[-3000:]
+            seconds.write_text(f"{time.monotonic() - started:.3f}")
+            err.write_text(result.stderr)
+            done.write_text(result.stdout)  # last: its presence says the run finished
+    return FinishedRun(out, data, done.read_text(), err.read_text(), float(seconds.read_text()))
 
 
 # Every kind of export (shared and private codebooks, none, offsets) and a method without any, on both
@@ -123,27 +156,41 @@ TINY_RUN_SEED, TINY_RUN_ROUNDS = 3, 1
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> TinyRun:
-    """One finished `fedmm compare` on the two tiny markets, trained once per test run and shared by the tests
-    that only read a finished run folder (training costs far more than the reads; each test used to train
-    its own). Under pytest-xdist the first worker to ask trains it while the others wait on a file lock.
-    Tests must not write into it."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the folder all workers of this test run share
-    folder = root / "tiny_run"
-    out, data, done = folder / "run", folder / "data", folder / "stdout.txt"
-    with (root / "tiny_run.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
-            shutil.rmtree(folder, ignore_errors=True)  # what a failed build left: start again
-            data.mkdir(parents=True)
-            for name, text in small_market_files(TINY_MARKETS, 40, 110, 6).items():
-                (data / name).write_text(text)
-            command = [sys.executable, "-m", "tff_fedmm", "compare", "--data", str(data),
-                       "--methods", ",".join(TINY_RUN_METHODS), "--backbones", ",".join(TINY_RUN_BACKBONES),
-                       "--rounds", str(TINY_RUN_ROUNDS), "--seed", str(TINY_RUN_SEED), "--out", str(out)]
-            result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-            assert result.returncode == 0, result.stderr[-3000:]
-            done.write_text(result.stdout)
-    return TinyRun(out, data, done.read_text())
+def tiny_run(tmp_path_factory) -> FinishedRun:
+    """One finished `fedmm compare` of TINY_RUN_METHODS on both backbones, shared by the tests that only
+    read a finished run folder (each used to train its own)."""
+    return shared_run(tmp_path_factory, "tiny_run", [
+        "compare", "--methods", ",".join(TINY_RUN_METHODS), "--backbones", ",".join(TINY_RUN_BACKBONES),
+        "--rounds", str(TINY_RUN_ROUNDS), "--seed", str(TINY_RUN_SEED)])
+
+
+# The uninterrupted runs the kill-anywhere chains (test_kill_anywhere.py) compare against. `fedmm run`:
+# FedMM, local and FedAvg. With DP, secure sums and drop-out (also test_privacy_options.py's reproducible DP
+# run): FedPer and FedMM, the DP noise reproducible (`--dp-noise-seed`: secret noise differs between any two
+# runs); with seed 5, market 0 is absent from codebook round 1 and both markets from round 2. Two rounds: a
+# kill at a stage's first saved round still leaves a round of it to do.
+PLAIN_RUN = ["run", "--rounds", "2", "--quiet"]
+DP_RUN = ["compare", "--methods", "fedper,fedmm", "--backbones", "deepfm", "--rounds", "2", "--quiet",
+          "--dp-noise-multiplier", "1.0", "--dp-clip", "0.5", "--secure-agg", "--dropout-rate", "0.3",
+          "--seed", "5", "--dp-noise-seed", "11"]
+
+
+# Two seeds side by side, one process each: test_cli_compare.py checks it gives the rows of the seeds run
+# one after the other; test_kill_anywhere.py kills it.
+SEEDS_RUN = ["compare", "--methods", "local,fedper", "--backbones", "deepfm", "--rounds", "1", "--quiet",
+             "--seeds", "0,1", "--jobs", "2"]
+
+
+@pytest.fixture(scope="session")
+def seeds_run(tmp_path_factory) -> FinishedRun:
+    return shared_run(tmp_path_factory, "seeds_run", SEEDS_RUN)
+
+
+@pytest.fixture(scope="session")
+def plain_run(tmp_path_factory) -> FinishedRun:
+    return shared_run(tmp_path_factory, "plain_run", PLAIN_RUN)
+
+
+@pytest.fixture(scope="session")
+def dp_run(tmp_path_factory) -> FinishedRun:
+    return shared_run(tmp_path_factory, "dp_run", DP_RUN)

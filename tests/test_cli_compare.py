@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
-    REPO_ROOT, TINY_RUN_BACKBONES, TINY_RUN_METHODS, TINY_RUN_ROUNDS, TINY_RUN_SEED, small_market_files,
+    REPO_ROOT, SEEDS_RUN, TINY_RUN_BACKBONES, TINY_RUN_METHODS, TINY_RUN_ROUNDS, TINY_RUN_SEED, small_market_files,
 )
 
 from tff_fedmm.cli import main
@@ -63,10 +63,10 @@ def audited(out: Path, stage: str) -> tuple[list[str], list[str]]:
 
 
 def _compare(data: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
-    """`fedmm compare` on DeepFM for 2 rounds into `out`; asserts success, showing its stderr if not."""
+    """`fedmm compare` on DeepFM for 1 round into `out`; asserts success, showing its stderr if not."""
     log = out.with_name(f"{out.name}-stderr.txt")
     with log.open("w") as err:
-        result = subprocess.run(fedmm_cmd("compare", "--data", str(data), "--backbones", "deepfm", "--rounds", "2",
+        result = subprocess.run(fedmm_cmd("compare", "--data", str(data), "--backbones", "deepfm", "--rounds", "1",
                                           "--out", str(out), *flags),
                                 cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err, text=True, timeout=600)
     assert result.returncode == 0, tail(log)
@@ -139,13 +139,13 @@ def test_anchored_mode_runs_end_to_end_and_is_recorded(market_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_seeds_write_both_and_a_confidence_interval(market_dir, tmp_path):
+def test_two_seeds_write_both_and_a_confidence_interval(market_dir, tmp_path, seeds_run):
     data = market_dir(tiny_market_files())
     out = tmp_path / "seeds"
-    result = subprocess.run(
-        fedmm_cmd("compare", "--data", str(data), "--methods", "local,fedper", "--backbones", "deepfm",
-                  "--rounds", "1", "--seeds", "0,1", "--quiet", "--out", str(out)),
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert SEEDS_RUN[-2:] == ["--jobs", "2"]
+    sequential = SEEDS_RUN[:-2]  # the same seeds one after the other, in one process
+    result = subprocess.run(fedmm_cmd(*sequential, "--data", str(data), "--out", str(out)),
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     _, rows = read_csv(out / "results.csv")
     assert sorted({r["seed"] for r in rows}) == ["0", "1"] and len(rows) == 2 * 2 * len(MARKETS)
@@ -160,22 +160,15 @@ def test_two_seeds_write_both_and_a_confidence_interval(market_dir, tmp_path):
     assert json.loads(audit)["stages"]["ctr-fedper-deepfm"]["seeds"] == [0, 1]  # the seeds' processes are one
     # A resumed run finds every stage of both seeds done and writes the same results.
     before = (out / "results.csv").read_text()
-    again = subprocess.run(
-        fedmm_cmd("compare", "--data", str(data), "--methods", "local,fedper", "--backbones", "deepfm",
-                  "--rounds", "1", "--seeds", "0,1", "--quiet", "--out", str(out), "--resume"),
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(fedmm_cmd(*sequential, "--data", str(data), "--out", str(out), "--resume"),
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "results.csv").read_text() == before
     assert json.loads((out / "privacy_audit.json").read_text())["stages"] == json.loads(audit)["stages"]
-    # The same seeds side by side, one process each (--jobs 2), give the same rows.
-    parallel = subprocess.run(
-        fedmm_cmd("compare", "--data", str(data), "--methods", "local,fedper", "--backbones", "deepfm",
-                  "--rounds", "1", "--seeds", "0,1", "--jobs", "2", "--quiet", "--out", str(tmp_path / "jobs2")),
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert parallel.returncode == 0, parallel.stderr[-3000:]
-    assert "Traceback" not in parallel.stderr
-    assert (tmp_path / "jobs2" / "results.csv").read_text() == before
-    assert json.loads((tmp_path / "jobs2" / "privacy_audit.json").read_text())["stages"] == json.loads(audit)["stages"]
+    # The same seeds side by side, one process each (--jobs 2: conftest's shared run), give the same rows.
+    assert "Traceback" not in seeds_run.stderr
+    assert (seeds_run.out / "results.csv").read_text() == before
+    assert json.loads((seeds_run.out / "privacy_audit.json").read_text())["stages"] == json.loads(audit)["stages"]
 
 
 @pytest.mark.slow
@@ -185,7 +178,7 @@ def test_local_baseline_task_writes_local_and_local_codes(market_dir, tmp_path):
     with log.open("w") as err:
         result = subprocess.run(
             [sys.executable, str(REPO_ROOT / "tasks" / "local_baseline.py"), "--data", str(data),
-             "--backbone", "deepfm", "--out", str(out)],
+             "--backbone", "deepfm", "--rounds", "1", "--out", str(out)],
             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err, text=True, timeout=600)
     assert result.returncode == 0, tail(log)
     columns, rows = read_csv(out / "results.csv")
@@ -228,6 +221,7 @@ def load_local_baseline():
         (["baseline", "--backbone", "resnet"], "--backbone: expected deepfm, dcnv2"),
         (["baseline", "--markets", "zz"], "no market 'zz'"),
         (["baseline", "--out", "{file}/run"], "--out: cannot write"),
+        (["baseline", "--rounds", "0"], "--rounds: expected a positive"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )

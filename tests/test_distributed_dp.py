@@ -16,7 +16,7 @@ tff = pytest.importorskip("tensorflow_federated")
 import dp_accounting  # noqa: E402
 
 from test_cli_compare import tiny_market_files  # noqa: E402
-from test_resume import _kill_after  # noqa: E402
+from test_kill_anywhere import _kill_after  # noqa: E402
 
 from tff_fedmm.cli import main  # noqa: E402
 from tff_fedmm.errors import UsageError  # noqa: E402
@@ -140,7 +140,7 @@ def test_run_killed_and_resumed_completes_and_writes_epsilon(market_dir, tmp_pat
     redrawn), so what is checked is what holds: every round ran, every table is complete, ε is reported."""
     data, out = market_dir(tiny_market_files()), tmp_path / "run"
     flags = ["--dp-noise-multiplier", "1", "--dp-clip", "0.3", "--dp-mode", "distributed"]
-    command = [sys.executable, "-m", "tff_fedmm", "run", "--rounds", "3", "--quiet", "--data", str(data),
+    command = [sys.executable, "-m", "tff_fedmm", "run", "--rounds", "2", "--quiet", "--data", str(data),
                "--out", str(out), *flags]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _kill_after("checkpoints/seed0-codes-federated-codebooks-*/round_1", out, process)

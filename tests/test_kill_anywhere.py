@@ -1,7 +1,8 @@
 """Kill it anywhere, resume identically: a run killed (SIGKILL or Ctrl-C) at seeded random moments spread
 over the whole run, and once in the middle of a checkpoint save, then resumed with --resume after each kill,
 ends with a `results.csv` equal byte for byte to the uninterrupted run's; no resume prints a traceback and
-no TFF worker outlives the chain.
+no TFF worker outlives the chain. The chains of `fedmm run` and of a run with DP start with a SIGKILL in the
+middle of a chosen federated stage, and end with the uninterrupted run's ε and exports too.
 
 A kill moment is a seeded fraction of the uninterrupted run's wall time, counted from each (re)start, so
 kills land in start-up, in every stage and in the final writes alike, whatever the machine's speed. A
@@ -11,6 +12,7 @@ only if the entry is still there, so the save is cut short for certain.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -21,26 +23,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_cli_compare import alive, subreaper, tiny_market_files, worker_descendants  # noqa: F401 (fixture)
+from conftest import DP_RUN, PLAIN_RUN, SEEDS_RUN
+from test_cli_compare import alive, subreaper, worker_descendants  # noqa: F401 (fixture)
+from test_exports import exported, same_exports
 
-RUN = ["run", "--rounds", "3", "--quiet"]
-COMPARE = ["compare", "--methods", "local,fedper,fedavg,fedmm", "--backbones", "deepfm", "--rounds", "3",
-           "--quiet"]
-DP_SECURE = ["--dp-noise-multiplier", "0.5", "--dp-clip", "0.5", "--dp-noise-seed", "3", "--secure-agg",
-             "--dropout-rate", "0.3"]  # reproducible noise: secret noise differs between any two runs
-KILLS = 4  # per chain; the last one is a mid-save kill
+KILLS = 4  # per chain: one mid-save kill, the others at random moments (or the first at a chosen stage)
 TIMEOUT = 600
 
 
 def _command(args: list[str], data: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "tff_fedmm", *args, "--data", str(data), "--out", str(out), *extra]
-
-
-def _straight(args: list[str], data: Path, out: Path) -> float:
-    started = time.monotonic()
-    done = subprocess.run(_command(args, data, out), capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return time.monotonic() - started
 
 
 def _saving(out: Path) -> bool:
@@ -54,6 +46,16 @@ def _stop(process: subprocess.Popen, sig: int) -> str:
     os.kill(process.pid, sig)
     _, err = process.communicate(timeout=120)
     return err
+
+
+def _kill_after(path_glob: str, out: Path, process: subprocess.Popen, timeout: float = 400) -> str:
+    """SIGKILL once `path_glob` exists under `out` (the run must not have finished before); returns stderr."""
+    deadline = time.monotonic() + timeout
+    while not list(out.glob(path_glob)):
+        assert process.poll() is None, "the run finished before it could be killed"
+        assert time.monotonic() < deadline, f"no {path_glob} appeared"
+        time.sleep(0.2)
+    return _stop(process, signal.SIGKILL)
 
 
 def _kill_at(process: subprocess.Popen, delay: float, sig: int) -> str | None:
@@ -78,28 +80,38 @@ def _kill_mid_save(process: subprocess.Popen, out: Path) -> str | None:
     return None
 
 
-def _chain(args: list[str], data: Path, out: Path, straight: float, sig: int, seed: int,
-           reference: str, kills: int = KILLS) -> list[str]:
-    """Runs, kills at KILLS moments (resuming after each), then resumes to the end; returns each kill's
-    moment as text for failure messages. A killed run must look unfinished unless it had written
-    everything (`reference`: the uninterrupted run's results.csv)."""
+def _chain(args: list[str], data: Path, out: Path, straight: float, signals: tuple[int, ...], seed: int,
+           reference: str, kills: int = KILLS, first_at: str | None = None) -> list[str]:
+    """Runs, kills `kills` times (resuming after each), then resumes to the end; returns each kill's signal
+    and moment as text for failure messages. With `first_at` (a checkpoint glob) the first kill is a SIGKILL
+    as soon as it exists, so that stage is cut short for certain; then a SIGKILL in the middle of the next
+    checkpoint save; then kills at random moments, taking turns through `signals`, as long as the run lasts.
+    A killed run must look unfinished unless it had written everything (`reference`: the uninterrupted run's
+    results.csv)."""
     rng = random.Random(seed)
+    plan = [*(["first"] if first_at else []), "mid-save"]
+    plan += ["random"] * (kills - len(plan))
     log = []
-    for kill in range(kills):
+    for kill, kind in enumerate(plan):
         extra = ("--resume",) if kill else ()
         process = subprocess.Popen(_command(args, data, out, *extra), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
-        if kill == kills - 1:
-            err, moment = _kill_mid_save(process, out), "mid-save"
+        if kind == "first":
+            sig, moment = signal.SIGKILL, f"SIGKILL at {first_at}"
+            err = _kill_after(first_at, out, process)
+            assert (out / "INCOMPLETE").exists() and not (out / "results.csv").exists()
+        elif kind == "mid-save":
+            sig, moment = signal.SIGKILL, "mid-save"
+            err = _kill_mid_save(process, out)
         else:
-            delay = rng.uniform(0.1, 0.95) * straight
-            err, moment = _kill_at(process, delay, sig), f"{delay:.1f}s"
+            sig, delay = signals[(kill - plan.index("random")) % len(signals)], rng.uniform(0.1, 0.95) * straight
+            err, moment = _kill_at(process, delay, sig), f"{signal.Signals(sig).name} at {delay:.1f}s"
         if err is None:  # finished before this kill: nothing more to interrupt
             assert process.returncode == 0, f"kills {log}: run failed"
             break
         log.append(moment)
         assert "Traceback" not in err, f"kills {log}:\n{err[-3000:]}"
-        if sig == signal.SIGINT and moment != "mid-save":
+        if sig == signal.SIGINT:
             assert process.returncode in (130, -signal.SIGINT), f"kills {log}: exit {process.returncode}\n{err}"
         results = out / "results.csv"
         if results.exists() and not (out / "INCOMPLETE").exists():  # only a run that had written everything
@@ -115,58 +127,54 @@ def _assert_no_live_worker(since: float) -> None:
     assert [w for w in worker_descendants(os.getpid(), since=since) if alive(w)] == []
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("data")
-    for name, text in tiny_market_files().items():
-        (data / name).write_text(text)
-    return data
+def _assert_same_run(out: Path, straight: Path, kills: list[str]) -> None:
+    """`out` ended as the uninterrupted run `straight`: the same results; the DP charges of the stages
+    finished before a kill came back from their checkpoints (the same ε); the stages finished before a kill
+    kept the exports they wrote, the ones cut short wrote them again."""
+    assert (out / "results.csv").read_text() == (straight / "results.csv").read_text(), f"kills {kills}"
+    assert not (out / "INCOMPLETE").exists()
+    privacy = [json.loads((folder / "config.json").read_text())["privacy"] for folder in (out, straight)]
+    assert privacy[0] == privacy[1], f"kills {kills}"
+    assert same_exports(exported(out), exported(straight)), f"kills {kills}"
 
 
-@pytest.fixture(scope="module")
-def straight_run(tiny_data, tmp_path_factory) -> tuple[Path, float]:
-    out = tmp_path_factory.mktemp("straight") / "run"
-    return out, _straight(RUN, tiny_data, out)
-
-
+# The uninterrupted runs are conftest's `plain_run` and `dp_run`. Each chain first kills a federated stage
+# once it has saved a round: `fedmm run`'s FedMM CTR stage (the codes stage finished, local and FedAvg not
+# started); with DP, secure sums and drop-out, the federated codebook stage (the DP noise seed and the state
+# of market 0, absent from its first round, must come back from the checkpoint). The random kills after the
+# mid-save one take turns between Ctrl-C (SIGINT) and SIGKILL.
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
-def test_fedmm_run_killed_anywhere_resumes_to_the_same_results(sig, tiny_data, straight_run, tmp_path, subreaper):
-    reference, seconds = straight_run
+def test_fedmm_run_killed_anywhere_resumes_to_the_same_results(plain_run, tmp_path, subreaper):
     launched = time.time()
     out = tmp_path / "killed"
-    expected = (reference / "results.csv").read_text()
-    kills = _chain(RUN, tiny_data, out, seconds, sig, seed=17 + sig, reference=expected)
-    assert (out / "results.csv").read_text() == expected, f"kills {kills}"
-    assert not (out / "INCOMPLETE").exists()
+    expected = (plain_run.out / "results.csv").read_text()
+    kills = _chain(PLAIN_RUN, plain_run.data, out, plain_run.seconds, (signal.SIGINT, signal.SIGKILL), seed=26,
+                   reference=expected, first_at="checkpoints/seed0-ctr-fedmm-deepfm/round_1")
+    _assert_same_run(out, plain_run.out, kills)
     _assert_no_live_worker(launched)
 
 
 @pytest.mark.slow
-@pytest.mark.full_only  # 4 min: DP kill + resume exactness is also tested by test_resume[dp-secure-dropout]
-def test_compare_with_dp_and_secure_sums_killed_anywhere_resumes_to_the_same_results(tiny_data, tmp_path,
-                                                                                    subreaper):
-    args = [*COMPARE, *DP_SECURE]
-    seconds = _straight(args, tiny_data, tmp_path / "straight")
+def test_compare_with_dp_and_secure_sums_killed_anywhere_resumes_to_the_same_results(dp_run, tmp_path, subreaper):
     launched = time.time()
-    expected = (tmp_path / "straight" / "results.csv").read_text()
-    kills = _chain(args, tiny_data, tmp_path / "killed", seconds, signal.SIGKILL, seed=29, reference=expected)
-    assert (tmp_path / "killed" / "results.csv").read_text() == expected, f"kills {kills}"
+    out = tmp_path / "killed"
+    expected = (dp_run.out / "results.csv").read_text()
+    kills = _chain(DP_RUN, dp_run.data, out, dp_run.seconds, (signal.SIGINT, signal.SIGKILL), seed=29,
+                   reference=expected, first_at="checkpoints/seed5-codes-federated-*/round_1")
+    _assert_same_run(out, dp_run.out, kills)
     _assert_no_live_worker(launched)
 
 
 @pytest.mark.slow
-def test_seeds_in_parallel_processes_killed_anywhere_resume_to_the_same_results(tiny_data, tmp_path, subreaper):
-    """`--jobs 2`: killing the parent takes its seed processes and their workers down with it. SIGKILL only
-    (Ctrl-C ends the parent through the same `os._exit`; the seed processes ignore SIGINT); two kills, one
-    at a random moment and one mid-save, on a short run (the chains above cover the stages themselves)."""
-    args = ["compare", "--methods", "local,fedper", "--backbones", "deepfm", "--rounds", "2", "--quiet",
-            "--seeds", "0,1", "--jobs", "2"]
-    seconds = _straight(args, tiny_data, tmp_path / "straight")
+def test_seeds_in_parallel_processes_killed_anywhere_resume_to_the_same_results(seeds_run, tmp_path, subreaper):
+    """`--jobs 2` (conftest's `seeds_run`): killing the parent takes its seed processes and their workers
+    down with it. SIGKILL only (Ctrl-C ends the parent through the same `os._exit`; the seed processes ignore
+    SIGINT); two kills, one mid-save and one at a random moment, on a short run (the chains above cover the
+    stages themselves)."""
     launched = time.time()
-    expected = (tmp_path / "straight" / "results.csv").read_text()
-    kills = _chain(args, tiny_data, tmp_path / "killed", seconds, signal.SIGKILL, seed=31, reference=expected,
-                   kills=2)
+    expected = (seeds_run.out / "results.csv").read_text()
+    kills = _chain(SEEDS_RUN, seeds_run.data, tmp_path / "killed", seeds_run.seconds, (signal.SIGKILL,), seed=31,
+                   reference=expected, kills=2)
     assert (tmp_path / "killed" / "results.csv").read_text() == expected, f"kills {kills}"
     _assert_no_live_worker(launched)
     time.sleep(1)

@@ -16,6 +16,7 @@ tff = pytest.importorskip("tensorflow_federated")
 import dp_accounting  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from conftest import DP_RUN  # noqa: E402
 from test_cli_compare import tiny_market_files  # noqa: E402
 
 from tff_fedmm.cli import main  # noqa: E402
@@ -207,33 +208,29 @@ def test_bad_privacy_and_participation_flags_are_one_line(flags, message, market
 
 
 @pytest.mark.slow
-def test_dp_secure_dropout_run_with_a_noise_seed_is_deterministic_and_reports_epsilon(market_dir, tmp_path):
-    data = market_dir(tiny_market_files())
-    flags = ["--dp-noise-multiplier", "1.0", "--dp-clip", "0.5", "--secure-agg", "--dropout-rate", "0.3",
-             "--seed", "5", "--dp-noise-seed", "11"]
+def test_dp_secure_dropout_run_with_a_noise_seed_is_deterministic_and_reports_epsilon(dp_run, tmp_path):
+    assert DP_RUN[DP_RUN.index("--seed") + 1] == "5" and DP_RUN[DP_RUN.index("--dp-noise-multiplier") + 1] == "1.0"
+    rounds = int(DP_RUN[DP_RUN.index("--rounds") + 1])
     # Seed 5 drops both markets in codebook round 2: each market is charged for the rounds it took part in,
     # in the codebook and the CTR stage.
     participation = Participation(None, 0.3, 5)
     assert not participation.present("codebook", 1, 2)
-    charged = [sum(i in participation.present(stage, r, 2) for stage in ("codebook", "ctr") for r in range(3))
+    charged = [sum(i in participation.present(stage, r, 2) for stage in ("codebook", "ctr") for r in range(rounds))
                for i in range(2)]
-    outputs = []
-    for name in ("a", "b"):
-        done = subprocess.run([sys.executable, "-m", "tff_fedmm", "compare", "--methods", "fedmm", "--backbones",
-                               "deepfm", "--rounds", "3", "--quiet", "--data", str(data), "--out",
-                               str(tmp_path / name), *flags], capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        outputs.append(done.stdout)
-    assert (tmp_path / "a" / "results.csv").read_text() == (tmp_path / "b" / "results.csv").read_text()
-    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    # conftest's run (FedPer and FedMM), then the same command again
+    done = subprocess.run([sys.executable, "-m", "tff_fedmm", *DP_RUN, "--data", str(dp_run.data), "--out",
+                           str(tmp_path / "b")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (dp_run.out / "results.csv").read_text() == (tmp_path / "b" / "results.csv").read_text()
+    config = json.loads((dp_run.out / "config.json").read_text())
     report = config["privacy"]
     assert report["dp"] and report["secure_agg"] and report["unit"] == accounting.UNITS[accounting.MARKET]
-    assert report["noise"] == dp.NOISE_REPRODUCIBLE and "noise: reproducible" in outputs[0]
+    assert report["noise"] == dp.NOISE_REPRODUCIBLE and "noise: reproducible" in dp_run.stdout
     eps = report["methods"]["fedmm"]["epsilon"]
     for market, count in zip(config["markets"], charged):
         assert eps[market] == pytest.approx(epsilon(dp_accounting.GaussianDpEvent(1.0), count))
     assert f"DP fedmm: epsilon per market at delta = 1e-05: {config['markets'][0]} {eps[config['markets'][0]]:.3g}" \
-        in outputs[0]
+        in dp_run.stdout
 
 
 SECRET = 0x2D1B3F5E7A9C4B  # stands in for the OS entropy, so the test can look for it
@@ -253,7 +250,7 @@ def test_dp_noise_is_secret_by_default_and_a_finished_run_folder_cannot_regenera
     and once the run has finished no file in its folder holds that seed: the round checkpoints that carried
     it in the server state are gone. `--dp-noise-seed` is the control that the search finds a seed."""
     data = market_dir(tiny_market_files())
-    flags = ["compare", "--methods", "fedmm", "--backbones", "deepfm", "--rounds", "2", "--quiet",
+    flags = ["compare", "--methods", "fedmm", "--backbones", "deepfm", "--rounds", "1", "--quiet",
              "--data", str(data), "--dp-noise-multiplier", "1.0", "--dp-clip", "0.5"]
     codebooks = {}
     for name, drawn in (("a", SECRET), ("b", SECRET), ("c", SECRET + 1)):

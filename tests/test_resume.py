@@ -1,9 +1,9 @@
-"""Crash-resume: a run killed with SIGKILL mid-stage and resumed with --resume ends with exactly the
-results of an uninterrupted run; a resume against changed data or a torn checkpoint is refused."""
+"""Crash-resume: a resume against changed data or a torn checkpoint is refused; Ctrl-C stops a run at
+once; a method's rows do not depend on the methods run before it. (A run killed mid-stage and resumed ends
+with exactly the results of an uninterrupted run: tests/test_kill_anywhere.py.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import small_market_files
 from test_cli_compare import alive, subreaper, tiny_market_files, worker_descendants  # noqa: F401 (fixture)
-from test_exports import exported, same_exports
 
 from tff_fedmm.cli import main
 
@@ -22,53 +22,6 @@ ARGS = ["compare", "--methods", "fedper,fedmm", "--backbones", "deepfm", "--roun
 
 def _command(data: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "tff_fedmm", *ARGS, "--data", str(data), "--out", str(out), *extra]
-
-
-def _run(data: Path, out: Path, *extra: str) -> None:
-    done = subprocess.run(_command(data, out, *extra), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-def _kill_after(path_glob: str, out: Path, process: subprocess.Popen, timeout: float = 400) -> None:
-    deadline = time.monotonic() + timeout
-    while not list(out.glob(path_glob)):
-        assert process.poll() is None, "the run finished before it could be killed"
-        assert time.monotonic() < deadline, f"no {path_glob} appeared"
-        time.sleep(0.2)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-# Killed once the FedMM CTR stage has saved a round (the codes and fedper stages finished, FedMM's half
-# done); with DP, secure sums and drop-out, once the federated codebook stage has (the DP noise seed and
-# the absent markets' state must come back from the checkpoint).
-RESUME_CASES = {
-    "plain": ([], "checkpoints/seed0-ctr-fedmm-deepfm/round_1"),
-    "dp-secure-dropout": (["--dp-noise-multiplier", "0.5", "--dp-clip", "0.5", "--secure-agg", "--dropout-rate",
-                           "0.3", "--seed", "1", "--dp-noise-seed", "1"], "checkpoints/seed1-codes-federated-*/round_1"),
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case", RESUME_CASES)
-def test_sigkill_mid_federated_stage_then_resume_matches_uninterrupted(case, market_dir, tmp_path):
-    flags, kill_at = RESUME_CASES[case]
-    data = market_dir(tiny_market_files())
-    _run(data, tmp_path / "straight", *flags)
-
-    out = tmp_path / "killed"
-    process = subprocess.Popen(_command(data, out, *flags), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _kill_after(kill_at, out, process)
-    assert (out / "INCOMPLETE").exists() and not (out / "results.csv").exists()
-
-    _run(data, out, "--resume", *flags)
-    assert not (out / "INCOMPLETE").exists()
-    assert (out / "results.csv").read_text() == (tmp_path / "straight" / "results.csv").read_text()
-    # The DP charges of the stages finished before the kill come back from their checkpoints: same ε.
-    privacy = [json.loads((folder / "config.json").read_text())["privacy"] for folder in (out, tmp_path / "straight")]
-    assert privacy[0] == privacy[1]
-    # The stages finished before the kill kept the exports they wrote; the one cut short wrote them again.
-    assert same_exports(exported(out), exported(tmp_path / "straight"))
 
 
 @pytest.mark.slow
@@ -119,42 +72,50 @@ def test_ctrl_c_stops_quickly_leaves_folder_incomplete_and_no_worker(market_dir,
     assert [w for w in worker_descendants(os.getpid(), since=launched) if alive(w)] == []
 
 
-@pytest.mark.slow
-def test_every_methods_rows_do_not_depend_on_the_order_methods_run_in(market_dir, tmp_path):
-    """Each stage seeds itself from (seed, stage, ...) through `seeding`: running every method forwards and
-    backwards gives every method identical rows (before, FedMM's codes depended on the CTR stages run
-    before them)."""
-    from conftest import small_market_files
-
+@pytest.fixture(scope="module")
+def every_method_rows(tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:
+    """Every method run forwards and backwards, one round, on markets of 200 users + 110 items: more
+    RQ-VAE rows than one batch (256), so a shuffle that depended on the order would change the codes (with
+    everything in one batch, the order-dependent bug went unseen). Returns (data, sorted rows per order)."""
     from tff_fedmm.pipelines.compare_names import METHODS
 
-    # 200 users + 110 items: more RQ-VAE rows than one batch (256), so a shuffle that depended on the order
-    # would change the codes (with everything in one batch, the order-dependent bug went unseen).
-    data = market_dir(small_market_files(("aa", "bb"), users=200, items=110, per_user=6))
+    data = tmp_path_factory.mktemp("data200")
+    for name, text in small_market_files(("aa", "bb"), users=200, items=110, per_user=6).items():
+        (data / name).write_text(text)
     rows = {}
     for name, methods in (("forwards", list(METHODS)), ("backwards", list(reversed(METHODS)))):
-        out = tmp_path / name
+        out = tmp_path_factory.mktemp(name) / "run"
         done = subprocess.run(_command(data, out, "--methods", ",".join(methods), "--rounds", "1"),
                               capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]
         rows[name] = sorted((out / "results.csv").read_text().splitlines()[1:])
+    return data, rows
+
+
+@pytest.mark.slow
+def test_every_methods_rows_do_not_depend_on_the_order_methods_run_in(every_method_rows):
+    """Each stage seeds itself from (seed, stage, ...) through `seeding`: running every method forwards and
+    backwards gives every method identical rows (before, FedMM's codes depended on the CTR stages run
+    before them)."""
+    from tff_fedmm.pipelines.compare_names import METHODS
+
+    _, rows = every_method_rows
     assert len(rows["forwards"]) == len(METHODS) * 2 and rows["forwards"] == rows["backwards"]
 
 
 @pytest.mark.slow
-@pytest.mark.full_only  # 2 min: order independence is also tested by test_every_methods_rows_do_not_depend_...
-def test_a_methods_result_does_not_depend_on_the_methods_run_before_it(market_dir, tmp_path):
+def test_a_methods_result_does_not_depend_on_the_methods_run_before_it(every_method_rows, tmp_path):
     """`fedmm-level1-only` trains a CTR stage (which moves TensorFlow's global seed) before FedMM's codes
     are learned; FedMM's rows must be those of `--methods fedmm` alone. (Markets of more RQ-VAE rows than one
-    batch, as above: on the 40-user markets the two orders happened to agree even before the fix.)"""
-    from conftest import small_market_files
+    batch, as above: on the 40-user markets the two orders happened to agree even before the fix.) Compared
+    with the forwards run above, where FedMM comes after every other method."""
+    from tff_fedmm.pipelines.compare_names import METHODS
 
-    data = market_dir(small_market_files(("aa", "bb"), users=200, items=110, per_user=6))
-    rows = {}
-    for methods in ("fedmm", "fedmm-level1-only,fedmm"):
-        out = tmp_path / methods.replace(",", "+")
-        done = subprocess.run(_command(data, out, "--methods", methods, "--rounds", "2"),
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        rows[methods] = [line for line in (out / "results.csv").read_text().splitlines() if line.startswith("0,fedmm,")]
-    assert rows["fedmm"] and rows["fedmm"] == rows["fedmm-level1-only,fedmm"]
+    assert METHODS[-1] == "fedmm"  # forwards, every other method ran before FedMM
+    data, rows = every_method_rows
+    out = tmp_path / "fedmm"
+    done = subprocess.run(_command(data, out, "--methods", "fedmm", "--rounds", "1"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    alone = sorted(line for line in (out / "results.csv").read_text().splitlines() if line.startswith("0,fedmm,"))
+    assert alone and alone == [line for line in rows["forwards"] if line.startswith("0,fedmm,")]
