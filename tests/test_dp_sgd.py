@@ -108,6 +108,30 @@ def test_poisson_batches_sample_each_record_independently(synthetic_set):
     assert first["records"]["y"].shape[0] == sizes[0] and dataset.element_spec["records"]["y"].shape.as_list() == [None, 5]
 
 
+def test_secret_draws_are_kept_for_a_resumed_stage_and_deleted_with_it(synthetic_set, tmp_path):
+    """Secret noise: a resumed stage recomputes a cut round with the same draws (never a second noised
+    release of it), another run draws its own, and nothing of the seed outlives the finished stage."""
+    from tff_fedmm.checkpoints import SECRET_FILE, RunCheckpoints
+    from tff_fedmm.federated.privacy import INTERACTION, PrivacyConfig
+    from tff_fedmm.pipelines.dp_sgd_clients import DpSgdClients
+
+    privacy = PrivacyConfig(noise_multiplier=1.0, unit=INTERACTION)
+    assert privacy.noise_seed is None  # secret
+
+    def first_batch(checkpoint) -> np.ndarray:
+        clients = DpSgdClients(synthetic_set, privacy, "ctr (fedmm/deepfm)", 0, 0.5, 4, checkpoint)
+        return next(iter(clients.dataset(1, 3)))["noise_seed"].numpy()  # drawn after the records and batches
+
+    stage = RunCheckpoints(tmp_path / "run", resume=False, fingerprint={}).stage("seed0-ctr")
+    kept = first_batch(stage)
+    assert (stage.root / stage.name / SECRET_FILE).exists()
+    assert np.array_equal(first_batch(stage), kept)  # as after a kill: the same draws
+    other = RunCheckpoints(tmp_path / "other", resume=False, fingerprint={}).stage("seed0-ctr")
+    assert not np.array_equal(first_batch(other), kept)  # another run's secret
+    stage.save_done({"x": np.zeros(1)})
+    assert not list((tmp_path / "run").rglob(SECRET_FILE))
+
+
 def test_the_accountant_composes_poisson_sampled_gaussian_steps_per_interaction():
     ledger = Ledger("ctr (fedmm/deepfm)")
     ledger.record_steps("de", 0.05, 1.1, 300)

@@ -19,6 +19,7 @@ import concurrent.futures
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ import numpy as np
 from tff_fedmm.errors import UsageError
 
 AUDIT_SUFFIX = ".audit.json"
+SECRET_FILE = "secret_seed.txt"  # in the stage folder, which `save_done` removes
 
 
 class RunCheckpoints:
@@ -101,6 +103,18 @@ class StageCheckpoint:
         for path in [*map(self._version_path, stale), *self._folder().glob("round_*_temp*")]:
             shutil.rmtree(path, ignore_errors=True)
         run_sync(manager.save(state, round_num))
+
+    def secret_seed(self, draw: Callable[[], int]) -> int:
+        """The stage's secret seed: drawn by `draw()` once and kept in the stage's folder, so that a resumed stage
+        redraws exactly the randomness of the rounds it recomputes (a recomputed round then releases the
+        same values, never a second noised version of them). `save_done` deletes it with the round states."""
+        path = self._folder() / SECRET_FILE
+        if path.exists():
+            return int(path.read_text())
+        seed = int(draw())
+        self._folder().mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, str(seed))
+        return seed
 
     def _folder(self) -> Path:
         return self.root / self.name

@@ -105,7 +105,7 @@ def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: St
     model_fn = lambda: build_cf_model(users, items, config)  # noqa: E731
 
     sgd_clients = (DpSgdClients(market_set, privacy, ledger.stage, config.seed, dp.DP_SGD_CF_LEARNING_RATE,
-                                config.neg_ratio) if privacy.dp_sgd else None)
+                                config.neg_ratio, checkpoint) if privacy.dp_sgd else None)
 
     def dataset(index: int, round_num: int):
         if sgd_clients:

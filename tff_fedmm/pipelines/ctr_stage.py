@@ -248,7 +248,8 @@ def _build_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: C
     model_fn = model_fn_for(backbone, users, items, use.sizes(*k), config, share_interaction)
     featurizers = {name: use.featurizer(name) for name in market_set.names}
     sgd_clients = (DpSgdClients(market_set, config.privacy, ledger.stage if ledger else "ctr", config.train.seed,
-                                dp.DP_SGD_CTR_LEARNING_RATE, config.train.neg_ratio) if config.privacy.dp_sgd else None)
+                                dp.DP_SGD_CTR_LEARNING_RATE, config.train.neg_ratio, checkpoint)
+                   if config.privacy.dp_sgd else None)
 
     spec = (sgd_clients.dataset(0, 0, featurizers[market_set.names[0]]) if sgd_clients
             else federated_dataset(market_set, featurizers, config, 0, 0)).element_spec

@@ -2,7 +2,9 @@
 aggregator and charges, shared by the federated CF tower (`cf_stage`) and the CTR stage (`ctr_stage`).
 
 Each round a market takes one pass of Poisson-sampled DP-SGD steps over fresh records, every draw from a
-seed of its own per round (`privacy.noise_seed`: secret unless `--dp-noise-seed`). What the market sends
+seed of its own per round: derived from `--dp-noise-seed` for reproducible runs, else from the stage's
+secret seed (OS entropy, `privacy.noise_seed`), which the stage's checkpoint keeps until the stage is done
+(`StageCheckpoint.secret_seed`) so that a resumed run recomputes a cut round with the same draws. What the market sends
 (its shared variables' change) is computed from DP-SGD-trained values only, so it is averaged by a plain
 unweighted mean: the example count, which one interaction changes, stays in the market too.
 """
@@ -10,15 +12,18 @@ unweighted mean: the example count, which one interaction changes, stays in the 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 import tensorflow as tf
 
+from tff_fedmm.checkpoints import StageCheckpoint
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.data.pipelines import market_record_dataset
 from tff_fedmm.federated import privacy as dp
 from tff_fedmm.pipelines.privacy_report import Ledger
+from tff_fedmm.seeding import derive_seed
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class DpSgdClients:
     seed: int  # the stage's training seed
     learning_rate: float
     neg_ratio: int
+    checkpoint: StageCheckpoint | None = field(default=None, compare=False)  # keeps the secret seed
 
     def __post_init__(self) -> None:
         if not self.privacy.dp_sgd:
@@ -56,8 +62,18 @@ class DpSgdClients:
     def dataset(self, index: int, round_num: int, featurize: Callable = dict) -> tf.data.Dataset:
         name = self.market_set.names[index]
         rate, steps = self._rate_steps(name)
-        rng = np.random.default_rng(dp.noise_seed(self.privacy, self.seed, f"{self.stage}/{name}/{round_num}"))
+        rng = np.random.default_rng(self._round_seed(f"{self.stage}/{name}/{round_num}"))
         return market_record_dataset(self.market_set.markets[name], self.neg_ratio, rate, steps, rng, featurize)
+
+    @cached_property
+    def _secret(self) -> int:
+        draw = lambda: dp.noise_seed(self.privacy, self.seed, self.stage)  # noqa: E731
+        return self.checkpoint.secret_seed(draw) if self.checkpoint else draw()
+
+    def _round_seed(self, key: str) -> int:
+        if self.privacy.noise_seed is not None:  # reproducible (and not private): from --dp-noise-seed
+            return dp.noise_seed(self.privacy, self.seed, key)
+        return derive_seed(self._secret, "dp-sgd", key)
 
     def charge(self, ledger: Ledger, presence: Iterable[Sequence[int]]) -> None:
         """Charges each market for the steps of every round it took part in (`presence`: per round run)."""
