@@ -44,7 +44,8 @@ def _keras_step(model: tf.keras.Model, rate: float, x: dict, y: np.ndarray) -> M
 
 def _ids(rng: np.random.Generator, x: dict, ids: int) -> dict:
     users, n = ids // 2, len(x["user"])
-    return dict(x, user=rng.integers(0, users, n).astype(np.int32), item=rng.integers(0, ids - users, n).astype(np.int32))
+    draw = lambda high: rng.integers(0, high, n).astype(np.int32)  # noqa: E731
+    return dict(x, user=draw(users), item=draw(ids - users))
 
 
 def cf_step(cf: CFConfig, ids: int, rng: np.random.Generator) -> Made:
