@@ -87,7 +87,7 @@ def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> l
     say(ctr.throughput_line(work, fedmm, time_rounds([ctr.keras_fit_runner(work)], warmup, rounds)[0], warmup))
 
     codes = make_config(settings.seed, data_seed=settings.data_seed).codes
-    cb_runners = codebook_runners(market_set, codes.codebook, codes.cf.dim, settings.seed)
+    cb_runners = codebook_runners(market_set, codes, settings.seed)
     say(ratio_line("codebook", *time_rounds(cb_runners, warmup, rounds), warmup, markets))
 
     codebook_bytes = upload.upload_bytes(cb_runners[0].process.next)

@@ -19,11 +19,10 @@ import tensorflow_federated as tff
 
 from tff_fedmm.bench.measure import Runner, stateful_step
 from tff_fedmm.data.markets import MarketSet
-from tff_fedmm.federated.codebook_process import (
-    CodebookStageConfig, build_codebook_process, initial_client_state, rqvae_dataset,
-)
 from tff_fedmm.models.cf import rqvae_inputs
 from tff_fedmm.models.rqvae import RQVAEConfig, build_rqvae, rqvae_losses
+from tff_fedmm.pipelines.codes_stage import CodesConfig, build_codebook
+from tff_fedmm.pipelines.privacy_report import Ledger
 
 
 class _Loss(tf.keras.layers.Layer):
@@ -55,23 +54,21 @@ def _with_label(row: dict) -> collections.OrderedDict:
     return collections.OrderedDict(x=row["x"], y=tf.zeros(tf.shape(row["x"])[:1]))
 
 
-def codebook_runners(market_set: MarketSet, config: CodebookStageConfig, cf_dim: int,
-                     seed: int) -> tuple[Runner, Runner]:
-    """(FedMM, FedAvg) on the same markets and per-round datasets (`codes_stage.run_codebook`'s seeds)."""
-    rng = np.random.default_rng([seed, 11])
-    inputs = {n: rqvae_inputs(rng.normal(size=(m.num_users, cf_dim)), rng.normal(size=(m.num_items, cf_dim)))
+def codebook_runners(market_set: MarketSet, codes: CodesConfig, seed: int) -> tuple[Runner, Runner]:
+    """(FedMM, FedAvg) on the same markets and per-round datasets: FedMM's process, market states and datasets
+    as `codes_stage.run_codebook` builds them."""
+    config, rng, dim = codes.codebook, np.random.default_rng([seed, 11]), codes.cf.dim
+    inputs = {n: rqvae_inputs(rng.normal(size=(m.num_users, dim)), rng.normal(size=(m.num_items, dim)))
               for n, m in market_set.markets.items()}
+    fedmm, state = build_codebook(codes, inputs, market_set.names, None, None, True, codes.privacy.aggregation(),
+                                  codes.participation, Ledger("codebook"), None)
 
     def data(round_num: int, epochs: int = 1) -> list[tf.data.Dataset]:
-        return [rqvae_dataset(x, seed=config.rqvae.seed + 1000 * round_num + i).repeat(epochs)
-                for i, x in enumerate(inputs.values())]
+        return [fedmm.dataset(i, round_num).repeat(epochs) for i in range(len(inputs))]
 
-    fedmm = build_codebook_process(config)
-    server = fedmm.initialize()
-    clients = [initial_client_state(config, i, server.global_model_weights, x) for i, x in enumerate(inputs.values())]
     fedavg = tff.learning.algorithms.build_weighted_fed_avg(  # global codebook trained as FedMM's rule trains it
         lambda: _fedavg_model(config.rqvae, learn_global_codebook=config.rule == "fedavg"),
         client_optimizer_fn=tff.learning.optimizers.build_adam(config.learning_rate),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
-    return (Runner(fedmm, (server, clients), data, stateful_step),
+    return (Runner(fedmm.process, state, data, stateful_step),
             Runner(fedavg, fedavg.initialize(), lambda r: [ds.map(_with_label) for ds in data(r, config.local_epochs)]))

@@ -1,11 +1,11 @@
 """The CTR workload every CTR figure shares, and the processes and Keras models timed on it.
 
-Both processes come from the CTR stage's builders: FedMM's partial FedAvg as `ctr_stage.train_partial` builds it
-for a method with codes, TFF's FedAvg by `ctr_fedavg.build_fedavg_process`; same markets, examples per round,
-backbone, batch size and learning rates. Codes are random at the default code-book sizes, not learned: a round's
-cost depends on how many code fields and rows there are, not on which code a user has. The throughput figure
-trains one Keras model per market with `fit`, as each market's local step in FedMM does (same architecture,
-optimizer, rate, batch, the same rounds' examples, one epoch per round).
+Both processes come from the CTR stage's builders: FedMM's partial FedAvg by `ctr_stage.build_partial` (as
+`train_partial` builds it for a method with codes), TFF's FedAvg by `ctr_fedavg.build_fedavg_process`; same
+markets, examples per round, backbone, batch size and learning rates. Codes are random at the default
+code-book sizes, not learned: a round's cost depends on how many code fields and rows there are, not on which
+code a user has. The throughput figure trains one Keras model per market with `fit`, as each market's local
+step in FedMM does (same architecture, optimizer, rate, batch, the same rounds' examples, one epoch per round).
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from tff_fedmm.api import make_config
 from tff_fedmm.bench.measure import Runner, Sample, stateful_step
 from tff_fedmm.codes import MarketCodes
 from tff_fedmm.data.markets import MarketSet
-from tff_fedmm.federated import partial_fedavg as pf
 from tff_fedmm.pipelines.ctr_fedavg import build_fedavg_process
-from tff_fedmm.pipelines.ctr_stage import CodeUse, CTRStageConfig, federated_dataset, model_fn_for
+from tff_fedmm.pipelines.ctr_stage import CodeUse, CTRStageConfig, build_partial, federated_dataset, model_fn_for
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,27 +70,16 @@ def make_workload(market_set: MarketSet, backbone: str, seed: int, data_seed: in
     return CTRWorkload(market_set, backbone, config.ctr, k, CodeUse(codes), users or largest[0], items or largest[1])
 
 
-def _pf_config(work: CTRWorkload) -> pf.PartialFedAvgConfig:
-    return pf.PartialFedAvgConfig(client_learning_rate=work.config.train.learning_rate)
-
-
-def fedmm_process(work: CTRWorkload):
-    return pf.build_partial_fedavg_process(work.model_fn(), work.datasets(0)[0].element_spec, _pf_config(work),
-                                           seed=work.config.train.seed)
+def fedmm_runner(work: CTRWorkload) -> Runner:
+    """FedMM's CTR process, server and market states as `train_partial` builds them, tables at the workload's size."""
+    rounds, state = build_partial(work.market_set, work.backbone, work.use, work.config, work.k, None, None,
+                                  (work.users, work.items))
+    return Runner(rounds.process, state, work.datasets, stateful_step)
 
 
 def fedavg_process(work: CTRWorkload, coded: bool = False):
     """TFF FedAvg on its own ID-only model, or (`coded`) on FedMM's model and examples."""
     return build_fedavg_process(work.model_fn(coded), work.datasets(0, coded)[0].element_spec, work.config.train)
-
-
-def fedmm_runner(work: CTRWorkload, process=None) -> Runner:
-    """FedMM's CTR process with server and market states, as `train_partial` runs it (`process`: reuse one)."""
-    process = process or fedmm_process(work)
-    server = process.initialize()
-    clients = [pf.initial_client_state(work.model_fn(), _pf_config(work), i, seed=work.config.train.seed * 1000 + i)
-               for i in range(len(work.market_set.names))]
-    return Runner(process, (server, clients), work.datasets, stateful_step)
 
 
 def fedavg_runner(work: CTRWorkload, coded: bool = False) -> Runner:

@@ -21,7 +21,9 @@ from tff_fedmm.pipelines import ctr_stage
 
 
 def _slope(values: list[float]) -> float:
-    return float("nan") if len(values) < 2 or any(map(math.isnan, values)) else fit_line(range(len(values)), values).slope
+    if len(values) < 2 or any(map(math.isnan, values)):
+        return float("nan")
+    return fit_line(range(len(values)), values).slope
 
 
 def memory_lines(work: CTRWorkload, rounds: int) -> list[str]:

@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_fedmm.bench.ctr import CTRWorkload
-from tff_fedmm.bench.measure import Sample, Stopwatch, medians
+from tff_fedmm.bench.measure import Runner, Sample, medians, time_rounds
 from tff_fedmm.bench.upload import VOCABULARIES
 from tff_fedmm.federated.codebook_process import CodebookStageConfig, rqvae_dataset
 from tff_fedmm.models.cf import CFConfig, build_cf_model
@@ -44,7 +44,8 @@ def _keras_step(model: tf.keras.Model, rate: float, x: dict, y: np.ndarray) -> M
 
 def _ids(rng: np.random.Generator, x: dict, ids: int) -> dict:
     users, n = ids // 2, len(x["user"])
-    return dict(x, user=rng.integers(0, users, n).astype(np.int32), item=rng.integers(0, ids - users, n).astype(np.int32))
+    draw = lambda high: rng.integers(0, high, n).astype(np.int32)  # noqa: E731
+    return dict(x, user=draw(users), item=draw(ids - users))
 
 
 def cf_step(cf: CFConfig, ids: int, rng: np.random.Generator) -> Made:
@@ -79,14 +80,10 @@ def step_time_line(stage: str, make: Callable[[int, np.random.Generator], Made],
                    seed: int) -> str:
     rng = np.random.default_rng([seed, 15])
     made = {ids: make(ids, rng) for ids in VOCABULARIES}  # each has run its first step, which traces
-    times, traces = {ids: [] for ids in VOCABULARIES}, {ids: made[ids][1]() for ids in VOCABULARIES}
-    for repeat in range(warmup + repeats):
-        for ids, (step, _) in made.items():
-            watch = Stopwatch()
-            step()
-            if repeat >= warmup:
-                times[ids].append(Sample(*(1000 * t for t in watch.lap())))
-    ms = {ids: medians(t) for ids, t in times.items()}
+    traces = {ids: count() for ids, (_, count) in made.items()}
+    runners = [Runner(None, None, lambda _: None, lambda *_, step=step: step()) for step, _ in made.values()]
+    ms = {ids: medians([Sample(*(1000 * t for t in s)) for s in samples])
+          for ids, samples in zip(made, time_rounds(runners, warmup, repeats))}
     retraces = sum(made[ids][1]() - traces[ids] for ids in VOCABULARIES)
     first, last = VOCABULARIES[0], VOCABULARIES[-1]
     return (f"step_time_ratio {stage} ids={last}/ids={first} = {ms[last].wall / ms[first].wall:.2f} (median ms per "

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from tff_fedmm.bench.ctr import CTRWorkload, fedavg_process, fedmm_process
+from tff_fedmm.bench.ctr import CTRWorkload, fedavg_process, fedmm_runner
 from tff_fedmm.federated.audit import client_to_server_values
 
 VOCABULARIES = (1_000, 10_000, 100_000)  # users + items per market
@@ -32,7 +32,8 @@ def upload_bytes(comp) -> int:
 def upload_line(codebook: int, fedmm_ctr: int, fedavg_ctr: int, ids: int | None = None) -> str:
     """FedMM per round is one codebook-stage round plus one CTR-stage round; FedAvg's, its CTR round."""
     fedmm, size = codebook + fedmm_ctr, "" if ids is None else f" ids={ids}"
-    line = f"upload_bytes_per_market_per_round{size} fedmm = {fedmm} fedavg = {fedavg_ctr} ratio = {fedavg_ctr / fedmm:.2f}"
+    line = (f"upload_bytes_per_market_per_round{size} fedmm = {fedmm} fedavg = {fedavg_ctr} "
+            f"ratio = {fedavg_ctr / fedmm:.2f}")
     if ids is None:
         line += (f" (fedmm = codebook round {codebook} + ctr round {fedmm_ctr}; fedavg = FedAvg ctr round; "
                  f"float32 payload + weight + metrics)")
@@ -43,5 +44,5 @@ def upload_at_vocabulary(work: CTRWorkload, codebook_bytes: int, ids: int) -> st
     """As if every market had `ids` users + items (half each): both CTR processes rebuilt at that size, not
     trained. FedAvg ships every ID embedding row, FedMM none (nor does its codebook round)."""
     sized = replace(work, users=ids // 2, items=ids - ids // 2)
-    return upload_line(codebook_bytes, upload_bytes(fedmm_process(sized).next), upload_bytes(fedavg_process(sized).next),
-                       ids)
+    fedmm, fedavg = fedmm_runner(sized).process, fedavg_process(sized)
+    return upload_line(codebook_bytes, upload_bytes(fedmm.next), upload_bytes(fedavg.next), ids)

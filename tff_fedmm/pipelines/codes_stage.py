@@ -116,7 +116,7 @@ class _CodebookRounds:
         return (server, clients), np.array(row, np.float64)
 
 
-def _build_codebook(config: CodesConfig, inputs: dict[str, np.ndarray], participants: list[str], process,
+def build_codebook(config: CodesConfig, inputs: dict[str, np.ndarray], participants: list[str], process,
                     checkpoint: StageCheckpoint | None, federated: bool, privacy: dp.PrivacyConfig,
                     participation: Participation, ledger: Ledger,
                     slots: dict[str, np.ndarray] | None) -> tuple[_CodebookRounds, tuple]:
@@ -165,7 +165,7 @@ def run_codebook(market_set: MarketSet, inputs: dict[str, np.ndarray], config: C
     # Under --dp-unit interaction the rows are DP-SGD-trained CF tables: the codebook is post-processing.
     privacy = config.privacy.aggregation() if federated else dp.PrivacyConfig()
     ledger = Ledger(ledger_stage)
-    rounds, initial = _build_codebook(config, inputs, participants, process, checkpoint, federated, privacy,
+    rounds, initial = build_codebook(config, inputs, participants, process, checkpoint, federated, privacy,
                                       participation, ledger, slots)
     result = run_rounds(initial, rounds.round, config.rounds, len(_HISTORY), checkpoint=checkpoint)
     server, clients = result.best_state

@@ -236,13 +236,15 @@ class _PartialRounds:
                                 else np.nan)
 
 
-def _build_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig, k: tuple[int, int],
-                   checkpoint: StageCheckpoint | None, ledger: Ledger | None) -> tuple[_PartialRounds, tuple]:
-    """The audited process and every market's starting state, as (the run, its initial state)."""
+def build_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CTRStageConfig, k: tuple[int, int],
+                  checkpoint: StageCheckpoint | None, ledger: Ledger | None,
+                  vocabulary: tuple[int, int] | None = None) -> tuple[_PartialRounds, tuple]:
+    """The audited process and every market's starting state, as (the run, its initial state). `vocabulary`:
+    the ID tables' (users, items), the largest market's unless given (`fedmm bench` sizes them itself)."""
     # Imported here: `pipelines.local` (no federation) imports this module without TFF, whose import is slow.
     from tff_fedmm.federated import partial_fedavg as pf
 
-    users, items = market_set.largest_vocabulary
+    users, items = vocabulary or market_set.largest_vocabulary
     # Sharing only code embeddings needs codes: without them (fedper) the interaction layers are shared.
     share_interaction = config.share_interaction or use.codes is None
     model_fn = model_fn_for(backbone, users, items, use.sizes(*k), config, share_interaction)
@@ -271,7 +273,7 @@ def train_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
                   k: tuple[int, int], checkpoint: StageCheckpoint | None = None,
                   keep: Keep | None = None, ledger: Ledger | None = None) -> tuple[Metrics, list[dict]]:
     set_global_seed(config.train.seed, "ctr-partial")
-    rounds, initial = _build_partial(market_set, backbone, use, config, k, checkpoint, ledger)
+    rounds, initial = build_partial(market_set, backbone, use, config, k, checkpoint, ledger)
     names = market_set.names
     selection = Selection(neg_logloss, rounds.pick, len(names), config.patience())
     result = run_rounds(initial, rounds.round, config.rounds, 2 * len(names) + 1, selection=selection,
