@@ -4,9 +4,9 @@ aggregator and charges, shared by the federated CF tower (`cf_stage`) and the CT
 Each round a market takes one pass of Poisson-sampled DP-SGD steps over fresh records, every draw from a
 seed of its own per round: derived from `--dp-noise-seed` for reproducible runs, else from the stage's
 secret seed (OS entropy, `privacy.noise_seed`), which the stage's checkpoint keeps until the stage is done
-(`StageCheckpoint.secret_seed`) so that a resumed run recomputes a cut round with the same draws. What the market sends
-(its shared variables' change) is computed from DP-SGD-trained values only, so it is averaged by a plain
-unweighted mean: the example count, which one interaction changes, stays in the market too.
+(`StageCheckpoint.secret_seed`), so that a resumed run recomputes a cut round with the same draws. What the
+market sends (its shared variables' change) is computed from DP-SGD-trained values only, so it is averaged
+by a plain unweighted mean: the example count, which one interaction changes, stays in the market too.
 """
 
 from __future__ import annotations

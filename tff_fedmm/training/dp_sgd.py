@@ -19,8 +19,8 @@ The update is meant for plain SGD (momentum allowed), not Adam: Adam divides eac
 running gradient scale, so the noise on an embedding row that no record touched becomes a full-size step
 and every row random-walks; with SGD a row's noise per step is lr x noise_multiplier x clip / batch.
 
-The noise and the sampling draw from a seed carried in each batch (`noise_seed`), which comes from
-`privacy.noise_seed`: secret (OS entropy) by default. Both must be secret: amplification by sampling
+The noise and the sampling draw from a seed carried in each batch (`noise_seed`), drawn from the stage's
+DP seed (`privacy.noise_seed`; in a federated stage `pipelines.dp_sgd_clients`): secret by default. Both must be secret: amplification by sampling
 assumes nobody knows which records a step used.
 """
 
