@@ -11,14 +11,19 @@ in the partial-FedAvg client work, whose average is then a plain mean) and each 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+import tensorflow as tf
 
 from tff_fedmm import progress
 from tff_fedmm.checkpoints import RunCheckpoints, StageCheckpoint
 from tff_fedmm.data.descriptors import entity_descriptors
 from tff_fedmm.data.markets import MarketSet
+from tff_fedmm.data.pipelines import to_dataset
+from tff_fedmm.data.sampling import ctr_examples
+from tff_fedmm.federated import partial_fedavg as pf
 from tff_fedmm.federated import privacy as dp
 from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.models.cf import CFConfig, build_cf_model, embedding_tables, rqvae_inputs
@@ -28,6 +33,7 @@ from tff_fedmm.pipelines.privacy_report import Ledger
 from tff_fedmm.pipelines.rounds import run_rounds
 from tff_fedmm.seeding import derive_seed, set_global_seed
 from tff_fedmm.training.cf import train_cf
+from tff_fedmm.training.cf_dp import train_cf_dp
 
 ENTITIES = ("users", "items")
 CF_TOWER = "cf-tower"  # the name of the federated CF stage's DP charges
@@ -82,8 +88,6 @@ def cf_inputs(market_set: MarketSet, config: CFConfig, checkpoints: RunCheckpoin
 def _dp_sgd_cf_tables(market_set: MarketSet, config: CFConfig, privacy: dp.PrivacyConfig,
                       ledger: Ledger) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each market's CF tables trained alone with DP-SGD, each market charged for its steps."""
-    from tff_fedmm.training.cf_dp import train_cf_dp
-
     tables = {}
     for name, market in market_set.markets.items():
         model, rate, steps = train_cf_dp(market, config, privacy.sgd(dp.DP_SGD_CF_LEARNING_RATE),
@@ -93,61 +97,89 @@ def _dp_sgd_cf_tables(market_set: MarketSet, config: CFConfig, privacy: dp.Priva
     return tables
 
 
-def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: StageCheckpoint | None,
-                         participation: Participation, privacy: dp.PrivacyConfig,
-                         ledger: Ledger) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from tff_fedmm.data.pipelines import to_dataset
-    from tff_fedmm.data.sampling import ctr_examples
-    from tff_fedmm.federated import partial_fedavg as pf
+@dataclass(frozen=True)
+class _TowerRounds:
+    """The federated CF stage's steps: one round's data, one round, the charges and the markets' tables."""
 
+    market_set: MarketSet
+    config: CFConfig
+    participation: Participation
+    process: object  # the audited partial-FedAvg process
+    model_fn: Callable[[], tf.keras.Model]
+    sgd_clients: DpSgdClients | None  # the markets' DP-SGD data under --dp-unit interaction
+
+    def dataset(self, index: int, round_num: int) -> tf.data.Dataset:
+        """Market `index`'s examples of round `round_num`: fresh negatives and shuffle per round."""
+        if self.sgd_clients:
+            return self.sgd_clients.dataset(index, round_num)
+        name = self.market_set.names[index]
+        return to_dataset(ctr_examples(self.market_set.markets[name], "train", neg_ratio=self.config.neg_ratio,
+                                       seed=self.config.seed, epoch=round_num),
+                          batch_size=self.config.batch_size,
+                          shuffle_seed=derive_seed(self.config.seed, "cf-shuffle", name, round_num))
+
+    def present(self, round_num: int) -> list[int]:
+        return self.participation.present("cf-federated", round_num, len(self.market_set.names))
+
+    def round(self, state: tuple, round_num: int) -> tuple[tuple, np.ndarray]:
+        """One round with the markets present; its row is the mean training loss (NaN when it may not cross)."""
+        server, clients, metrics = run_present(self.process.next, state[0], state[1],
+                                               lambda i: self.dataset(i, round_num), self.present(round_num))
+        loss = float(metrics["client_work"]["loss"]) if metrics and "client_work" in metrics else float("nan")
+        progress.round_done(cf_loss=loss)
+        return (server, clients), np.array([loss])
+
+    def charge(self, ledger: Ledger, privacy: dp.PrivacyConfig, server, rounds_run: int) -> None:
+        """Charges each market for every round it took part in, DP-SGD steps or DP-mean rounds."""
+        presence = [self.present(r) for r in range(rounds_run)]
+        if self.sgd_clients:
+            self.sgd_clients.charge(ledger, presence)
+        else:
+            ledger.record(privacy, server.aggregator, self.market_set.names, presence)
+
+    def tables(self, server, clients: list) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each market's (user, item) tables from the shared tower and its private state, cut to its own size."""
+        tables = {}
+        for client in clients:
+            name = self.market_set.names[int(client["client_index"])]
+            users, items = embedding_tables(pf.market_model(self.model_fn, server.global_model_weights, client))
+            market = self.market_set.markets[name]
+            tables[name] = (users[: market.num_users], items[: market.num_items])
+        return tables
+
+
+def _build_tower(market_set: MarketSet, config: CFConfig, checkpoint: StageCheckpoint | None,
+                 participation: Participation, privacy: dp.PrivacyConfig,
+                 ledger: Ledger) -> tuple[_TowerRounds, tuple]:
+    """The audited process and every market's starting state, as (the rounds, their initial state)."""
     names = market_set.names
     users, items = market_set.largest_vocabulary
     model_fn = lambda: build_cf_model(users, items, config)  # noqa: E731
-
     sgd_clients = (DpSgdClients(market_set, privacy, ledger.stage, config.seed, dp.DP_SGD_CF_LEARNING_RATE,
                                 config.neg_ratio, checkpoint) if privacy.dp_sgd else None)
-
-    def dataset(index: int, round_num: int):
-        if sgd_clients:
-            return sgd_clients.dataset(index, round_num)
-        return to_dataset(ctr_examples(market_set.markets[names[index]], "train", neg_ratio=config.neg_ratio,
-                                       seed=config.seed, epoch=round_num),
-                          batch_size=config.batch_size,
-                          shuffle_seed=derive_seed(config.seed, "cf-shuffle", names[index], round_num))
-
-    set_global_seed(config.seed, "cf-federated")
     pf_config = pf.PartialFedAvgConfig(client_learning_rate=config.learning_rate)
     if sgd_clients:
         pf_config, aggregator = sgd_clients.client_config(pf_config), sgd_clients.aggregator()
     else:
         aggregator = (dp.dp_mean_factory(privacy, privacy.cf_clip, participation.expected(len(names)),
                                          dp.noise_seed(privacy, config.seed, ledger.stage)) if privacy.dp else None)
-    process = pf.build_partial_fedavg_process(model_fn, dataset(0, 0).element_spec, pf_config, aggregator,
+    rounds = _TowerRounds(market_set, config, participation, None, model_fn, sgd_clients)
+    process = pf.build_partial_fedavg_process(model_fn, rounds.dataset(0, 0).element_spec, pf_config, aggregator,
                                               seed=derive_seed(config.seed, "cf-federated-server"),
                                               metrics_cross=not privacy.dp)
     audit_partial_fedavg(process, model_fn, "CF stage, shared tower", checkpoint)
     clients = [pf.initial_client_state(model_fn, pf_config, i, seed=derive_seed(config.seed, "cf-federated", name))
                for i, name in enumerate(names)]
+    return replace(rounds, process=process), (process.initialize(), clients)
 
-    def step(state, round_num: int):
-        present = participation.present("cf-federated", round_num, len(names))
-        server, clients, metrics = run_present(process.next, state[0], state[1],
-                                               lambda i: dataset(i, round_num), present)
-        loss = float(metrics["client_work"]["loss"]) if metrics and "client_work" in metrics else float("nan")
-        progress.round_done(cf_loss=loss)
-        return (server, clients), np.array([loss])
 
-    result = run_rounds((process.initialize(), clients), step, config.epochs, 1, checkpoint=checkpoint)
+def _federated_cf_tables(market_set: MarketSet, config: CFConfig, checkpoint: StageCheckpoint | None,
+                         participation: Participation, privacy: dp.PrivacyConfig,
+                         ledger: Ledger) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The markets' CF tables trained together for `config.epochs` rounds, checkpointed after each."""
+    set_global_seed(config.seed, "cf-federated")
+    rounds, initial = _build_tower(market_set, config, checkpoint, participation, privacy, ledger)
+    result = run_rounds(initial, rounds.round, config.epochs, 1, checkpoint=checkpoint)
     server, clients = result.best_state
-    presence = [participation.present("cf-federated", r, len(names)) for r in range(len(result.metrics))]
-    if sgd_clients:
-        sgd_clients.charge(ledger, presence)
-    else:
-        ledger.record(privacy, server.aggregator, names, presence)
-    tables = {}
-    for client in clients:
-        name = names[int(client["client_index"])]
-        user_table, item_table = embedding_tables(pf.market_model(model_fn, server.global_model_weights, client))
-        market = market_set.markets[name]
-        tables[name] = (user_table[: market.num_users], item_table[: market.num_items])
-    return tables
+    rounds.charge(ledger, privacy, server, len(result.metrics))
+    return rounds.tables(server, clients)
