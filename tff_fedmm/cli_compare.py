@@ -168,7 +168,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from tff_fedmm import api
-    from tff_fedmm.pipelines import privacy_report
 
     api.check_choices(args.methods, args.backbones, args.rounds)
     seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
@@ -176,6 +175,7 @@ def _compare(args: argparse.Namespace) -> int:
     api.check_jobs(args.jobs, args.workers)
     market_set = load_market_set(args)
 
+    from tff_fedmm.pipelines import privacy_report  # loads TFF: after the flags and data are checked
     from tff_fedmm.report import format_table, markdown_intervals
 
     config = api.make_config(seeds[0], args.rounds, args.codebook_rule, args.cf_tower,

@@ -20,11 +20,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
+import tff_fedmm.models.layers_ctr  # noqa: F401  (registers the custom layers the model is rebuilt with)
 from tff_fedmm import export_layout as layout
-from tff_fedmm.codes import MarketCodes
+from tff_fedmm.codes import MarketCodes, MarketQuantizer, quantizer_model
 from tff_fedmm.errors import UsageError
+from tff_fedmm.eval.evaluate import predict
 from tff_fedmm.features import MarketFeatures
+from tff_fedmm.models.cf import standardized_rows
+from tff_fedmm.models.rqvae import RQVAEConfig
+from tff_fedmm.run_folder import is_complete
+from tff_fedmm.training import rqvae as rt
 
 _SHOWN = 5  # unknown IDs named in an error; the count says how many more
 
@@ -44,8 +51,6 @@ class MarketModel:
 
     def score(self, users: Sequence, items: Sequence) -> np.ndarray:
         """Click probabilities (float32) of the pairs (users[i], items[i]), raw IDs of this market."""
-        from tff_fedmm.eval.evaluate import predict
-
         if len(users) != len(items):
             raise UsageError(f"score: {len(users)} users but {len(items)} items; expected one of each per pair")
         unknown = self.unknown(users, items)
@@ -60,8 +65,6 @@ class MarketModel:
 
 
 def _manifest(run: Path) -> dict:
-    from tff_fedmm.run_folder import is_complete
-
     if not is_complete(run):
         raise UsageError(f"{run}: not a finished run folder (missing, or marked INCOMPLETE)")
     path = run / layout.MANIFEST
@@ -79,10 +82,6 @@ def _check_market(run: Path, manifest: dict, market: str) -> None:
 def load_market_model(run_dir: str | Path, method: str, market: str, backbone: str | None = None) -> MarketModel:
     """`market`'s CTR model of `method` from the run folder `run_dir` (of its exported seed, exports.json);
     `backbone` may be left out when the method was exported on one backbone only."""
-    import tensorflow as tf
-
-    import tff_fedmm.models.layers_ctr  # noqa: F401  (registers the custom layers the model is rebuilt with)
-
     run = Path(run_dir)
     manifest = _manifest(run)
     backbones = manifest["methods"].get(method)
@@ -125,11 +124,6 @@ def encode(run_dir: str | Path, market: str, embeddings: np.ndarray, *, entity: 
     """Global and local codes (one row per row of `embeddings`) of new users or items (`entity`) of `market`,
     from their CF embeddings (the width and space of `markets/<market>/codebooks/<method>/cf.npz`): the
     market's RQ-VAE encoder and codebooks, exactly as the run encoded its own entities."""
-    from tff_fedmm.codes import MarketQuantizer, quantizer_model
-    from tff_fedmm.training import rqvae as rt
-    from tff_fedmm.models.cf import standardized_rows
-    from tff_fedmm.models.rqvae import RQVAEConfig
-
     run = Path(run_dir)
     _check_market(run, _manifest(run), market)
     folder = layout.codebook_dir(run, market, method)

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
+from tff_fedmm.data.dp_records import interaction_records, poisson_batches
+
 
 def to_dataset(
     features: Mapping[str, np.ndarray],
@@ -54,8 +56,6 @@ def market_record_dataset(market, neg_ratio: int, sampling_rate: float, steps: i
                           featurize=dict) -> tf.data.Dataset:
     """One pass of DP-SGD over `market`: fresh records (`dp_records.interaction_records`), `steps` Poisson
     batches of them, their fields from `featurize` (e.g. the market's codes), all drawn from `rng`."""
-    from tff_fedmm.data.dp_records import interaction_records, poisson_batches
-
     records = interaction_records(market, neg_ratio, rng)
     shape = records["label"].shape
     records = {key: value.reshape(shape) for key, value in featurize({k: v.reshape(-1) for k, v in records.items()}).items()}

@@ -40,6 +40,7 @@ from tff_fedmm.data.pipelines import to_dataset
 from tff_fedmm.data.sampling import ctr_examples
 from tff_fedmm.eval.evaluate import evaluate_market
 from tff_fedmm.features import MarketFeatures
+from tff_fedmm.federated import partial_fedavg as pf
 from tff_fedmm.federated import privacy as dp
 from tff_fedmm.federated.participation import Participation, run_present
 from tff_fedmm.models.ctr import build_ctr_model
@@ -241,9 +242,6 @@ def build_partial(market_set: MarketSet, backbone: str, use: CodeUse, config: CT
                   vocabulary: tuple[int, int] | None = None) -> tuple[_PartialRounds, tuple]:
     """The audited process and every market's starting state, as (the run, its initial state). `vocabulary`:
     the ID tables' (users, items), the largest market's unless given (`fedmm bench` sizes them itself)."""
-    # Imported here: `pipelines.local` (no federation) imports this module without TFF, whose import is slow.
-    from tff_fedmm.federated import partial_fedavg as pf
-
     users, items = vocabulary or market_set.largest_vocabulary
     # Sharing only code embeddings needs codes: without them (fedper) the interaction layers are shared.
     share_interaction = config.share_interaction or use.codes is None

@@ -17,6 +17,7 @@ from functools import cached_property
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_federated as tff
 
 from tff_fedmm.checkpoints import StageCheckpoint
 from tff_fedmm.data.markets import MarketSet
@@ -51,8 +52,6 @@ class DpSgdClients:
         return replace(config, dp_sgd=self.sgd)
 
     def aggregator(self):
-        import tensorflow_federated as tff
-
         return tff.aggregators.UnweightedMeanFactory()
 
     def _rate_steps(self, name: str) -> tuple[float, int]:

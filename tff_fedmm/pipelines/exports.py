@@ -31,6 +31,7 @@ from tff_fedmm import export_layout as layout
 from tff_fedmm.codes import MarketCodes, quantizer_model
 from tff_fedmm.data.markets import MarketSet
 from tff_fedmm.features import MarketFeatures
+from tff_fedmm.models.cf import cf_standardization
 from tff_fedmm.models.rqvae import local_codebook
 from tff_fedmm.training import rqvae as rt
 from tff_fedmm.pipelines.codes_stage import CodesResult
@@ -87,8 +88,6 @@ class Exporter:
         """`method`'s codebooks: the federated level-1 codebook once under `shared/`, and in each market's
         folder its local codebook, its RQ-VAE weights, its CF tables and their standardisation, and its
         level-1 codebook where that never left the market (`federated=False`)."""
-        from tff_fedmm.models.cf import cf_standardization
-
         for name, quantizer in result.quantizers.items():
             folder = layout.codebook_dir(self.out, name, method)
             model = quantizer_model(result.rqvae, quantizer)

@@ -18,12 +18,9 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 from tff_fedmm.checkpoints import RunCheckpoints, StageCheckpoint
-
-if TYPE_CHECKING:  # TFF loads with the first audit: a run without a federated stage never needs it
-    from tff_fedmm.federated.manifest import Manifest
+from tff_fedmm.federated.audit_identity import audit_process
+from tff_fedmm.federated.manifest import Manifest, codebook_manifest, fedavg_manifest, partial_fedavg_manifest
 
 ABOUT = ("Every value that crosses CLIENTS→SERVER in the federated processes this run built, per stage: the "
          "intrinsic, the value's TFF type and its sources — the Keras variable an update is read from, or the "
@@ -42,8 +39,6 @@ NOT_FEDERATED = {
 def audit_stage(process, manifest_fn: Callable[[], Manifest], checkpoint: StageCheckpoint | None) -> dict:
     """Audits `process` against `manifest_fn()` (raising on any undeclared value) and records the report,
     with the seconds the manifest and the audit took, with the stage's checkpoints when there are any."""
-    from tff_fedmm.federated.audit_identity import audit_process
-
     started = time.perf_counter()
     report = audit_process(process, manifest_fn())
     report["seconds"] = round(time.perf_counter() - started, 3)
@@ -55,8 +50,6 @@ def audit_stage(process, manifest_fn: Callable[[], Manifest], checkpoint: StageC
 def audit_codebook(process, config, participants: list[str], federated: bool, privacy,
                    checkpoint: StageCheckpoint | None) -> dict:
     """The codebook process of `config` (a `CodebookStageConfig`) over `participants`."""
-    from tff_fedmm.federated.manifest import codebook_manifest
-
     rq = config.rqvae
     options = [f"rule={config.rule}", f"K_global={rq.k_global}", f"K_local={rq.k_local}", f"d={rq.latent_dim}"]
     options += [f"anchored: {config.anchors} anchor slots"] if config.anchors else []
@@ -69,8 +62,6 @@ def audit_codebook(process, config, participants: list[str], federated: bool, pr
 
 def audit_partial_fedavg(process, model_fn, what: str, checkpoint: StageCheckpoint | None) -> dict:
     """Partial FedAvg over `model_fn()`'s model; `what`: the stage, for the title."""
-    from tff_fedmm.federated.manifest import partial_fedavg_manifest
-
     def manifest() -> Manifest:
         model = model_fn()
         return partial_fedavg_manifest(model, f"partial FedAvg of {model.name} ({what}): the shared_* weights only")
@@ -80,8 +71,6 @@ def audit_partial_fedavg(process, model_fn, what: str, checkpoint: StageCheckpoi
 
 def audit_fedavg(process, model_fn, tff_model_fn, checkpoint: StageCheckpoint | None) -> dict:
     """TFF's FedAvg over `model_fn()`'s model; `tff_model_fn` builds the TFF model the process wraps."""
-    from tff_fedmm.federated.manifest import fedavg_manifest
-
     def manifest() -> Manifest:
         model, tff_model = model_fn(), tff_model_fn()  # held: its tf.functions keep only a weak reference
         return fedavg_manifest(model, tff_model.report_local_unfinalized_metrics(),

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from tff_fedmm.federated import accounting
 from tff_fedmm.federated import privacy as dp
 from tff_fedmm.pipelines.privacy_audit import NOT_FEDERATED
+from tff_fedmm.training.dp_sgd import step_event
 
 # Charges per training seed: method -> backbone -> the JSON charges of one training.
 SeedCharges = dict[str, dict[str, list[dict]]]
@@ -54,8 +55,6 @@ class Ledger:
 
     def record_steps(self, market: str, sampling_rate: float, noise_multiplier: float, steps: int) -> None:
         """Charges `market` per interaction for `steps` DP-SGD steps sampling its records at `sampling_rate`."""
-        from tff_fedmm.training.dp_sgd import step_event
-
         if steps:
             self.charges.append(accounting.charge(self.stage, accounting.INTERACTION, [market],
                                                   step_event(sampling_rate, noise_multiplier), steps))

@@ -25,10 +25,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
+from tff_fedmm.federated.context import install_execution_context
+from tff_fedmm.federated.workers import die_with_parent
+
 
 def _start_seed_process(parent: int) -> None:
-    from tff_fedmm.federated.workers import die_with_parent
-
     die_with_parent()
     if os.getppid() != parent:  # the parent died before the death signal was armed
         os._exit(1)
@@ -36,8 +37,6 @@ def _start_seed_process(parent: int) -> None:
 
 
 def _in_own_context(fn: Callable, args: tuple) -> Any:
-    from tff_fedmm.federated.context import install_execution_context
-
     install_execution_context(None)
     return fn(*args)
 

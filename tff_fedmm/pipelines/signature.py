@@ -8,6 +8,7 @@ the audits by shape (`audit`) and by identity (`audit_identity`, which every run
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -16,7 +17,15 @@ from tff_fedmm.federated.audit import (
     Crossing, PrivacyAuditError, TypePredicate, audit_codebook_process, audit_partial_fedavg_process,
     client_to_server_values, codebook_allowed, codebook_payload_fields, is_scalar, shared_weights_allowed,
 )
+from tff_fedmm.data.pipelines import to_dataset
+from tff_fedmm.federated.audit_identity import IdentityAuditError, audit_process
+from tff_fedmm.federated.codebook_process import CodebookStageConfig, build_codebook_process
+from tff_fedmm.federated.manifest import codebook_manifest, partial_fedavg_manifest
+from tff_fedmm.federated.partial_fedavg import build_partial_fedavg_process
+from tff_fedmm.federated.privacy import DISTRIBUTED, PrivacyConfig, codebook_aggregator, dp_mean_factory
+from tff_fedmm.models.ctr import build_ctr_model, input_names
 from tff_fedmm.pipelines.compare_names import refuse_renamed
+from tff_fedmm.pipelines.ctr_stage import CTRStageConfig
 
 
 def kind(crossing: Crossing) -> str:
@@ -52,9 +61,6 @@ SIGNATURE_CTR_SIZES = dict(num_users=100, num_items=200, k_global=64, k_local=32
 
 def ctr_element_spec(k_global: int, k_local: int, batch_size: int = 256):
     """The element spec of a market's CTR dataset, from `to_dataset` on a tiny array."""
-    from tff_fedmm.data.pipelines import to_dataset
-    from tff_fedmm.models.ctr import input_names
-
     features = {name: np.zeros(2, np.int32) for name in input_names(k_global, k_local)}
     features["label"] = np.zeros(2, np.float32)
     return to_dataset(features, batch_size=batch_size).element_spec
@@ -70,16 +76,6 @@ def signature_report(rule: str = "fedavg", backbone: str = "deepfm", privacy=Non
     `--secure-agg`; the DP state — clip, noise seed, `DpEvent` — then
     shows in the server state of `next`'s signature, and the loss sums no longer cross).
     `anchors` > 0 builds the codebook process in anchored mode with that many anchor slots."""
-    import functools
-
-    from tff_fedmm.federated.audit_identity import IdentityAuditError, audit_process
-    from tff_fedmm.federated.codebook_process import CodebookStageConfig, build_codebook_process
-    from tff_fedmm.federated.manifest import codebook_manifest, partial_fedavg_manifest
-    from tff_fedmm.federated.privacy import DISTRIBUTED, PrivacyConfig, codebook_aggregator, dp_mean_factory
-    from tff_fedmm.federated.partial_fedavg import build_partial_fedavg_process
-    from tff_fedmm.models.ctr import build_ctr_model
-    from tff_fedmm.pipelines.ctr_stage import CTRStageConfig
-
     refuse_renamed("rule", "codebook rule", rule)
     sections, passed = [], True
     privacy = privacy or PrivacyConfig()
