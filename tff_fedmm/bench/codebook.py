@@ -25,29 +25,19 @@ from tff_fedmm.pipelines.codes_stage import CodesConfig, build_codebook
 from tff_fedmm.pipelines.privacy_report import Ledger
 
 
-class _Loss(tf.keras.layers.Layer):
-    """The RQ-VAE's loss as the Keras model's output (per row): TFF's `from_keras_model` then reports what
-    FedMM's client does (loss, examples, batches) and trains what its loss ties together."""
-
-    def __init__(self, config: RQVAEConfig, learn_global_codebook: bool):
-        super().__init__()
-        self._config, self._learn_global = config, learn_global_codebook
-
-    def call(self, inputs):
-        loss = rqvae_losses(inputs[0], inputs[1:], self._config.beta, self._learn_global)["loss"]
-        return tf.fill(tf.shape(inputs[0])[:1], loss)
-
-
 class _Output(tf.keras.losses.Loss):
     def call(self, _, loss):
         return loss  # averaged over the batch by the default reduction
 
 
 def _fedavg_model(config: RQVAEConfig, learn_global_codebook: bool):
+    """The RQ-VAE's loss as the Keras model's output (per row): TFF's `from_keras_model` then reports what
+    FedMM's client does (loss, examples, batches) and trains what its loss ties together."""
     x = tf.keras.Input([config.input_dim])
-    model = tf.keras.Model(x, _Loss(config, learn_global_codebook)([x, *build_rqvae(config)(x)]))
+    loss = tf.keras.layers.Lambda(lambda t: tf.fill(tf.shape(t[0])[:1], rqvae_losses(
+        t[0], t[1:], config.beta, learn_global_codebook)["loss"]))([x, *build_rqvae(config)(x)])
     spec = collections.OrderedDict(x=tf.TensorSpec([None, config.input_dim]), y=tf.TensorSpec([None]))
-    return tff.learning.models.from_keras_model(model, loss=_Output(), input_spec=spec)
+    return tff.learning.models.from_keras_model(tf.keras.Model(x, loss), loss=_Output(), input_spec=spec)
 
 
 def _with_label(row: dict) -> collections.OrderedDict:

@@ -23,8 +23,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_fedmm.bench.ctr import CTRWorkload
-from tff_fedmm.bench.measure import Runner, Sample, medians, time_rounds
-from tff_fedmm.bench.upload import VOCABULARIES
+from tff_fedmm.bench.measure import VOCABULARIES, Runner, Sample, medians, time_rounds
 from tff_fedmm.federated.codebook_process import CodebookStageConfig, rqvae_dataset
 from tff_fedmm.models.cf import CFConfig, build_cf_model
 from tff_fedmm.models.rqvae import build_rqvae
