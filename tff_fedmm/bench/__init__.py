@@ -1,11 +1,6 @@
-"""`fedmm bench`: FedMM's cost against TFF's FedAvg and plain Keras, measured in one run, one line per figure.
-
-    round_time_ratio ctr | ctr_as_compared | codebook fedmm/fedavg = X   (`ctr`, `codebook`)
-    throughput_ratio federated/keras_fit = X                            (`ctr`)
-    upload_bytes_per_market_per_round [ids=N] fedmm = N fedavg = M ratio = M/N   (`ctr`)
-    step_time_ratio cf | rqvae | ctr ids=100000/ids=1000 = X             (`steps`)
-    scaling markets=5,10,20,50 seconds_per_round = a,b,c,d (...)        (`ctr`)
-    memory peak_rss_mb | growth_mb_per_round ..., pipeline_round_seconds ctr = X   (`ctr`)
+"""`fedmm bench`: FedMM's cost against TFF's FedAvg and plain Keras, measured in one run, one line per figure:
+the CTR stage's round time, throughput, upload bytes, scaling in markets and memory over rounds (`ctr`), the
+codebook stage's round time (`codebook`), single training steps of three stages against vocabulary (`steps`).
 
 TensorFlow is imported only once `run_bench` runs: `cli` imports this package (through `command`) on every
 `fedmm` call, and `fedmm --help` or a bad flag must not wait for it (`python -c "import tff_fedmm.cli"`
@@ -71,8 +66,7 @@ def _figures(settings: BenchSettings) -> Iterator[str]:
     install_execution_context()  # before anything touches TFF: our owned worker, never TFF's own
 
     from tff_fedmm.api import make_config
-    from tff_fedmm.bench import ctr, steps
-    from tff_fedmm.bench.codebook import codebook_runners
+    from tff_fedmm.bench import codebook, ctr, steps
     from tff_fedmm.bench.measure import ratio_line, time_rounds
 
     markets, warmup, rounds = len(market_set.names), settings.warmup, settings.rounds
@@ -89,7 +83,7 @@ def _figures(settings: BenchSettings) -> Iterator[str]:
     yield ctr.throughput_line(work, fedmm, time_rounds([ctr.keras_fit_runner(work)], warmup, rounds)[0], warmup)
 
     codes = make_config(settings.seed, data_seed=settings.data_seed).codes
-    cb_runners = codebook_runners(market_set, codes, settings.seed)
+    cb_runners = codebook.codebook_runners(market_set, codes, settings.seed)
     yield ratio_line("codebook", *time_rounds(cb_runners, warmup, rounds), warmup, markets)
 
     yield from ctr.upload_lines(work, cb_runners[0].process, runners[0].process, runners[2].process)

@@ -180,9 +180,8 @@ def memory_lines(work: CTRWorkload, rounds: int) -> list[str]:
         for name, pid in pids.items():
             rss[name].append(proc_status_mb(pid, "VmRSS"))
 
-    ignore = lambda *_, **__: None  # noqa: E731
-    sampler = SimpleNamespace(start_stage=ignore, end_stage=ignore, close=ignore, round_done=round_done)
-    previous, progress._reporter = progress._reporter, sampler
+    # `train_partial` reports nothing but `round_done`.
+    previous, progress._reporter = progress._reporter, SimpleNamespace(round_done=round_done)
     try:
         ctr_stage.train_partial(work.market_set, work.backbone, work.use,
                                 replace(work.config, rounds=rounds, round_patience=rounds + 1), work.k)

@@ -59,8 +59,7 @@ def now() -> Sample:
     return Sample(wall, cpu)
 
 
-def elapsed(start: Sample, end: Sample | None = None) -> Sample:
-    end = end or now()
+def elapsed(start: Sample, end: Sample) -> Sample:
     return Sample(end.wall - start.wall, end.cpu - start.cpu)
 
 
@@ -99,7 +98,7 @@ def time_rounds(runners: Sequence[Runner], warmup: int, rounds: int) -> list[lis
             data, start = runner.data(round_num), now()
             runner.state = runner.step(runner.process, runner.state, data)
             if round_num >= warmup:
-                samples.append(elapsed(start))
+                samples.append(elapsed(start, now()))
     return kept
 
 

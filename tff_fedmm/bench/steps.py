@@ -29,16 +29,13 @@ from tff_fedmm.models.cf import CFConfig, build_cf_model
 from tff_fedmm.models.rqvae import build_rqvae
 from tff_fedmm.training import rqvae as rt
 
-Made = tuple[Callable[[], object], Callable[[], int]]  # (one step, its tf.function's trace count so far)
+Made = tuple[Callable, tuple]  # (a tf.function, its arguments): one step is `fn(*args)`
 
 
 def _keras_step(model: tf.keras.Model, rate: float, x: dict, y: np.ndarray) -> Made:
     """One step of `fit` (its train function on the next batch) as `train_cf` and `fit_ctr` compile it."""
     model.compile(optimizer=tf.keras.optimizers.Adam(rate), loss="binary_crossentropy")
-    batches, train = iter(tf.data.Dataset.from_tensors((x, y)).repeat()), model.make_train_function()
-    step = lambda: train(batches)  # noqa: E731
-    step()
-    return step, train.experimental_get_tracing_count
+    return model.make_train_function(), (iter(tf.data.Dataset.from_tensors((x, y)).repeat()),)
 
 
 def _ids(rng: np.random.Generator, x: dict, ids: int) -> dict:
@@ -67,23 +64,22 @@ def rqvae_step(config: CodebookStageConfig, ids: int, rng: np.random.Generator) 
     trained = rt.trained_variables(model, learn_global)
     # One batch of rows at the stage's batch size: with no weight per ID, `ids` enters nowhere (the line shows it).
     dataset = rqvae_dataset(rng.normal(size=(256, cfg.input_dim)).astype(np.float32), seed=cfg.seed)
-    args = (rt.global_codebook(model).read_value(), [v.read_value() for v in rt.private_variables(model)],
-            optimizer.initialize(tuple(tf.TensorSpec(v.shape, v.dtype) for v in trained)), tf.zeros([cfg.k_local]),
-            dataset, tf.constant(0))
-    step = lambda: round_fn(*args)  # noqa: E731
-    step()
-    return step, round_fn.experimental_get_tracing_count
+    return round_fn, (rt.global_codebook(model).read_value(), [v.read_value() for v in rt.private_variables(model)],
+                      optimizer.initialize(tuple(tf.TensorSpec(v.shape, v.dtype) for v in trained)),
+                      tf.zeros([cfg.k_local]), dataset, tf.constant(0))
 
 
 def step_time_line(stage: str, make: Callable[[int, np.random.Generator], Made], warmup: int, repeats: int,
                    seed: int) -> str:
     rng = np.random.default_rng([seed, 15])
-    made = {ids: make(ids, rng) for ids in VOCABULARIES}  # each has run its first step, which traces
-    traces = {ids: count() for ids, (_, count) in made.items()}
-    runners = [Runner(None, None, lambda _: None, lambda *_, step=step: step()) for step, _ in made.values()]
+    made = {ids: make(ids, rng) for ids in VOCABULARIES}
+    for fn, args in made.values():  # the first step traces
+        fn(*args)
+    traces = {ids: fn.experimental_get_tracing_count() for ids, (fn, _) in made.items()}
+    runners = [Runner(fn, None, lambda _, args=args: args, lambda fn, _, args: fn(*args)) for fn, args in made.values()]
     ms = {ids: medians([Sample(*(1000 * t for t in s)) for s in samples])
           for ids, samples in zip(made, time_rounds(runners, warmup, repeats))}
-    retraces = sum(made[ids][1]() - traces[ids] for ids in VOCABULARIES)
+    retraces = sum(fn.experimental_get_tracing_count() - traces[ids] for ids, (fn, _) in made.items())
     first, last = VOCABULARIES[0], VOCABULARIES[-1]
     return (f"step_time_ratio {stage} ids={last}/ids={first} = {ms[last].wall / ms[first].wall:.2f} (median ms per "
             f"step: {', '.join(f'ids={ids} {ms[ids].wall:.2f}' for ids in VOCABULARIES)}; cpu ms, python+worker: "
