@@ -4,8 +4,8 @@ IDs per market (users + items, half each), on synthetic IDs, with each stage's o
 - CF: `training.cf.train_cf`'s step (BCE, Keras Adam, `fit`'s train function) on `build_cf_model` at that size;
 - CTR: `training.ctr.fit_ctr`'s step on the stage's coded model at that size, one batch of the workload's
   examples with its user and item IDs redrawn over the larger tables;
-- RQ-VAE: the federated client's round (`training.rqvae.build_round_fn`, TFF Adam) over one batch of rows
-  (its rows are the IDs). It has no weight per ID: more IDs make a round longer (more batches), never a step
+- RQ-VAE: the federated client's round (`training.rqvae.build_round_fn`, TFF Adam) on a market's starting
+  state (`codebook_process.client_state_structure`) over one batch of rows (its rows are the IDs). It has no weight per ID: more IDs make a round longer (more batches), never a step
   dearer; a one-batch round also carries the round's fixed work (loading weights, re-seeding dead codes).
 
 Sizes alternate step by step (the same load drift for each). The first step traces; a later one that traced
@@ -24,7 +24,7 @@ import tensorflow_federated as tff
 
 from tff_fedmm.bench.ctr import CTRWorkload
 from tff_fedmm.bench.measure import VOCABULARIES, Runner, Sample, medians, time_rounds
-from tff_fedmm.federated.codebook_process import CodebookStageConfig, rqvae_dataset
+from tff_fedmm.federated.codebook_process import CodebookStageConfig, client_state_structure, rqvae_dataset
 from tff_fedmm.models.cf import CFConfig, build_cf_model
 from tff_fedmm.models.rqvae import build_rqvae
 from tff_fedmm.training import rqvae as rt
@@ -57,16 +57,15 @@ def ctr_step(work: CTRWorkload, ids: int, rng: np.random.Generator) -> Made:
 
 
 def rqvae_step(config: CodebookStageConfig, ids: int, rng: np.random.Generator) -> Made:
-    cfg, learn_global = config.rqvae, config.rule == "fedavg"
-    model, optimizer = build_rqvae(cfg), tff.learning.optimizers.build_adam(config.learning_rate)
-    round_fn = tf.function(rt.build_round_fn(model, optimizer, cfg, local_epochs=1, learn_global_codebook=learn_global,
+    model, optimizer = build_rqvae(config.rqvae), tff.learning.optimizers.build_adam(config.learning_rate)
+    round_fn = tf.function(rt.build_round_fn(model, optimizer, config.rqvae, local_epochs=1,
+                                             learn_global_codebook=config.rule == "fedavg",
                                              reseed_patience=config.reseed_patience))
-    trained = rt.trained_variables(model, learn_global)
+    state = client_state_structure(model, config, optimizer)
     # One batch of rows at the stage's batch size: with no weight per ID, `ids` enters nowhere (the line shows it).
-    dataset = rqvae_dataset(rng.normal(size=(256, cfg.input_dim)).astype(np.float32), seed=cfg.seed)
-    return round_fn, (rt.global_codebook(model).read_value(), [v.read_value() for v in rt.private_variables(model)],
-                      optimizer.initialize(tuple(tf.TensorSpec(v.shape, v.dtype) for v in trained)),
-                      tf.zeros([cfg.k_local]), dataset, tf.constant(0))
+    dataset = rqvae_dataset(rng.normal(size=(256, config.rqvae.input_dim)).astype(np.float32), seed=config.rqvae.seed)
+    return round_fn, (rt.global_codebook(model).read_value(), state["private"], state["optimizer_state"],
+                      state["local_idle"], dataset, tf.constant(0))
 
 
 def step_time_line(stage: str, make: Callable[[int, np.random.Generator], Made], warmup: int, repeats: int,
