@@ -42,7 +42,7 @@ def test_the_task_script_is_the_same_command():
 
 
 def test_fit_line_is_exact_on_a_line_and_flags_a_bend():
-    from tff_fedmm.bench.scaling import fit_line
+    from tff_fedmm.bench.measure import fit_line
 
     fit = fit_line([5, 10, 20, 50], [1.5, 2.5, 4.5, 10.5])  # 0.2 s/market + 0.5 s
     assert fit.slope == pytest.approx(0.2) and fit.intercept == pytest.approx(0.5)
@@ -53,7 +53,7 @@ def test_fit_line_is_exact_on_a_line_and_flags_a_bend():
 
 def test_upload_bytes_sum_every_crossing_leaf_and_nothing_else():
     tff = pytest.importorskip("tensorflow_federated")
-    from tff_fedmm.bench.upload import upload_bytes
+    from tff_fedmm.bench.measure import upload_bytes
 
     @tff.tensorflow.computation(np.float32)
     def as_int64(w):
@@ -108,7 +108,7 @@ def _tiny_model_fn():
 
 def test_partial_fedavg_upload_is_shared_weights_weight_and_metrics():
     pytest.importorskip("tensorflow_federated")
-    from tff_fedmm.bench.upload import upload_bytes
+    from tff_fedmm.bench.measure import upload_bytes
     from tff_fedmm.federated.partial_fedavg import build_partial_fedavg_process
     from tff_fedmm.pipelines.signature import ctr_element_spec
 

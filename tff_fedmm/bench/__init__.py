@@ -1,20 +1,15 @@
-"""`fedmm bench`: FedMM's cost against TFF's FedAvg and plain Keras, measured in one run, one line per figure.
+"""`fedmm bench`: FedMM's cost against TFF's FedAvg and plain Keras, measured in one run, one line per figure:
+the CTR stage's round time, throughput, upload bytes, scaling in markets and memory over rounds (`ctr`), the
+codebook stage's round time (`codebook`), single training steps of three stages against vocabulary (`steps`).
 
-    round_time_ratio ctr | ctr_as_compared | codebook fedmm/fedavg = X   (`measure`, `ctr`, `codebook`)
-    throughput_ratio federated/keras_fit = X                            (`ctr`)
-    upload_bytes_per_market_per_round [ids=N] fedmm = N fedavg = M ratio = M/N   (`upload`)
-    step_time_ratio cf | rqvae | ctr ids=100000/ids=1000 = X             (`steps`)
-    scaling markets=5,10,20,50 seconds_per_round = a,b,c,d (...)        (`scaling`)
-    memory peak_rss_mb | growth_mb_per_round ..., pipeline_round_seconds ctr = X   (`memory`)
-
-TensorFlow is imported inside `run_bench` only: `cli` imports this package (through `command`) on every
+TensorFlow is imported only once `run_bench` runs: `cli` imports this package (through `command`) on every
 `fedmm` call, and `fedmm --help` or a bad flag must not wait for it (`python -c "import tff_fedmm.cli"`
 0.65 s; with `tff_fedmm.bench.ctr` and `.codebook` 74 s, on the 2-core machine under load).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -46,6 +41,14 @@ def quick_settings(**overrides) -> BenchSettings:
 
 def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> list[str]:
     """Every figure on the same markets; `emit` gets each line as soon as it is known; returns them all."""
+    lines = []
+    for line in _figures(settings):
+        lines.append(line)
+        emit(line)
+    return lines
+
+
+def _figures(settings: BenchSettings) -> Iterator[str]:
     from tff_fedmm.data.markets import SYNTHETIC, load_markets
     from tff_fedmm.data.synthetic import SyntheticConfig
 
@@ -63,46 +66,35 @@ def run_bench(settings: BenchSettings, emit: Callable[[str], None] = print) -> l
     install_execution_context()  # before anything touches TFF: our owned worker, never TFF's own
 
     from tff_fedmm.api import make_config
-    from tff_fedmm.bench import ctr, memory, scaling, steps, upload
-    from tff_fedmm.bench.codebook import codebook_runners
+    from tff_fedmm.bench import codebook, ctr, steps
     from tff_fedmm.bench.measure import ratio_line, time_rounds
 
-    lines: list[str] = []
-
-    def say(line: str) -> None:
-        lines.append(line)
-        emit(line)
-
     markets, warmup, rounds = len(market_set.names), settings.warmup, settings.rounds
-    say(f"bench data={market_set.source} markets={','.join(market_set.names)} backbone={settings.backbone} "
-        f"(wall-clock timings; approximate on a shared machine)")
+    yield (f"bench data={market_set.source} markets={','.join(market_set.names)} backbone={settings.backbone} "
+           f"(wall-clock timings; approximate on a shared machine)")
     work = ctr.make_workload(market_set, settings.backbone, settings.seed, settings.data_seed)
     # The headline is algorithm against algorithm on the same data and model: FedAvg also trains FedMM's
     # coded CTR model. FedAvg on its own (ID-only) model, as the comparison runs it, is reported too.
     runners = [ctr.fedmm_runner(work), ctr.fedavg_runner(work, coded=True), ctr.fedavg_runner(work)]
     fedmm, fedavg_coded, fedavg = time_rounds(runners, warmup, rounds)
-    say(ratio_line("ctr", fedmm, fedavg_coded, warmup, markets))
-    say(ratio_line("ctr_as_compared", fedmm, fedavg, warmup, markets)
-        + " [FedAvg on its ID-only model: FedMM's model has 6 input fields to its 2]")
-    say(ctr.throughput_line(work, fedmm, time_rounds([ctr.keras_fit_runner(work)], warmup, rounds)[0], warmup))
+    yield ratio_line("ctr", fedmm, fedavg_coded, warmup, markets)
+    yield (ratio_line("ctr_as_compared", fedmm, fedavg, warmup, markets)
+           + " [FedAvg on its ID-only model: FedMM's model has 6 input fields to its 2]")
+    yield ctr.throughput_line(work, fedmm, time_rounds([ctr.keras_fit_runner(work)], warmup, rounds)[0], warmup)
 
     codes = make_config(settings.seed, data_seed=settings.data_seed).codes
-    cb_runners = codebook_runners(market_set, codes, settings.seed)
-    say(ratio_line("codebook", *time_rounds(cb_runners, warmup, rounds), warmup, markets))
+    cb_runners = codebook.codebook_runners(market_set, codes, settings.seed)
+    yield ratio_line("codebook", *time_rounds(cb_runners, warmup, rounds), warmup, markets)
 
-    codebook_bytes = upload.upload_bytes(cb_runners[0].process.next)
-    say(upload.upload_line(codebook_bytes, *(upload.upload_bytes(runners[i].process.next) for i in (0, 2))))
-    for ids in upload.VOCABULARIES:
-        say(upload.upload_at_vocabulary(work, codebook_bytes, ids))
+    yield from ctr.upload_lines(work, cb_runners[0].process, runners[0].process, runners[2].process)
     for stage, make in (("cf", partial(steps.cf_step, codes.cf)), ("rqvae", partial(steps.rqvae_step, codes.codebook)),
                         ("ctr", partial(steps.ctr_step, work))):
-        say(steps.step_time_line(stage, make, warmup, 5 * rounds, settings.seed))
+        yield steps.step_time_line(stage, make, warmup, 5 * rounds, settings.seed)
 
     if settings.scaling:
         full = load_markets(SYNTHETIC, None, synthetic(max(settings.scaling)))
-        say(scaling.scaling_line(ctr.make_workload(full, settings.backbone, settings.seed, settings.data_seed,
-                                                   settings.users_per_market, settings.items_per_market),
-                                 settings.scaling, warmup=1, rounds=settings.scaling_rounds))
-    for line in memory.memory_lines(work, settings.memory_rounds) if settings.memory_rounds else []:
-        say(line)
-    return lines
+        yield ctr.scaling_line(ctr.make_workload(full, settings.backbone, settings.seed, settings.data_seed,
+                                                 settings.users_per_market, settings.items_per_market),
+                               settings.scaling, warmup=1, rounds=settings.scaling_rounds)
+    if settings.memory_rounds:
+        yield from ctr.memory_lines(work, settings.memory_rounds)

@@ -2,11 +2,11 @@
 
 FedAvg trains the very same Keras model and loss (`build_rqvae`, `rqvae_losses`) through TFF's
 `from_keras_model`: its losses are per output, and the codebook and commitment terms tie several outputs
-together (the TFF notes rule out `add_loss`), so the wrapped model outputs the loss itself and the rows carry a
-placeholder label. Same client Adam, rate and local epochs (the
-dataset repeated `local_epochs` times, as FedMM's client loops over it); what differs is the algorithm:
-FedMM averages only the global codebook and keeps the rest per market. Inputs are random rows of the real
-shape, one per user and item: a round's cost depends on rows and sizes, not on CF values.
+together (the TFF notes rule out `add_loss`), so the wrapped model outputs the loss itself, per row (TFF then
+reports what FedMM's client does: loss, examples, batches), and the rows carry a placeholder label. Same client
+Adam, rate and local epochs (the dataset repeated `local_epochs` times, as FedMM's client loops over it); what
+differs is the algorithm: FedMM averages only the global codebook and keeps the rest per market. Inputs are
+random rows of the real shape, one per user and item: a round's cost depends on rows and sizes, not CF values.
 """
 
 from __future__ import annotations
@@ -25,19 +25,6 @@ from tff_fedmm.pipelines.codes_stage import CodesConfig, build_codebook
 from tff_fedmm.pipelines.privacy_report import Ledger
 
 
-class _Loss(tf.keras.layers.Layer):
-    """The RQ-VAE's loss as the Keras model's output (per row): TFF's `from_keras_model` then reports what
-    FedMM's client does (loss, examples, batches) and trains what its loss ties together."""
-
-    def __init__(self, config: RQVAEConfig, learn_global_codebook: bool):
-        super().__init__()
-        self._config, self._learn_global = config, learn_global_codebook
-
-    def call(self, inputs):
-        loss = rqvae_losses(inputs[0], inputs[1:], self._config.beta, self._learn_global)["loss"]
-        return tf.fill(tf.shape(inputs[0])[:1], loss)
-
-
 class _Output(tf.keras.losses.Loss):
     def call(self, _, loss):
         return loss  # averaged over the batch by the default reduction
@@ -45,9 +32,10 @@ class _Output(tf.keras.losses.Loss):
 
 def _fedavg_model(config: RQVAEConfig, learn_global_codebook: bool):
     x = tf.keras.Input([config.input_dim])
-    model = tf.keras.Model(x, _Loss(config, learn_global_codebook)([x, *build_rqvae(config)(x)]))
+    loss = tf.keras.layers.Lambda(lambda t: tf.fill(tf.shape(t[0])[:1], rqvae_losses(
+        t[0], t[1:], config.beta, learn_global_codebook)["loss"]))([x, *build_rqvae(config)(x)])
     spec = collections.OrderedDict(x=tf.TensorSpec([None, config.input_dim]), y=tf.TensorSpec([None]))
-    return tff.learning.models.from_keras_model(model, loss=_Output(), input_spec=spec)
+    return tff.learning.models.from_keras_model(tf.keras.Model(x, loss), loss=_Output(), input_spec=spec)
 
 
 def _with_label(row: dict) -> collections.OrderedDict:

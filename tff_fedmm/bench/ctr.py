@@ -1,4 +1,5 @@
-"""The CTR workload every CTR figure shares, and the processes and Keras models timed on it.
+"""The CTR figures: round time against TFF's FedAvg, throughput against Keras `fit`, upload bytes, scaling in
+markets, memory over rounds, all on one workload.
 
 Both processes come from the CTR stage's builders: FedMM's partial FedAvg by `ctr_stage.build_partial` (as
 `train_partial` builds it for a method with codes), TFF's FedAvg by `ctr_fedavg.build_fedavg_process`; same
@@ -10,19 +11,26 @@ step in FedMM does (same architecture, optimizer, rate, batch, the same rounds' 
 
 from __future__ import annotations
 
+import os
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 
 import numpy as np
 import tensorflow as tf
 
+from tff_fedmm import progress
 from tff_fedmm.api import make_config
-from tff_fedmm.bench.measure import Runner, Sample, stateful_step
+from tff_fedmm.bench.measure import (
+    VOCABULARIES, LineFit, Runner, Sample, elapsed, fit_line, medians, now, proc_status_mb, stateful_step, time_rounds,
+    upload_bytes, worker_pid,
+)
 from tff_fedmm.codes import MarketCodes
 from tff_fedmm.data.markets import MarketSet
+from tff_fedmm.pipelines import ctr_stage
 from tff_fedmm.pipelines.ctr_fedavg import build_fedavg_process
-from tff_fedmm.pipelines.ctr_stage import CodeUse, CTRStageConfig, build_partial, federated_dataset, model_fn_for
+from tff_fedmm.pipelines.ctr_stage import CodeUse, CTRStageConfig, federated_dataset, model_fn_for
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,8 +80,8 @@ def make_workload(market_set: MarketSet, backbone: str, seed: int, data_seed: in
 
 def fedmm_runner(work: CTRWorkload) -> Runner:
     """FedMM's CTR process, server and market states as `train_partial` builds them, tables at the workload's size."""
-    rounds, state = build_partial(work.market_set, work.backbone, work.use, work.config, work.k, None, None,
-                                  (work.users, work.items))
+    rounds, state = ctr_stage.build_partial(work.market_set, work.backbone, work.use, work.config, work.k, None, None,
+                                            (work.users, work.items))
     return Runner(rounds.process, state, work.datasets, stateful_step)
 
 
@@ -114,3 +122,82 @@ def throughput_line(work: CTRWorkload, federated: Sequence[Sample], keras: Seque
             f"keras_fit {fit:.0f}; per cpu s: federated {fed_cpu:.0f}, keras_fit {fit_cpu:.0f}, "
             f"ratio {fed_cpu / fit_cpu:.3f}; {len(work.market_set.names)} markets, "
             f"batch {work.config.train.batch_size}, 1 epoch per round)")
+
+
+def upload_lines(work: CTRWorkload, codebook, fedmm_ctr, fedavg_ctr) -> Iterator[str]:
+    """From the processes: FedMM per round is one codebook-stage round plus one CTR-stage round; FedAvg's, its CTR
+    round. Then as if every market had `ids` users + items (half each): both CTR processes rebuilt at that
+    size, not trained. FedAvg ships every ID embedding row, FedMM none (nor does its codebook round)."""
+    codebook_bytes = upload_bytes(codebook.next)
+
+    def line(size: str, fedmm_ctr, fedavg_ctr) -> str:
+        ctr, fedavg = upload_bytes(fedmm_ctr.next), upload_bytes(fedavg_ctr.next)
+        fedmm = codebook_bytes + ctr
+        breakdown = (f" (fedmm = codebook round {codebook_bytes} + ctr round {ctr}; fedavg = FedAvg ctr round; "
+                     f"float32 payload + weight + metrics)")
+        return (f"upload_bytes_per_market_per_round{size} fedmm = {fedmm} fedavg = {fedavg} "
+                f"ratio = {fedavg / fedmm:.2f}{'' if size else breakdown}")
+
+    yield line("", fedmm_ctr, fedavg_ctr)
+    for ids in VOCABULARIES:
+        sized = replace(work, users=ids // 2, items=ids - ids // 2)
+        yield line(f" ids={ids}", fedmm_runner(sized).process, fedavg_process(sized))
+
+
+def _fit_text(f: LineFit) -> str:
+    return (f"least squares {f.slope:.4f} s/market {f.intercept:+.3f} s, r2 = {f.r2:.4f}, "
+            f"max deviation from line {100 * f.max_deviation:.1f}%")
+
+
+def scaling_line(full: CTRWorkload, counts: Sequence[int], warmup: int, rounds: int) -> str:
+    """Round time against the number of markets. `full`: the workload on max(counts) synthetic markets of one
+    size, its ID tables at the generator's sizes. The generator draws each market from its own seed, so its
+    first N markets are the N-market set, and the FedMM process of every N has the same model: only the number
+    of clients changes. A least-squares line through (N, seconds) says whether the cost per market is constant
+    (slope = seconds per market, R², the largest relative deviation of a point from the line)."""
+    per_count = []
+    for n in counts:
+        markets = replace(full.market_set, markets={m: full.market_set.markets[m] for m in full.market_set.names[:n]})
+        runner = fedmm_runner(replace(full, market_set=markets, cache={}))
+        per_count.append(medians(time_rounds([runner], warmup, rounds)[0]))
+    wall, cpu = [s.wall for s in per_count], [s.cpu for s in per_count]
+    return (f"scaling markets={','.join(map(str, counts))} seconds_per_round = {','.join(f'{s:.3f}' for s in wall)} "
+            f"({_fit_text(fit_line(counts, wall))}; cpu s per round, python+worker "
+            f"{','.join(f'{s:.3f}' for s in cpu)}: {_fit_text(fit_line(counts, cpu))})")
+
+
+def memory_lines(work: CTRWorkload, rounds: int) -> list[str]:
+    """Memory over exactly `rounds` rounds of `ctr_stage.train_partial` itself (per-market validation included,
+    early stopping off): a leak that matters is one the pipeline has (per-round models, retracing, datasets),
+    not one of a bare `next` loop. A stand-in progress reporter samples after each round, so no pipeline code
+    changes: VmRSS, growth = its least-squares slope after the first fifth of the rounds (caches and allocator
+    pools fill early), peak = the high-water mark (VmHWM) over the whole bench run; and seconds per round."""
+    pids = {"python": os.getpid(), "worker": worker_pid()}
+    readings, rss = [now()], {name: [] for name in pids}
+
+    def round_done(**_: float) -> None:
+        readings.append(now())
+        for name, pid in pids.items():
+            rss[name].append(proc_status_mb(pid, "VmRSS"))
+
+    # `train_partial` reports nothing but `round_done`.
+    previous, progress._reporter = progress._reporter, SimpleNamespace(round_done=round_done)
+    try:
+        ctr_stage.train_partial(work.market_set, work.backbone, work.use,
+                                replace(work.config, rounds=rounds, round_patience=rounds + 1), work.k)
+    finally:
+        progress._reporter = previous
+    laps = [elapsed(start, end) for start, end in zip(readings, readings[1:])]
+    skip = max(1, len(laps) // 5)  # round 1 also carries building the process
+    # Without a local worker its VmRSS is NaN: no slope.
+    growth = {n: fit_line(range(len(laps) - skip), rss[n][skip:]).slope if pid else float("nan")
+              for n, pid in pids.items()}
+    per_round, span = medians(laps[skip:]), f"rounds {skip + 1}..{len(laps)}"  # 3 rounds at least: 2 laps
+    return [
+        (f"memory peak_rss_mb python={proc_status_mb(pids['python'], 'VmHWM'):.1f} "
+         f"worker={proc_status_mb(pids['worker'], 'VmHWM'):.1f} (VmHWM over the bench run)"),
+        (f"memory growth_mb_per_round python={growth['python']:.3f} worker={growth['worker']:.3f} "
+         f"(least-squares slope of VmRSS over {span} of the CTR pipeline, train_partial)"),
+        (f"pipeline_round_seconds ctr = {per_round.wall:.3f} (cpu s, python+worker {per_round.cpu:.3f}; "
+         f"train_partial round incl. per-market validation, median over {span})"),
+    ]

@@ -1,13 +1,19 @@
-"""How every figure measures: wall and CPU seconds, resident memory, interleaved timed rounds, medians, a line fit.
+"""How every figure measures: wall and CPU seconds, resident memory, upload bytes, interleaved timed rounds,
+medians, a line fit.
 
 CPU seconds are this process's plus the owned TFF worker's (from /proc): the cost, which others' load on a
 shared machine barely moves. Rounds are interleaved: load drifts, and alternating the processes round by round
 puts them under the same drift. Medians: one slow round (garbage collection, another job) moves no figure.
 Warm-up: a process's first `next` compiles in the worker. Data preparation stays outside the measured block.
+
+Upload bytes: the TFF types of every intrinsic through which a CLIENTS value reaches the SERVER (the audit's
+`client_to_server_values`: aggregator value and weight, summed metrics), each the member type, i.e. what ONE
+client sends; dtype size × elements over every tensor leaf, as written (no wire overhead, no compression).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -18,14 +24,10 @@ from typing import NamedTuple
 import numpy as np
 
 from tff_fedmm.federated import context
+from tff_fedmm.federated.audit import client_to_server_values
 from tff_fedmm.federated.participation import run_present
 
-
-def proc_status_mb(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM of `pid` in MB (from /proc/<pid>/status, which reports kB)."""
-    with open(f"/proc/{pid}/status") as status:
-        pairs = (line.partition(":") for line in status)
-        return {key: int(rest.split()[0]) / 1024.0 for key, _, rest in pairs if key in ("VmRSS", "VmHWM")}
+VOCABULARIES = (1_000, 10_000, 100_000)  # users + items per market of the upload and step figures
 
 
 def worker_pid() -> int | None:
@@ -34,14 +36,12 @@ def worker_pid() -> int | None:
     return process.pid if process is not None and process.poll() is None else None
 
 
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and the owned worker (fields 14 and 15 of /proc/<pid>/stat)."""
-    pid = worker_pid()
+def proc_status_mb(pid: int | None, key: str) -> float:
+    """`key` (VmRSS, VmHWM) of `pid` in MB, from /proc/<pid>/status (which reports kB); NaN without a pid."""
     if pid is None:
-        return time.process_time()
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 is fields[0]
-    return time.process_time() + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return float("nan")
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) / 1024.0 for line in status if line.startswith(f"{key}:"))
 
 
 class Sample(NamedTuple):
@@ -49,19 +49,18 @@ class Sample(NamedTuple):
     cpu: float  # CPU seconds of Python + worker
 
 
-class Stopwatch:
-    def __init__(self):
-        self._last = self._now()
+def now() -> Sample:
+    """CPU: user + system seconds of this process and the owned worker (fields 14, 15 of /proc/<pid>/stat)."""
+    wall, cpu, pid = time.perf_counter(), time.process_time(), worker_pid()
+    if pid is not None:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 is fields[0]
+        cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return Sample(wall, cpu)
 
-    @staticmethod
-    def _now() -> Sample:
-        return Sample(time.perf_counter(), cpu_seconds())
 
-    def lap(self) -> Sample:
-        """Seconds since the previous lap (or the start)."""
-        now, last = self._now(), self._last
-        self._last = now
-        return Sample(now.wall - last.wall, now.cpu - last.cpu)
+def elapsed(start: Sample, end: Sample) -> Sample:
+    return Sample(end.wall - start.wall, end.cpu - start.cpu)
 
 
 def medians(samples: Sequence[Sample]) -> Sample:
@@ -75,10 +74,6 @@ def ratio_line(stage: str, fedmm: Sequence[Sample], fedavg: Sequence[Sample], wa
             f"ratio {a.cpu / b.cpu:.3f}; {len(fedmm)} timed rounds after {warmup} warm-up, {markets} markets)")
 
 
-def fedavg_step(process, state, datasets):
-    return process.next(state, datasets).state
-
-
 def stateful_step(process, state, datasets):
     """FedMM's processes: (server, market states), put back by `client_index` as the pipelines do."""
     return run_present(process.next, *state, datasets.__getitem__, list(range(len(datasets))))[:2]
@@ -86,12 +81,13 @@ def stateful_step(process, state, datasets):
 
 @dataclass
 class Runner:
-    """A process under test: `step(process, state, data(round_num))` runs a round and returns the new state."""
+    """A process under test: `step(process, state, data(round_num))` runs a round and returns the new state
+    (by default a TFF learning process's)."""
 
     process: object
     state: object
     data: Callable[[int], list]
-    step: Callable = fedavg_step
+    step: Callable = lambda process, state, data: process.next(state, data).state  # noqa: E731
 
 
 def time_rounds(runners: Sequence[Runner], warmup: int, rounds: int) -> list[list[Sample]]:
@@ -99,12 +95,21 @@ def time_rounds(runners: Sequence[Runner], warmup: int, rounds: int) -> list[lis
     kept: list[list[Sample]] = [[] for _ in runners]
     for round_num in range(warmup + rounds):
         for runner, samples in zip(runners, kept):
-            data = runner.data(round_num)
-            watch = Stopwatch()
+            data, start = runner.data(round_num), now()
             runner.state = runner.step(runner.process, runner.state, data)
             if round_num >= warmup:
-                samples.append(watch.lap())
+                samples.append(elapsed(start, now()))
     return kept
+
+
+def upload_bytes(comp) -> int:
+    """Bytes one client sends per call of `comp` (e.g. a process's `next`); raises on an unfixed dimension."""
+    total = 0
+    for leaf in (leaf for crossing in client_to_server_values(comp) for leaf in crossing.leaves):
+        if leaf.shape is None or any(d is None for d in leaf.shape):
+            raise ValueError(f"a crossing tensor has an unknown dimension: {leaf}; its bytes are not fixed")
+        total += np.dtype(leaf.dtype).itemsize * math.prod(leaf.shape)
+    return total
 
 
 class LineFit(NamedTuple):

@@ -61,7 +61,9 @@ def _learns_global(config: CodebookStageConfig) -> bool:
     return config.rule == "fedavg"
 
 
-def _client_state_structure(model: tf.keras.Model, config: CodebookStageConfig, optimizer) -> collections.OrderedDict:
+def client_state_structure(model: tf.keras.Model, config: CodebookStageConfig, optimizer) -> collections.OrderedDict:
+    """A market's state as `client_update` takes it, from `model`'s weights (public: `fedmm bench` times the
+    client's round on it)."""
     variables = rt.trained_variables(model, _learns_global(config))
     specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in variables)
     return collections.OrderedDict(
@@ -139,7 +141,7 @@ def build_codebook_process(
 
     @tff.tensorflow.computation
     def client_state_template():
-        return _client_state_structure(build_rqvae(cfg), config, _optimizer(config))
+        return client_state_structure(build_rqvae(cfg), config, _optimizer(config))
 
     client_state_type = client_state_template.type_signature.result
     codebook_type = initial_codebook.type_signature.result
@@ -187,7 +189,7 @@ def initial_client_state(config: CodebookStageConfig, client_index: int, codeboo
     centers = KMeans(n_clusters=k, n_init=1, random_state=cfg.seed).fit(residual).cluster_centers_
     local = local_codebook(model)
     local.assign(np.concatenate([centers, local.numpy()[k:]]).astype(np.float32))
-    state = _client_state_structure(model, config, _optimizer(config))
+    state = client_state_structure(model, config, _optimizer(config))
     state["client_index"] = tf.constant(client_index, tf.int32)
     return tf.nest.map_structure(lambda t: tf.convert_to_tensor(t).numpy(), state)
 
