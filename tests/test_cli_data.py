@@ -106,6 +106,19 @@ def test_help_and_data_summary_do_not_import_tensorflow():
     assert imported_modules_after(["data", "summary"]) == set()
 
 
+def test_entry_modules_and_flag_errors_do_not_import_tensorflow():
+    """The lazy imports that remain exist for this (BUILD_NOTES, "Layers"): each entry module imports
+    without TensorFlow, and a bad flag of `fedmm compare` is refused before TFF loads."""
+    script = ("import sys\nimport tff_fedmm, tff_fedmm.api, tff_fedmm.cli_compare, tff_fedmm.cli_score, "
+              "tff_fedmm.worker_cli\nfrom tff_fedmm.cli import main\n"
+              "try:\n    code = main(['compare', '--methods', 'nope', '--out', 'unused'])\nexcept SystemExit as e:\n"
+              "    code = e.code\nprint('exit', code)\n"
+              "print(' '.join(m for m in ('tensorflow', 'tensorflow_federated') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert "--methods" in result.stderr and "nope" in result.stderr
+    assert result.stdout.split() == ["exit", "2"]
+
+
 def test_python_dash_m_entry_point():
     result = subprocess.run(
         [sys.executable, "-m", "tff_fedmm", "data", "summary", "--markets", "nope"],
