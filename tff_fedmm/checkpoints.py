@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import tensorflow_federated as tff
 
 from tff_fedmm.errors import UsageError
 
@@ -67,8 +68,6 @@ class StageCheckpoint:
         self.root, self.name = root, name
 
     def _manager(self):
-        import tensorflow_federated as tff
-
         return tff.program.FileProgramStateManager(self._folder(), prefix="round_", keep_total=2,
                                                    keep_first=False)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tensorflow_federated as tff
 
 from tff_fedmm.checkpoints import run_sync
 
@@ -59,8 +60,6 @@ def scalar_runs(result) -> dict[str, dict[int, dict[str, float]]]:
 
 
 async def _release_all(root: Path, runs: dict[str, dict[int, dict[str, float]]]) -> None:
-    import tensorflow_federated as tff
-
     for name, steps in runs.items():
         for old in (root / name).glob("events.out.tfevents.*"):  # a rewritten run (e.g. resumed) replaces its log
             old.unlink()

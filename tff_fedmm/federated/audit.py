@@ -30,6 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow_federated as tff
+from tensorflow_federated.python.common_libs import structure
+
+from tff_fedmm.federated.codebook_aggregator import client_payload_type
+from tff_fedmm.federated.partial_fedavg import shared_weights
 
 # Intrinsics whose CLIENTS-placed argument reaches the server although their result stays at CLIENTS.
 _KEY_REVEALING_URIS = frozenset({"federated_select"})
@@ -252,18 +256,12 @@ def as_sent(leaves: list[tff.TensorType], secure: bool = False, distributed: boo
 def _payload_leaves(rule: str, k_global: int, latent_dim: int, secure: bool, anchors: int = 0,
                     distributed: bool = False) -> list[tff.TensorType]:
     """The payload's leaves as they cross (`as_sent`)."""
-    from tff_fedmm.federated.codebook_aggregator import client_payload_type
-
     return as_sent(leaf_types(client_payload_type(rule, k_global, latent_dim, anchors)), secure, distributed)
 
 
 def codebook_payload_fields(rule: str, k_global: int, latent_dim: int, anchors: int = 0) -> list[tuple[str, str, int]]:
     """(name, type, bytes) of every field one market sends per round: the audit's description of what
     crosses. In anchored mode it names the per-anchor aggregates (`anchor_means`, `anchor_counts`)."""
-    from tensorflow_federated.python.common_libs import structure
-
-    from tff_fedmm.federated.codebook_aggregator import client_payload_type
-
     payload = client_payload_type(rule, k_global, latent_dim, anchors)
     return [(name, _fmt(t), int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize)
             for name, t in zip(structure.name_list(payload), payload)]
@@ -291,8 +289,6 @@ def audit_codebook_process(process, rule: str, k_global: int, latent_dim: int, s
 def shared_weight_types(model, secure: bool = False, distributed: bool = False) -> list[tff.TensorType]:
     """The tensor types of the model's `shared_*` trainable weights, in the processes' order, as they cross
     (`as_sent`: `secure` for a DP mean whose clipped records are summed securely, `distributed` for DDG)."""
-    from tff_fedmm.federated.partial_fedavg import shared_weights
-
     types = [tff.TensorType(np.dtype(w.dtype.as_numpy_dtype), list(w.shape)) for w in shared_weights(model)]
     return as_sent(types, secure, distributed)
 
