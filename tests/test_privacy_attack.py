@@ -198,6 +198,8 @@ def _task():
     (["--out", "x", "--seeds", "0"], "--seeds: expected 1 or more"),
     (["--out", "x", "--noise", "1,-2"], "--noise"),
     (["--out", "x", "--dp-clip", "0"], "--dp-clip"),
+    (["--out", "x", "--market-sizes", "1,-0.5"], "--market-sizes"),
+    (["--out", "x", "--data", "some/dir", "--anchored", "--market-sizes", "1,0.5"], "synthetic data only"),
 ])
 def test_task_names_the_bad_flag(argv, message, tmp_path, capsys):
     assert _task().main(argv) == 2
@@ -221,3 +223,4 @@ def test_task_summary_and_plot(tmp_path):
     assert table["recovery_a"].tolist() == pytest.approx([0.905, 0.505])
     assert write_privacy_attack(table, tmp_path / "attack.png").stat().st_size > 0
     assert "| none | per-market |" in task.markdown(table)
+    assert "anchor_auc_b" in table and "anchor_auc_b" not in task.markdown(table)  # not anchored: dropped
