@@ -6,6 +6,11 @@ no more than one target does. Within 3 of those standard deviations is "at chanc
 guess falls outside about 0.3% of the time, under a normal approximation), more than 3 above is
 "better than chance" (about 0.1%). Without DP and with seeded central noise the stage is
 deterministic, so those tests pass or fail every time.
+
+Anchored membership (does a market carry anchor slot a): an uninformed score's AUC for one target has the
+Mann-Whitney standard deviation `membership_chance_std`; the mean over targets spreads no more than the
+mean of theirs (`anchor_chance_std`), and within 3 of those is "at chance". The markets get unequal sizes
+so that they carry different anchors, and enough items for 126 slots (a tolerance below 0.2).
 """
 
 from __future__ import annotations
@@ -132,7 +137,7 @@ def test_anchor_membership_scores():
 
 
 # Markets of unequal sizes, so that they carry different anchors (equal sizes carry nearly all the same);
-# 126 anchor slots, which puts the chance standard deviation of the mean AUC below 0.06.
+# 126 anchor slots, which puts the bound on the chance standard deviation of the mean AUC below 0.06.
 ANCHORED_MARKETS = dict(num_markets=4, users_per_market=150, items_per_market=800, market_sizes=(1, 0.8, 0.6, 0.4))
 
 
