@@ -6,6 +6,11 @@ no more than one target does. Within 3 of those standard deviations is "at chanc
 guess falls outside about 0.3% of the time, under a normal approximation), more than 3 above is
 "better than chance" (about 0.1%). Without DP and with seeded central noise the stage is
 deterministic, so those tests pass or fail every time.
+
+Anchored membership (does a market carry anchor slot a): an uninformed score's AUC for one target has the
+Mann-Whitney standard deviation `membership_chance_std`; the mean over targets spreads no more than the
+mean of theirs (`anchor_chance_std`), and within 3 of those is "at chance". The markets get unequal sizes
+so that they carry different anchors, and enough items for 126 slots (a tolerance below 0.2).
 """
 
 from __future__ import annotations
@@ -109,6 +114,80 @@ def test_low_epsilon_under_distributed_dp_brings_both_adversaries_to_chance(smal
     assert abs(result["recovery_b"] - result["chance"]) <= result["tolerance"]
 
 
+def test_anchor_membership_scores():
+    assert pa.anchor_truth(np.array([-1, 2, 2, 0, -1]), 4).tolist() == [True, False, True, False]
+    payload = {"codebook_update": np.full((2, 1, 3), 1.0), "anchor_means": np.zeros((2, 4, 3)),
+               "anchor_counts": np.array([[1.0, 0, 1, 0]] * 2)}
+    assert pa.payload_scales(payload, None).tolist() == [1.0, 1.0]
+    assert pa.payload_scales(payload, 0.5) == pytest.approx([0.5 / np.sqrt(5)] * 2)  # one norm over every field
+    other = {**payload, "anchor_counts": np.array([[1.0, 1, 0, 0]] * 2)}
+    payloads, released = {"x": payload, "y": other}, np.array([[0.5, 0.25, 0.25, 0.0]] * 2)
+    assert np.array_equal(pa.anchor_view(pa.PER_MARKET, "x", payloads, released, None), payload["anchor_counts"])
+    assert pa.anchor_view(pa.CLIPPED_SUM, "x", payloads, released, None)[0].tolist() == [2.0, 1, 1, 0]
+    assert pa.anchor_view(pa.RELEASED_SUM, "x", None, released, None) is released
+    carries = {"x": np.array([True, False, True, False]), "y": np.array([True, True, False, False]),
+               "z": np.ones(4, bool)}  # z carries every slot: no AUC, not a target
+    rows = pa.attack_anchor_targets(carries, released, payloads, pa.PER_MARKET, 0.5)
+    assert [r["target"] for r in rows] == ["x", "y"] and rows[0]["auc_b"] == 1.0
+    assert rows[0]["auc_list"] == pytest.approx(np.mean([0.5, 0.5]))  # y's list: ranks x's slots no better
+    rng = np.random.default_rng(0)
+    truth = np.arange(30)
+    aucs = [pa.auc(rng.random(80), truth) for _ in range(4000)]
+    assert np.std(aucs) == pytest.approx(pa.membership_chance_std(30, 50), rel=0.1)
+
+
+# Markets of unequal sizes, so that they carry different anchors (equal sizes carry nearly all the same);
+# 126 anchor slots, which puts the bound on the chance standard deviation of the mean AUC below 0.06.
+ANCHORED_MARKETS = dict(num_markets=4, users_per_market=150, items_per_market=800, market_sizes=(1, 0.8, 0.6, 0.4))
+
+
+@pytest.fixture(scope="module")
+def anchored_stage(tff_context):
+    from tff_fedmm.data.markets import load_markets
+    from tff_fedmm.data.synthetic import SyntheticConfig
+    from tff_fedmm.models.cf import CFConfig
+    from tff_fedmm.pipelines.codes_stage import CodesConfig, anchored, cf_inputs
+
+    markets = load_markets("synthetic", None, SyntheticConfig(**ANCHORED_MARKETS))
+    config = CodesConfig(cf=CFConfig(epochs=1), rounds=1, anchors="public-items")
+    config, slots = anchored(markets, config, federated=True)
+    return cf_inputs(markets, config.cf), config, slots
+
+
+def _attack_anchored(stage, protection) -> tuple[dict, object]:
+    from tff_fedmm.pipelines.attack_trace import record_trace, summarize
+
+    inputs, config, slots = stage
+    trace = record_trace(inputs, replace(config, privacy=protection.privacy),
+                         record_markets=protection.view != pa.RELEASED_SUM, slots=slots)
+    result = summarize(trace, protection)
+    return {**result, "tolerance": 3 * result["anchor_chance_std"]}, trace
+
+
+def test_anchored_server_without_protection_reads_membership(anchored_stage):
+    from tff_fedmm.pipelines.attack_trace import Protection
+
+    result, trace = _attack_anchored(anchored_stage, Protection("none", dp.PrivacyConfig()))
+    assert result["anchor_targets"] == 4 and result["tolerance"] < 0.2
+    # The recomputed per-market counts are what the joint round released (weights: RQ-VAE rows).
+    anchors, total = trace.anchors, sum(trace.weights.values())
+    mixed = sum(w * anchors.market_payloads[n]["anchor_counts"] for n, w in trace.weights.items()) / total
+    assert np.allclose(mixed, anchors.released_counts, atol=1e-6)
+    assert all(np.array_equal(anchors.market_payloads[n]["anchor_counts"][0], c) for n, c in anchors.carries.items())
+    assert result["anchor_auc_b"] > 0.9
+    assert result["anchor_auc_a"] > 0.5 + result["tolerance"]  # slots most markets carry are the target's too
+
+
+def test_anchored_low_epsilon_under_distributed_dp_brings_membership_to_chance(anchored_stage):
+    from tff_fedmm.pipelines.attack_trace import Protection
+
+    protection = Protection("distributed", dp.PrivacyConfig(noise_multiplier=30.0, clip=0.3, mode=dp.DISTRIBUTED))
+    result, trace = _attack_anchored(anchored_stage, protection)
+    assert trace.epsilon < 0.5
+    assert abs(result["anchor_auc_a"] - 0.5) <= result["tolerance"]
+    assert abs(result["anchor_auc_b"] - 0.5) <= result["tolerance"]
+
+
 def _task():
     import importlib.util
 
@@ -124,6 +203,8 @@ def _task():
     (["--out", "x", "--seeds", "0"], "--seeds: expected 1 or more"),
     (["--out", "x", "--noise", "1,-2"], "--noise"),
     (["--out", "x", "--dp-clip", "0"], "--dp-clip"),
+    (["--out", "x", "--market-sizes", "1,-0.5"], "--market-sizes"),
+    (["--out", "x", "--data", "some/dir", "--anchored", "--market-sizes", "1,0.5"], "synthetic data only"),
 ])
 def test_task_names_the_bad_flag(argv, message, tmp_path, capsys):
     assert _task().main(argv) == 2
@@ -147,3 +228,4 @@ def test_task_summary_and_plot(tmp_path):
     assert table["recovery_a"].tolist() == pytest.approx([0.905, 0.505])
     assert write_privacy_attack(table, tmp_path / "attack.png").stat().st_size > 0
     assert "| none | per-market |" in task.markdown(table)
+    assert "anchor_auc_b" in table and "anchor_auc_b" not in task.markdown(table)  # not anchored: dropped

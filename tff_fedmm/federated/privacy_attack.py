@@ -17,6 +17,9 @@ Both name as many codes as the target occupies; the recovery rate is the share o
 (`recovery_rate`). Scores that carry no information about the target name each code with probability
 |T|/K, the chance rate, with a hypergeometric spread (`chance_rate`, `chance_std`). AUC over all codes
 (`auc`, 0.5 at chance) is reported beside it.
+
+In anchored mode a second secret: which anchor slots (public products) a market carries, scored by AUC
+over the slots (`attack_anchor_targets`, below).
 """
 
 from __future__ import annotations
@@ -127,4 +130,88 @@ def attack_targets(codebooks: np.ndarray, market_updates: Mapping[str, np.ndarra
                      "chance": chance_rate(num_codes, len(truth)), "chance_std": chance_std(num_codes, len(truth)),
                      "recovery_a": recovery_rate(public, truth), "auc_a": auc(public, truth),
                      "recovery_b": recovery_rate(server, truth), "auc_b": auc(server, truth)})
+    return rows
+
+
+# Anchored mode (`data.anchors`): does market X carry anchor slot a? Each market sends, per slot, the mean
+# level-1 latent of its items there and `anchor_counts` (1 if it has one), through the codebook's
+# aggregator; the truth is that count, a function of the market's data alone (`anchor_truth`). The three
+# adversaries score every slot for a target and are judged by AUC over the slots (0.5 at chance):
+# - the list: another market knows the agreed list (every anchor is carried by two or more markets) and
+#   which slots it carries itself; a slot it lacks must be carried by others (`list_scores`). No
+#   training value is read, so no protection of the training changes it.
+# - (a) the public: the released per-slot count aggregate, averaged over rounds (`anchor_scores` of
+#   `released_counts`): a slot many markets carry is likely the target's too.
+# - (b) the server: the target's own counts without secure summation (clipped under central DP, which
+#   scales a market's whole payload at once, `payload_scales`), the clipped sum under central DP with
+#   secure summation, else the released aggregate.
+
+
+def anchor_truth(slots: np.ndarray, num_slots: int) -> np.ndarray:
+    """Which slots a market carries, from its rows' slots (-1: no anchor): what its `anchor_counts` say."""
+    return np.isin(np.arange(num_slots), slots[slots >= 0])
+
+
+def payload_scales(payload: Mapping[str, np.ndarray], clip: float | None) -> np.ndarray:
+    """Per round, the factor DP's clip applies to one market's payload (every field at once: one L2 norm
+    over the codebook update, `anchor_means` and `anchor_counts`); ones without DP. Fields are
+    [rounds, ...]."""
+    rounds = len(next(iter(payload.values())))
+    if clip is None:
+        return np.ones(rounds)
+    norms = np.sqrt(sum(np.square(v.reshape(rounds, -1)).sum(axis=1) for v in payload.values()))
+    return np.minimum(1.0, clip / np.maximum(norms, 1e-30))
+
+
+def anchor_view(kind: str, target: str, market_payloads: Mapping[str, Mapping[str, np.ndarray]] | None,
+                released_counts: np.ndarray, clip: float | None) -> np.ndarray:
+    """The per-slot counts the server observes that bear on `target`, [rounds, A] (views as in
+    `server_view`; `released_counts` is the aggregator's released `anchor_counts` per round)."""
+    if kind == RELEASED_SUM:
+        return released_counts
+    if market_payloads is None:
+        raise ValueError(f"the {kind} view needs each market's payloads")
+    clipped = {name: p["anchor_counts"] * payload_scales(p, clip)[:, None] for name, p in market_payloads.items()}
+    if kind == PER_MARKET:
+        return clipped[target]
+    if kind == CLIPPED_SUM:
+        return np.sum(list(clipped.values()), axis=0)
+    raise ValueError(f"unknown server view {kind!r}; expected one of {VIEWS}")
+
+
+def anchor_scores(counts: np.ndarray) -> np.ndarray:
+    """Per slot, the mean over rounds of the observed counts (a market carries the same slots every
+    round, so the mean averages independent noise down)."""
+    return counts.mean(axis=0)
+
+
+def list_scores(carries_other: np.ndarray) -> np.ndarray:
+    """Another market's score from the agreed list: 1 where it lacks the slot (then two or more of the
+    others carry it), 0 where it has it."""
+    return 1.0 - carries_other.astype(float)
+
+
+def membership_chance_std(num_pos: int, num_neg: int) -> float:
+    """Standard deviation of the AUC of scores that carry no information (Mann-Whitney, no ties)."""
+    return float(np.sqrt((num_pos + num_neg + 1) / (12.0 * num_pos * num_neg)))
+
+
+def attack_anchor_targets(carries: Mapping[str, np.ndarray], released_counts: np.ndarray,
+                          market_payloads: Mapping[str, Mapping[str, np.ndarray]] | None, kind: str,
+                          clip: float | None) -> list[dict]:
+    """Every target market that carries some slots and lacks others (else its AUC is undefined): one row
+    with the AUC of the list, (a) and (b), the chance standard deviation and how many slots it carries.
+    `carries`: market → bool[A] (`anchor_truth`)."""
+    public = anchor_scores(released_counts)
+    rows = []
+    for target, truth in carries.items():
+        positive = np.flatnonzero(truth)
+        if not 0 < len(positive) < len(truth):
+            continue
+        server = anchor_scores(anchor_view(kind, target, market_payloads, released_counts, clip))
+        listed = [auc(list_scores(other), positive) for name, other in carries.items() if name != target]
+        rows.append({"target": target, "carried": len(positive),
+                     "chance_std": membership_chance_std(len(positive), len(truth) - len(positive)),
+                     "auc_list": float(np.mean(listed)), "auc_a": auc(public, positive),
+                     "auc_b": auc(server, positive)})
     return rows

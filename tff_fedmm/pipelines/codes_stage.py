@@ -183,7 +183,7 @@ def _history_rows(metrics: np.ndarray) -> list[dict]:
     return [{"round": i + 1, **dict(zip(_HISTORY, row))} for i, row in enumerate(metrics)]
 
 
-def _anchored(market_set: MarketSet, config: CodesConfig,
+def anchored(market_set: MarketSet, config: CodesConfig,
               federated: bool) -> tuple[CodesConfig, dict[str, np.ndarray] | None]:
     """In anchored mode, `config` with the anchor slots and each market's slot per input row."""
     if not federated or config.anchors == "none":  # a market alone has no other market to anchor to
@@ -219,7 +219,7 @@ def learn_codes(market_set: MarketSet, config: CodesConfig, federated: bool, pro
     prefixes the checkpoint stages; `ledger_stage` names the DP charges (and seeds `--dp-noise-seed` noise),
     by default after `variant`."""
     inputs = inputs if inputs is not None else cf_inputs(market_set, config.cf)
-    config, slots = _anchored(market_set, config, federated)
+    config, slots = anchored(market_set, config, federated)
     if not federated:  # one plain process serves every market alone (the federated one is built per run)
         process = process or build_codebook_process(config.codebook)
     groups = [market_set.names] if federated else [[name] for name in market_set.names]
