@@ -28,12 +28,19 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from tff_fedmm.codes import MarketQuantizer, quantizer_model
 from tff_fedmm.federated import accounting
 from tff_fedmm.federated import privacy as dp
 from tff_fedmm.federated import privacy_attack as pa
+from tff_fedmm.federated.codebook_aggregator import GlobalCodebookFactory
+from tff_fedmm.federated.codebook_process import (
+    build_codebook_process, codebook_of, initial_client_state, rqvae_dataset,
+)
 from tff_fedmm.pipelines import anchor_trace as at
 from tff_fedmm.pipelines.codes_stage import CodesConfig
 from tff_fedmm.pipelines.privacy_report import Ledger
+from tff_fedmm.seeding import set_global_seed
+from tff_fedmm.training.rqvae import encode_codes
 
 
 @dataclass(frozen=True)
@@ -51,14 +58,6 @@ def record_trace(inputs: dict[str, np.ndarray], config: CodesConfig, record_mark
     """Runs the federated codebook stage of `config` (its privacy options included) with every market of
     `inputs` (market → its RQ-VAE input rows, `codes_stage.cf_inputs`) as a client; `slots` (anchored
     mode, `codes_stage.anchored`): each market's anchor slot per row."""
-    from tff_fedmm.codes import MarketQuantizer, quantizer_model
-    from tff_fedmm.federated.codebook_aggregator import GlobalCodebookFactory
-    from tff_fedmm.federated.codebook_process import (
-        build_codebook_process, codebook_of, initial_client_state, rqvae_dataset,
-    )
-    from tff_fedmm.training.rqvae import encode_codes
-    from tff_fedmm.seeding import set_global_seed
-
     names = list(inputs)
     stage = config.codebook
     set_global_seed(stage.rqvae.seed, "codebook", *names)
