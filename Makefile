@@ -9,11 +9,10 @@ UV_VERSION := 0.13.9
 venv: $(VENV)/.installed
 
 # uv comes from PyPI into the venv itself: nothing outside .venv is touched.
-# --compile-bytecode: uv writes no .pyc by default, and under PYTHONDONTWRITEBYTECODE=1 (set in our CI
-# environment) Python never caches them either, so every process (each test's `fedmm` subprocess, every
-# resume of a kill chain) recompiled TensorFlow/TFF from source: ~6 CPU-s more per `import
-# tensorflow_federated` (9.5 s against 3.8 s, /usr/bin/time python -c "import tensorflow_federated").
-# Compiling once here costs ~21 CPU-s (python -m compileall -j 1 over site-packages).
+# --compile-bytecode: uv writes no .pyc by default, and under PYTHONDONTWRITEBYTECODE=1 Python never caches
+# them either, so every process (each test's `fedmm` subprocess, every resume of a kill chain) recompiled
+# TensorFlow and TFF from source, ~6 CPU-s each; compiling once here costs less than 4 such processes
+# (BUILD_NOTES.md, Install, has the measurements).
 $(VENV)/.installed: requirements.txt overrides.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
