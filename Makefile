@@ -9,10 +9,14 @@ UV_VERSION := 0.13.9
 venv: $(VENV)/.installed
 
 # uv comes from PyPI into the venv itself: nothing outside .venv is touched.
+# --compile-bytecode: uv writes no .pyc by default, and under PYTHONDONTWRITEBYTECODE=1 Python never caches
+# them either, so every process (each test's `fedmm` subprocess, every resume of a kill chain) recompiled
+# TensorFlow and TFF from source, ~6 CPU-s each; compiling once here costs less than 4 such processes
+# (BUILD_NOTES.md, Install, has the measurements).
 $(VENV)/.installed: requirements.txt overrides.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt --override overrides.txt
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.txt --override overrides.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
