@@ -143,9 +143,9 @@ def test_sized_config_holds_about_that_many_interactions_in_five_unequal_markets
     users = [raw.frame["userId"].nunique() for raw in data.raw.values()]
     items = [config.items(i) for i in range(config.num_markets)]
     assert len(users) == 5 and users == sorted(users) and users[-1] > 2 * users[0]
-    assert min(items) >= 128 and items == sorted(items)  # enough items for 99 ranking negatives per user
+    assert min(items) >= 200 and items == sorted(items)  # enough items for 99 ranking negatives per user
     with pytest.raises(UsageError, match="interactions"):
-        sized_config(0)
+        sized_config(1500)
 
 
 def test_written_market_files_read_back_identical(tmp_path):
