@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     add_seed_argument(parser)
     parser.add_argument("--rounds", type=int, default=None,
                         help="rounds per stage of each run (default: fedmm run's own, 20)")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress lines on stderr, none in the runs' logs (OUT/size-N/run.log)")
     return run_guarded(lambda: _run(parser.parse_args(argv)))
 
 
@@ -65,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"scale: {size} interactions: generating, then one fedmm run seed {args.seed}", file=sys.stderr)
         try:
-            rows.append(measure_run(size, out / f"size-{size}", args.seed, args.rounds))
+            rows.append(measure_run(size, out / f"size-{size}", args.seed, args.rounds, quiet=args.quiet))
         except RunFailed as err:
             print(f"scale: error: {err}", file=sys.stderr)
             return 1
