@@ -6,15 +6,19 @@ Each size is a set of five unequal markets from the synthetic generator (`data.s
 users and items grow with the interactions), written as XMarket files to OUT/size-N/data and run with
 `python -m tff_fedmm run --data OUT/size-N/data --seed S --data-seed S --out OUT/size-N/run` in its own
 process. Per size: wall time, CPU time and peak resident memory of the run and its TFF worker
-(`bench.process_cost`). OUT/scale.csv gets a row as soon as a size is done (a sweep cut short keeps its
-finished sizes); OUT/scale.png plots wall and CPU seconds against interactions on log-log axes; the last line
-printed is the fitted log-log slope of wall time against interactions (1 = linear growth).
+(`bench.process_cost`). OUT/scale.csv gets a row and OUT/scale.png (wall and CPU seconds against interactions,
+log-log) are redrawn as soon as a size is done; the last line printed is the fitted log-log slope of wall time
+against interactions (1 = linear growth). SIGTERM (`timeout 3600 python tasks/scale.py ...`) ends the size in
+progress and its run's processes, says how long it had run, prints the slope of the finished sizes and exits
+with status 124.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import time
 from pathlib import Path
 
 from tff_fedmm.cli_args import Parser, add_seed_argument, run_guarded
@@ -22,6 +26,7 @@ from tff_fedmm.cli_args import Parser, add_seed_argument, run_guarded
 # A slope this far above 1 still counts as linear: wall time on a machine shared with other jobs moves by
 # several percent between runs, which over a 20x range of sizes tilts the fit by a few hundredths.
 SLOPE_NOISE = 0.1
+STOPPED_STATUS = 124  # what `timeout` itself reports when it had to stop the command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,25 +67,41 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
-    for size in args.sizes:
-        if not args.quiet:
-            print(f"scale: {size} interactions: generating, then one fedmm run seed {args.seed}", file=sys.stderr)
-        try:
-            rows.append(measure_run(size, out / f"size-{size}", args.seed, args.rounds, quiet=args.quiet))
-        except RunFailed as err:
-            print(f"scale: error: {err}", file=sys.stderr)
-            return 1
-        pd.DataFrame(rows, columns=COLUMNS).to_csv(out / "scale.csv", index=False)
-        row = rows[-1]
-        print(f"scale: interactions={row['interactions']} wall_s={row['wall_seconds']:.1f} "
-              f"cpu_s={row['cpu_seconds']:.1f} peak_rss_mb={row['peak_rss_mb']:.0f}", flush=True)
-    write_scale_plot(rows, out / "scale.png")
+    previous = signal.signal(signal.SIGTERM, _stop)  # `timeout` ends a sweep: keep the finished sizes
+    try:
+        for size in args.sizes:
+            if not args.quiet:
+                print(f"scale: {size} interactions: generating, then one fedmm run seed {args.seed}", file=sys.stderr)
+            started = time.perf_counter()
+            try:
+                rows.append(measure_run(size, out / f"size-{size}", args.seed, args.rounds, quiet=args.quiet))
+            except RunFailed as err:
+                print(f"scale: error: {err}", file=sys.stderr)
+                return 1
+            except Stopped:
+                print(f"scale: stopped during {size} interactions after {time.perf_counter() - started:.0f} s "
+                      f"(generation and run; its progress: {out / f'size-{size}' / 'run.log'})", flush=True)
+                break
+            pd.DataFrame(rows, columns=COLUMNS).to_csv(out / "scale.csv", index=False)
+            write_scale_plot(rows, out / "scale.png")
+            row = rows[-1]
+            print(f"scale: interactions={row['interactions']} wall_s={row['wall_seconds']:.1f} "
+                  f"cpu_s={row['cpu_seconds']:.1f} peak_rss_mb={row['peak_rss_mb']:.0f}", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     slope = loglog_slope([r["interactions"] for r in rows], [r["wall_seconds"] for r in rows])
-    verdict = ("n/a (one size)" if slope != slope
+    verdict = ("n/a (fewer than two sizes)" if slope != slope
                else "no faster than linear" if slope <= 1 + SLOPE_NOISE else "FASTER than linear")
     print(f"scale: loglog_slope wall_seconds/interactions = {slope:.3f} ({verdict})")
-    return 0
+    return 0 if len(rows) == len(args.sizes) else STOPPED_STATUS
 
+
+class Stopped(Exception):
+    """SIGTERM (as `timeout` sends): the current size is abandoned, its run's process tree ended."""
+
+
+def _stop(signum, frame) -> None:
+    raise Stopped
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,9 @@ import math
 import os
 import subprocess
 import sys
+import signal
 import textwrap
+import time
 
 import pandas as pd
 import pytest
@@ -96,3 +98,18 @@ def test_loglog_slope():
     assert loglog_slope([1e4, 1e5, 1e6], [2.0, 20.0, 200.0]) == pytest.approx(1.0)
     assert loglog_slope([1e4, 1e5], [1.0, 100.0]) == pytest.approx(2.0)
     assert math.isnan(loglog_slope([5e4], [3.0]))
+
+
+def test_sigterm_stops_the_size_in_progress_with_one_line_and_status_124(tmp_path):
+    """As `timeout` stops a sweep: here during the generation of a large set (no run started yet)."""
+    out = tmp_path / "scale"
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "tasks" / "scale.py"), "--sizes", "5000000",
+                             "--out", str(out), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    time.sleep(6)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 124, stderr
+    lines = stdout.strip().splitlines()
+    assert lines[0].startswith("scale: stopped during 5000000 interactions after ") and "n/a" in lines[-1]
+    assert stderr == "" and not (out / "scale.csv").exists()
