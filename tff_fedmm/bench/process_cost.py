@@ -45,7 +45,7 @@ def measure_command(argv: Sequence[str], log: Path, interval_s: float = 0.2,
     this process (PR_SET_PDEATHSIG), and on an exception here (Ctrl-C) its tree is terminated first."""
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    seen: set[int] = set()
+    seen: dict[int, int] = {}  # pid -> start time: a pid the kernel reuses later is another process
     peak_sum = peak_hwm = 0.0
     start = time.perf_counter()
     with log.open("w") as out:
@@ -81,28 +81,33 @@ def _die_with_parent() -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _parents() -> dict[int, int]:
-    """pid -> parent pid of every process (field 4 of /proc/<pid>/stat; the name before it may hold spaces)."""
-    parents = {}
+def _processes() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, start time in clock ticks) of every process: fields 4 and 22 of /proc/<pid>/stat
+    (the name before them may hold spaces and parentheses, so split after its last ')')."""
+    found = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
                 with open(f"/proc/{entry.name}/stat") as stat:
-                    parents[int(entry.name)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                found[int(entry.name)] = (int(fields[1]), int(fields[19]))
             except (OSError, IndexError, ValueError):
                 continue  # ended while we looked
-    return parents
+    return found
 
 
-def _tree(root: int, seen: set[int]) -> list[int]:
-    """`root` and its live descendants, plus the tree's earlier members re-parented to this process (orphans)."""
-    parents, mine = _parents(), os.getpid()
-    found, frontier = [], [root] + [pid for pid, parent in parents.items() if parent == mine and pid in seen]
+def _tree(root: int, seen: dict[int, int]) -> dict[int, int]:
+    """`root` and its live descendants, plus the tree's earlier members re-parented to this process
+    (orphans), each with its start time."""
+    processes, mine = _processes(), os.getpid()
+    orphans = [pid for pid, (parent, start) in processes.items() if parent == mine and seen.get(pid) == start]
+    found: dict[int, int] = {}
+    frontier = [root, *orphans]
     while frontier:
         pid = frontier.pop()
-        if pid in parents and pid not in found:
-            found.append(pid)
-            frontier.extend(p for p, parent in parents.items() if parent == pid)
+        if pid in processes and pid not in found:
+            found[pid] = processes[pid][1]
+            frontier.extend(p for p, (parent, _) in processes.items() if parent == pid)
     return found
 
 
@@ -117,7 +122,7 @@ def _status_mb(pid: int) -> tuple[float, float]:
     return rss, hwm
 
 
-def _end(child: subprocess.Popen, seen: set[int]) -> int:
+def _end(child: subprocess.Popen, seen: dict[int, int]) -> int:
     """Terminates the command if it still runs, then every seen descendant still alive; reaps the ones
     re-parented here. Returns how many descendants had to be ended after the command itself."""
     if child.poll() is None:
@@ -127,8 +132,8 @@ def _end(child: subprocess.Popen, seen: set[int]) -> int:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-    parents = _parents()
-    alive = [pid for pid in seen - {child.pid} if pid in parents]
+    processes = _processes()
+    alive = [pid for pid, start in seen.items() if pid != child.pid and processes.get(pid, (0, None))[1] == start]
     for pid in alive:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + _GRACE_S
