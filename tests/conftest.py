@@ -63,7 +63,7 @@ def small_market_files(markets, users: int = 40, items: int = 110, per_user: int
 # collection order: started first, the long files end while the short ones fill the other worker's time,
 # instead of a worker ending the suite alone on a long file (xdist's own order is by number of tests, which
 # queued these last).
-LONG_FILES = ("test_kill_anywhere.py", "test_cli_compare.py", "test_tasks.py", "test_resume.py",
+LONG_FILES = ("test_kill_anywhere.py", "test_cli_compare.py", "test_tasks.py", "test_scale.py", "test_resume.py",
               "test_privacy_options.py", "test_scarce_market.py", "test_workers.py", "test_notebook.py",
               "test_anchored_mode.py", "test_distributed_dp.py", "test_dp_all_stages.py", "test_dp_sgd.py",
               "test_bench.py", "test_audit_identity.py", "test_rqvae.py", "test_exports.py", "test_privacy_attack.py")

@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tff_fedmm.data.synthetic import SyntheticConfig, generate_synthetic
+from tff_fedmm.data import synthetic
+from tff_fedmm.data.loading import load_market_dir, write_market_dir
+from tff_fedmm.data.synthetic import SyntheticConfig, generate_synthetic, sized_config
 from tff_fedmm.errors import UsageError
 
 CONFIG = SyntheticConfig()
@@ -113,3 +115,44 @@ def test_market_sizes_scale_users_and_items_per_market():
         SyntheticConfig(num_markets=3, market_sizes=(1.0, 2.0))
     with pytest.raises(UsageError, match="item per cluster"):
         SyntheticConfig(items_per_market=20, market_sizes=(1.0, 0.1, 1.0, 1.0))
+
+
+def test_item_sizes_scale_items_alone():
+    data = generate_synthetic(SyntheticConfig(num_markets=2, market_sizes=(1.0, 0.5), item_sizes=(0.5, 2.0)))
+    assert [data.raw[n].frame["userId"].nunique() for n in data.raw] == [400, 200]
+    assert [len(data.item_cluster[n]) for n in data.raw] == [150, 600]
+    with pytest.raises(UsageError, match="item_sizes"):
+        SyntheticConfig(num_markets=2, item_sizes=(1.0, -1.0))
+
+
+def test_sampler_blocks_do_not_change_the_data(monkeypatch):
+    config = SyntheticConfig(num_markets=2, seed=4)
+    whole = generate_synthetic(config)
+    monkeypatch.setattr(synthetic, "_BLOCK_CELLS", 1000)  # ~3 users per block
+    blocked = generate_synthetic(config)
+    for name in whole.raw:
+        pd.testing.assert_frame_equal(whole.raw[name].frame, blocked.raw[name].frame)
+
+
+@pytest.mark.parametrize("interactions", [2000, 20000])
+def test_sized_config_holds_about_that_many_interactions_in_five_unequal_markets(interactions):
+    config = sized_config(interactions, seed=1)
+    data = generate_synthetic(config)
+    total = sum(len(raw.frame) for raw in data.raw.values())
+    assert abs(total - interactions) <= 0.03 * interactions
+    users = [raw.frame["userId"].nunique() for raw in data.raw.values()]
+    items = [config.items(i) for i in range(config.num_markets)]
+    assert len(users) == 5 and users == sorted(users) and users[-1] > 2 * users[0]
+    assert min(items) >= 200 and items == sorted(items)  # enough items for 99 ranking negatives per user
+    with pytest.raises(UsageError, match="interactions"):
+        sized_config(1500)
+
+
+def test_written_market_files_read_back_identical(tmp_path):
+    data = generate_synthetic(sized_config(2000))
+    paths = write_market_dir(data.raw, tmp_path / "set")
+    assert sorted(p.name for p in paths.values()) == [f"m{i}_5core.txt" for i in range(5)]
+    assert paths["m0"].read_text().splitlines()[0] == "userId itemId rate date"
+    back = load_market_dir(tmp_path / "set")
+    for name, raw in data.raw.items():
+        pd.testing.assert_frame_equal(raw.frame, back[name].frame)

@@ -105,6 +105,21 @@ def load_market_file(path: Path, name: str | None = None) -> RawMarket:
     return RawMarket(name=name, frame=frame, source=str(path), duplicates_dropped=dropped)
 
 
+def write_market_dir(raw: dict[str, RawMarket], folder: str | Path) -> dict[str, Path]:
+    """Writes markets as XMarket files (`<market>_5core.txt`: header, then `userId itemId rate date`
+    separated by spaces, dates YYYY-MM-DD), the format `load_market_dir` reads: generated sets can then go
+    through every command's `--data DIR` path, file reading included."""
+    directory = Path(folder)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, market in raw.items():
+        path = directory / f"{name}{_PREFERRED_SUFFIX}"
+        frame = market.frame[list(COLUMNS)]
+        frame.to_csv(path, sep=" ", index=False, date_format="%Y-%m-%d", float_format="%.1f", lineterminator="\n")
+        written[name] = path
+    return written
+
+
 def splitter(header: str) -> Splitter:
     """The header decides the separator: a tab or comma there means the data uses it too."""
     for sep in ("\t", ","):

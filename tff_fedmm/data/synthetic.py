@@ -6,7 +6,9 @@ same taste in every market, local clusters exist in one market only. Each user m
 cluster, so co-interaction reveals the clusters. Some shared-cluster items are "the same product" in
 several markets. By default their raw IDs differ per market, so that table is hidden from training and
 used only to measure alignment; with `common_keys` they carry one public key in every market, as
-XMarket's ASINs do, so anchored mode can use it. `market_sizes` scales users and items per market.
+XMarket's ASINs do, so anchored mode can use it. `market_sizes` scales users and items per market
+(`item_sizes`, when given, scales items on their own); `sized_config` shapes a set of a given total
+interaction count for scaling measurements.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tff_fedmm.errors import UsageError
 _AFFINITY = 0.85  # share of a user's interactions drawn from their favourite cluster
 _MIN_INTERACTIONS = 5
 _START = np.datetime64("2014-01-01", "D")
+_BLOCK_CELLS = 8_000_000  # users x items keys per block of the sampler (~64 MB of float64 each)
 
 
 @dataclass(frozen=True)
@@ -44,20 +47,25 @@ class SyntheticConfig:
     common_keys: bool = False
     # Per-market factors on users_per_market and items_per_market (empty: every market full size).
     market_sizes: tuple[float, ...] = ()
+    # Per-market factors on items_per_market alone (empty: market_sizes): markets' user and item counts
+    # need not grow together (issue #15's target shape: users vary 2.6x across markets, items 8x).
+    item_sizes: tuple[float, ...] = ()
 
     def users(self, market_index: int) -> int:
-        return max(1, round(self.users_per_market * self._size(market_index)))
+        return max(1, round(self.users_per_market * self._size(self.market_sizes, market_index)))
 
     def items(self, market_index: int) -> int:
-        return max(1, round(self.items_per_market * self._size(market_index)))
+        return max(1, round(self.items_per_market * self._size(self.item_sizes or self.market_sizes, market_index)))
 
-    def _size(self, market_index: int) -> float:
-        return self.market_sizes[market_index] if self.market_sizes else 1.0
+    @staticmethod
+    def _size(factors: tuple[float, ...], market_index: int) -> float:
+        return factors[market_index] if factors else 1.0
 
     def __post_init__(self) -> None:
         clusters = self.shared_clusters + self.local_clusters
-        if len(self.market_sizes) not in (0, self.num_markets) or not all(f > 0 for f in self.market_sizes):
-            raise UsageError("synthetic data: market_sizes must hold one positive factor per market")
+        for name, factors in (("market_sizes", self.market_sizes), ("item_sizes", self.item_sizes)):
+            if len(factors) not in (0, self.num_markets) or not all(f > 0 for f in factors):
+                raise UsageError(f"synthetic data: {name} must hold one positive factor per market")
         checks = [
             (self.num_markets >= 1, "num_markets must be 1 or more"),
             (self.users_per_market >= 1, "users_per_market must be 1 or more"),
@@ -73,6 +81,32 @@ class SyntheticConfig:
         for ok, message in checks:
             if not ok:
                 raise UsageError(f"synthetic data: {message}")
+
+
+# Issue #15's target shape: 5 markets, 210k interactions, 2.7k-7.1k users and 1.2k-9.8k items per market.
+# `sized_config` scales users and items linearly with the interaction count, so a scaling measurement
+# grows the vocabularies with the data, as more interactions do in a real market.
+_SHAPE_USERS = (2700, 3600, 4500, 5400, 7100)
+_SHAPE_ITEMS = (1200, 2500, 4000, 6000, 9800)
+_SHAPE_PER_USER = 9  # 23.3k users x 9 = the 210k interactions of the target shape
+_MIN_SIZED_ITEMS = 200  # ranking evaluation draws 99 never-rated items per user: tiny sets must still see enough
+# Below this, a tiny set's users see too few items for 99 ranking negatives (1,500 failed for seed 0; 2,000
+# passed for seeds 0-5: `ranking_sets` on every market's valid and test split).
+MIN_SIZED_INTERACTIONS = 2000
+
+
+def sized_config(interactions: int, seed: int = 0) -> SyntheticConfig:
+    """Five markets of different sizes holding about `interactions` interactions in all (within ~1%: the
+    per-user counts are drawn), shaped like issue #15's target; below ~35k interactions the smallest
+    markets keep `_MIN_SIZED_ITEMS` items."""
+    if interactions < MIN_SIZED_INTERACTIONS:
+        raise UsageError(f"synthetic data: a sized set needs {MIN_SIZED_INTERACTIONS} interactions or more (fewer "
+                         f"leave users too few never-rated items for ranking evaluation), got {interactions}")
+    scale = interactions / (_SHAPE_PER_USER * sum(_SHAPE_USERS))
+    users = tuple(max(1.0, u * scale) for u in _SHAPE_USERS)
+    items = tuple(max(float(_MIN_SIZED_ITEMS), i * scale) for i in _SHAPE_ITEMS)
+    return SyntheticConfig(num_markets=len(_SHAPE_USERS), users_per_market=1, items_per_market=1,
+                           interactions_per_user=_SHAPE_PER_USER, seed=seed, market_sizes=users, item_sizes=items)
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,15 +178,10 @@ def _interactions(config: SyntheticConfig, market: str, market_index: int, clust
         popularity[idx] /= popularity[idx].sum()
     num_users = config.users(market_index)
     favourite = rng.integers(0, len(labels), size=num_users)
-    prob = (1 - _AFFINITY) / len(labels) * popularity[None, :] + _AFFINITY * popularity[None, :] * (
-        members[None, :] == favourite[:, None]
-    )
     extra = rng.poisson(config.interactions_per_user - _MIN_INTERACTIONS, num_users)
     counts = np.minimum(_MIN_INTERACTIONS + extra, len(cluster))
-    # Gumbel top-k: each user's first counts[u] items are a weighted sample without replacement.
-    ranked = np.argsort(-(np.log(prob) + rng.gumbel(size=prob.shape)), axis=1)
     users = np.repeat(np.arange(num_users), counts)
-    items = ranked[users, _positions(counts)]
+    items = _weighted_samples(popularity, members, favourite, len(labels), counts, rng)[users, _positions(counts)]
     # Random time order within each user, dates strictly increasing.
     order = np.lexsort((rng.random(len(users)), users))
     items = items[order]
@@ -173,6 +202,30 @@ def _interactions(config: SyntheticConfig, market: str, market_index: int, clust
     )
     # Rows in no particular order, like a real file; the splitter must not rely on it.
     return frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
+
+
+def _weighted_samples(popularity: np.ndarray, members: np.ndarray, favourite: np.ndarray, num_clusters: int,
+                      counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each user's first counts[u] columns: a sample without replacement weighted by popularity and affinity.
+
+    Gumbel top-k over a users x items key matrix, built a block of users at a time so a million-interaction
+    set does not need it whole in memory (the generator's stream does not depend on the block size: one
+    draw per cell, row after row). Only the top max(counts) keys are sorted per user.
+    """
+    top = int(counts.max())
+    ranked = np.empty((len(favourite), top), dtype=np.int64)
+    rows = max(1, _BLOCK_CELLS // len(members))
+    for start in range(0, len(favourite), rows):
+        fav = favourite[start : start + rows]
+        prob = (1 - _AFFINITY) / num_clusters * popularity[None, :] + _AFFINITY * popularity[None, :] * (
+            members[None, :] == fav[:, None]
+        )
+        keys = -(np.log(prob) + rng.gumbel(size=prob.shape))
+        part = np.argpartition(keys, top - 1, axis=1)[:, :top] if top < len(members) else np.tile(
+            np.arange(len(members)), (len(fav), 1))
+        order = np.argsort(np.take_along_axis(keys, part, axis=1), axis=1)
+        ranked[start : start + rows] = np.take_along_axis(part, order, axis=1)
+    return ranked
 
 
 def _positions(counts: np.ndarray) -> np.ndarray:
