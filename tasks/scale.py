@@ -6,7 +6,7 @@ Each size is a set of five unequal markets from the synthetic generator (`data.s
 users and items grow with the interactions), written as XMarket files to OUT/size-N/data and run with
 `python -m tff_fedmm run --data OUT/size-N/data --seed S --data-seed S --out OUT/size-N/run` in its own
 process. Per size: wall time, CPU time and peak resident memory of the run and its TFF worker
-(`bench.process_cost`). OUT/scale.csv gets a row and OUT/scale.png (wall and CPU seconds against interactions,
+(`scale.process_cost`). OUT/scale.csv gets a row and OUT/scale.png (wall and CPU seconds against interactions,
 log-log) are redrawn as soon as a size is done; the last line printed is the fitted log-log slope of wall time
 against interactions (1 = linear growth). SIGTERM (`timeout 3600 python tasks/scale.py ...`) ends the size in
 progress and its run's processes, says how long it had run, prints the slope of the finished sizes and exits
@@ -59,7 +59,7 @@ def _sizes(text: str) -> list[int]:
 def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from tff_fedmm.bench.scale import COLUMNS, RunFailed, loglog_slope, measure_run, write_scale_plot
+    from tff_fedmm.scale import COLUMNS, RunFailed, loglog_slope, measure_run, write_scale_plot
     from tff_fedmm.errors import UsageError
 
     if args.rounds is not None and args.rounds < 1:

@@ -1,5 +1,5 @@
 """`tasks/scale.py` (issue #15, item 5): two tiny sizes end to end, its one-line errors, and the measurement
-underneath (`bench.process_cost`: a tree's CPU and memory, no process left behind; `bench.scale`'s slope)."""
+underneath (`scale.process_cost`: a tree's CPU and memory, no process left behind; `tff_fedmm.scale`'s slope)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO_ROOT
 from test_tasks import load_task
 
-from tff_fedmm.bench.scale import COLUMNS, loglog_slope
+from tff_fedmm.scale import COLUMNS, loglog_slope
 
 
 @pytest.mark.slow
@@ -79,7 +79,7 @@ def test_process_cost_counts_an_orphaned_grandchild_and_ends_it(tmp_path):
         import json, sys
         from dataclasses import asdict
         from pathlib import Path
-        from tff_fedmm.bench.process_cost import measure_command
+        from tff_fedmm.scale.process_cost import measure_command
         cost = measure_command([sys.executable, "-c", {child!r}], Path({str(tmp_path / "log")!r}), interval_s=0.1)
         print(json.dumps(asdict(cost)))
     """)

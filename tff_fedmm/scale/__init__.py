@@ -4,7 +4,7 @@ measured run per set, the log-log slope of wall time against interactions, and i
 The sets come from the one synthetic generator (`data.synthetic.sized_config`: five unequal markets whose
 users and items grow with the interactions) and are written as XMarket files, so the run measured is the
 one a user runs on a data directory, file reading included. Each run is a separate process, measured with
-its TFF worker (`bench.process_cost`): in-process timing would miss the worker, which does the federated
+its TFF worker (`scale.process_cost`): in-process timing would miss the worker, which does the federated
 work, and one process per size keeps one run's caches and memory out of the next one's figures.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tff_fedmm.bench.process_cost import ProcessCost, measure_command
+from tff_fedmm.scale.process_cost import ProcessCost, measure_command
 
 COLUMNS = ["size", "interactions", "markets", "users", "items", "wall_seconds", "cpu_seconds", "peak_rss_mb",
            "largest_process_rss_mb", "leftover_processes"]
