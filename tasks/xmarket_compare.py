@@ -49,9 +49,9 @@ def peak_memory_line() -> str:
     from tff_fedmm.bench.measure import proc_status_mb, worker_pid
 
     pid = worker_pid()
-    worker = f"{proc_status_mb(pid)['VmHWM']:.0f} MB" if pid is not None else "n/a"
+    worker = f"{proc_status_mb(pid, 'VmHWM'):.0f} MB" if pid is not None else "n/a"
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB -> MB; 0 when none ended
-    return (f"xmarket_compare: peak resident memory: python {proc_status_mb(os.getpid())['VmHWM']:.0f} MB, "
+    return (f"xmarket_compare: peak resident memory: python {proc_status_mb(os.getpid(), 'VmHWM'):.0f} MB, "
             f"TFF worker {worker}, largest finished child process {children:.0f} MB")
 
 
