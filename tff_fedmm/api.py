@@ -9,6 +9,10 @@
 Two seeds: the DATA seed (`make_config(data_seed=...)`, and the synthetic generator's seed) fixes every
 evaluation candidate set; the training seeds (`compare(seeds=...)`) vary initialisation, shuffles and
 drawn training negatives only, so seeds are paired and their differences can be averaged.
+
+Modules that load TensorFlow are imported inside the functions that run training: `import tff_fedmm`,
+`read_run` and the flag checks stay free of TensorFlow's seconds of start-up
+(`tests/test_cli_data.py::test_entry_modules_and_flag_errors_do_not_import_tensorflow`).
 """
 
 from __future__ import annotations
