@@ -15,6 +15,8 @@ import time
 import pytest
 from conftest import REPO_ROOT
 
+from tff_fedmm.scale.process_cost import alive
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
@@ -47,14 +49,6 @@ def _task():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_notebook_is_stored_with_the_outputs_of_its_current_cells():
@@ -108,7 +102,7 @@ def test_notebook_runs_in_the_venv_to_its_committed_outputs_and_leaves_no_worker
                        f"(first difference: {fresh[stale[0]]!r} against {committed[stale[0]]!r})")
     assert facts["workers"], "the notebook ran federated stages, so its kernel started a worker"
     deadline = time.monotonic() + 20
-    while any(_alive(p) for p in facts["workers"]) and time.monotonic() < deadline:
+    while any(alive(p) for p in facts["workers"]) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not [p for p in facts["workers"] if _alive(p)], "worker_binary outlived the notebook's kernel"
+    assert not [p for p in facts["workers"] if alive(p)], "worker_binary outlived the notebook's kernel"
     print(f"notebook executed in {elapsed:.0f} s")

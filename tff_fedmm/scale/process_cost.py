@@ -133,18 +133,18 @@ def _end(child: subprocess.Popen, seen: dict[int, int]) -> int:
             child.kill()
             child.wait()
     processes = _processes()
-    alive = [pid for pid, start in seen.items() if pid != child.pid and processes.get(pid, (0, None))[1] == start]
-    for pid in alive:
+    leftover = [pid for pid, start in seen.items() if pid != child.pid and processes.get(pid, (0, None))[1] == start]
+    for pid in leftover:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + _GRACE_S
-    for pid in alive:
-        while _alive(pid) and time.monotonic() < deadline:
+    for pid in leftover:
+        while alive(pid) and time.monotonic() < deadline:
             _reap(pid)
             time.sleep(0.05)
-        if _alive(pid):
+        if alive(pid):
             _signal(pid, signal.SIGKILL)
         _reap(pid, block=True)
-    return len(alive)
+    return len(leftover)
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -154,7 +154,8 @@ def _signal(pid: int, signum: int) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether `pid` is running (a zombie, ended but not yet reaped, is not)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
