@@ -19,6 +19,7 @@ import collections
 from dataclasses import dataclass
 
 import numpy as np
+import tensorflow_federated as tff
 
 from tff_fedmm.federated import privacy_attack as pa
 
@@ -39,8 +40,6 @@ class ReleasedAggregate:
         self._inner = inner
 
     def create(self, value_type, weight_type):
-        import tensorflow_federated as tff
-
         process = self._inner.create(value_type, weight_type)
 
         @tff.federated_computation(process.initialize.type_signature.result,
